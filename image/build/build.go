@@ -1,0 +1,436 @@
+// Package build is the image pipeline behind `ingot build`: it gathers the inputs (kernel, EFI
+// stub and boot manager, bundles, the node binary, the profile), assembles the root filesystem,
+// and writes the outputs: vmlinuz and initramfs.cpio.zst for direct boot, the UKI ingot.efi,
+// disk.raw with systemd-boot and slot A, and manifest.json describing every input and output.
+// Every output is written to a temporary file and renamed, and carries no timestamps, so the
+// same inputs give the same bytes.
+package build
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"ingot.dev/ingot/image/arch"
+	"ingot.dev/ingot/image/debpkg"
+	"ingot.dev/ingot/image/disk"
+	"ingot.dev/ingot/image/initramfs"
+	"ingot.dev/ingot/image/kernel"
+	"ingot.dev/ingot/image/uki"
+	"ingot.dev/ingot/profiles"
+)
+
+// Options are the inputs of one build.
+type Options struct {
+	Profile     *profiles.Profile
+	ProfileTOML []byte // the profile's text, placed in the image for init to read
+	Arch        string
+	Out         string // output directory
+	Cache       string // ingot's cache root
+	NodeBinary  string // the static ingot-node for Arch
+	// Kernel overrides the profile's Debian kernel package: a .deb, a directory laid out like an
+	// unpacked package, or a vmlinuz file (then KernelModules names lib/modules/<release>).
+	Kernel        string
+	KernelModules string
+	// SourceDateEpoch is the mtime of every file in the image.
+	SourceDateEpoch int64
+	Progress        Progress
+	Fetcher         func(arch string) *debpkg.Fetcher
+}
+
+// Progress is told about each step.
+type Progress interface {
+	Step(i, n int, what string)
+	Done()
+}
+
+// Input is one thing the image was built from.
+type Input struct {
+	Name    string `json:"name"`
+	Version string `json:"version,omitempty"`
+	SHA256  string `json:"sha256"`
+}
+
+// Output is one file written.
+type Output struct {
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// Manifest is manifest.json.
+type Manifest struct {
+	Profile         string   `json:"profile"`
+	Arch            string   `json:"arch"`
+	KernelRelease   string   `json:"kernel_release"`
+	Cmdline         string   `json:"cmdline"`
+	Modules         []string `json:"modules"`
+	SourceDateEpoch int64    `json:"source_date_epoch"`
+	Inputs          []Input  `json:"inputs"`
+	Outputs         []Output `json:"outputs"`
+}
+
+// Output file names.
+const (
+	FileKernel    = "vmlinuz"
+	FileInitramfs = "initramfs.cpio.zst"
+	FileUKI       = "ingot.efi"
+	FileDisk      = "disk.raw"
+	FileManifest  = "manifest.json"
+)
+
+// ESP layout. Slot A holds the built image; slot B is empty until an upgrade writes it.
+const (
+	SlotAPath  = "EFI/ingot/slot-a.efi"
+	SlotBPath  = "EFI/ingot/slot-b.efi"
+	EntryAPath = "loader/entries/ingot-a.conf"
+)
+
+type job struct {
+	o        Options
+	a        arch.Arch
+	fetch    *debpkg.Fetcher
+	inputs   []Input
+	step     int
+	maxSteps int
+}
+
+func (j *job) progress(what string) {
+	j.step++
+	if j.o.Progress != nil {
+		j.o.Progress.Step(j.step, j.maxSteps, what)
+	}
+}
+
+// Run builds the image and returns its manifest.
+func Run(ctx context.Context, o Options) (*Manifest, error) {
+	a, err := arch.Lookup(o.Arch)
+	if err != nil {
+		return nil, err
+	}
+	if o.Profile == nil {
+		return nil, fmt.Errorf("build: no profile")
+	}
+	j := &job{o: o, a: a, maxSteps: 8}
+	if o.Fetcher != nil {
+		j.fetch = o.Fetcher(a.Name)
+	} else {
+		j.fetch = &debpkg.Fetcher{Cache: o.Cache, Arch: a.Name}
+	}
+	if o.Progress != nil {
+		defer o.Progress.Done()
+	}
+
+	j.progress("checking the node binary")
+	node, err := os.ReadFile(o.NodeBinary)
+	if err != nil {
+		return nil, fmt.Errorf("node binary for %s: %w (run make build)", a.Name, err)
+	}
+	j.addInput("ingot-node", "", node)
+	j.addInput("profile:"+o.Profile.Name, "", o.ProfileTOML)
+
+	j.progress("fetching the kernel")
+	k, err := j.kernel(ctx)
+	if err != nil {
+		return nil, err
+	}
+	mods, err := k.Closure(o.Profile.Kernel.Modules)
+	if err != nil {
+		return nil, fmt.Errorf("profile %s: %w", o.Profile.Name, err)
+	}
+
+	j.progress("fetching systemd-boot")
+	bootRoot, err := j.deb(ctx, "systemd-boot-efi")
+	if err != nil {
+		return nil, err
+	}
+	stub, err := os.ReadFile(filepath.Join(bootRoot, a.EFIStub))
+	if err != nil {
+		return nil, fmt.Errorf("EFI stub: %w", err)
+	}
+	bootEFI, err := os.ReadFile(filepath.Join(bootRoot, a.EFIBoot))
+	if err != nil {
+		return nil, fmt.Errorf("systemd-boot: %w", err)
+	}
+
+	j.progress("assembling the root filesystem")
+	tree, modNames, err := j.rootfs(ctx, node, k, mods)
+	if err != nil {
+		return nil, err
+	}
+	initrd, err := tree.Compressed(o.SourceDateEpoch)
+	if err != nil {
+		return nil, err
+	}
+	vmlinuz, err := os.ReadFile(k.Image)
+	if err != nil {
+		return nil, fmt.Errorf("kernel image: %w", err)
+	}
+	// loglevel=4: the kernel's informational chatter on a 115200-baud serial console costs boot
+	// time under emulation; warnings and panics still show.
+	cmdline := strings.Join(append([]string{"console=" + a.Console, "loglevel=4"}, o.Profile.Kernel.Cmdline...), " ")
+
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("create output directory: %w", err)
+	}
+	m := &Manifest{Profile: o.Profile.Name, Arch: a.Name, KernelRelease: k.Release, Cmdline: cmdline,
+		Modules: modNames, SourceDateEpoch: o.SourceDateEpoch}
+
+	j.progress("writing kernel and initramfs")
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{FileKernel, vmlinuz}, {FileInitramfs, initrd}} {
+		if err := writeAtomic(filepath.Join(o.Out, f.name), f.data); err != nil {
+			return nil, err
+		}
+	}
+
+	j.progress("assembling the UKI")
+	osrel := uki.OSRelease(map[string]string{
+		"ID": "ingot", "NAME": "ingot", "PRETTY_NAME": "ingot (" + o.Profile.Name + ", " + k.Release + ")",
+		"IMAGE_ID": o.Profile.Name,
+	})
+	efi, err := uki.Assemble(stub, []uki.Section{
+		{Name: ".osrel", Data: osrel},
+		{Name: ".cmdline", Data: []byte(cmdline)},
+		{Name: ".uname", Data: []byte(k.Release)},
+		{Name: ".linux", Data: vmlinuz},
+		{Name: ".initrd", Data: initrd},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("assemble UKI: %w", err)
+	}
+	if err := writeAtomic(filepath.Join(o.Out, FileUKI), efi); err != nil {
+		return nil, err
+	}
+
+	j.progress("writing the disk image")
+	loaderConf := "# written by ingot build\ntimeout 0\ndefault ingot-*\neditor no\nconsole-mode keep\n"
+	entryA := "title ingot " + o.Profile.Name + " (slot A)\nsort-key ingot\nversion a\nefi /" + SlotAPath + "\n"
+	files := []disk.File{
+		{Path: a.EFIFallback, Data: bootEFI},
+		{Path: "loader/loader.conf", Data: []byte(loaderConf)},
+		{Path: EntryAPath, Data: []byte(entryA)},
+		{Path: SlotAPath, Data: efi},
+	}
+	if err := disk.Write(filepath.Join(o.Out, FileDisk), disk.Layout{ESPMiB: o.Profile.Disk.ESPMiB, StateMiB: o.Profile.Disk.StateMiB}, files); err != nil {
+		return nil, err
+	}
+
+	j.progress("writing the manifest")
+	sort.Slice(j.inputs, func(a, b int) bool { return j.inputs[a].Name < j.inputs[b].Name })
+	m.Inputs = j.inputs
+	for _, name := range []string{FileKernel, FileInitramfs, FileUKI, FileDisk} {
+		out, err := describe(filepath.Join(o.Out, name))
+		if err != nil {
+			return nil, err
+		}
+		m.Outputs = append(m.Outputs, out)
+	}
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := writeAtomic(filepath.Join(o.Out, FileManifest), append(data, '\n')); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (j *job) addInput(name, version string, data []byte) {
+	sum := sha256.Sum256(data)
+	j.inputs = append(j.inputs, Input{Name: name, Version: version, SHA256: hex.EncodeToString(sum[:])})
+}
+
+// deb fetches and unpacks a Debian package for the target arch and records it as an input.
+func (j *job) deb(ctx context.Context, name string) (string, error) {
+	p, err := j.fetch.Fetch(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	return j.unpack(ctx, p)
+}
+
+func (j *job) unpack(ctx context.Context, p *debpkg.Package) (string, error) {
+	j.inputs = append(j.inputs, Input{Name: "deb:" + p.Name, Version: p.Version, SHA256: p.SHA256})
+	return j.fetch.Unpack(ctx, p)
+}
+
+func (j *job) kernel(ctx context.Context) (*kernel.Kernel, error) {
+	src := j.o.Kernel
+	switch {
+	case src == "":
+		p, err := j.fetch.FetchFollowing(ctx, j.o.Profile.Kernel.PackageFor(j.a.Name), "linux-image-")
+		if err != nil {
+			return nil, err
+		}
+		root, err := j.unpack(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		return kernel.FromRoot(root)
+	case strings.HasSuffix(src, ".deb"):
+		if _, err := os.Stat(src); err != nil {
+			return nil, fmt.Errorf("kernel %s: %w", src, err)
+		}
+		p, err := debpkg.Inspect(ctx, src)
+		if err != nil {
+			return nil, err
+		}
+		root, err := j.unpack(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		return kernel.FromRoot(root)
+	}
+	st, err := os.Stat(src)
+	if err != nil {
+		return nil, fmt.Errorf("kernel %s: %w", src, err)
+	}
+	var k *kernel.Kernel
+	if st.IsDir() {
+		k, err = kernel.FromRoot(src)
+	} else {
+		if j.o.KernelModules == "" {
+			return nil, fmt.Errorf("kernel %s: a vmlinuz file needs --modules DIR (lib/modules/<release>)", src)
+		}
+		k, err = kernel.New(src, j.o.KernelModules)
+	}
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(k.Image)
+	if err != nil {
+		return nil, err
+	}
+	j.addInput("kernel:"+k.Release, "", data)
+	return k, nil
+}
+
+// rootfs lays out the node's root filesystem.
+func (j *job) rootfs(ctx context.Context, node []byte, k *kernel.Kernel, mods []kernel.Module) (*initramfs.Tree, []string, error) {
+	t := initramfs.New()
+	add := func(err error) {
+		if err != nil {
+			panic(err) // programming error in the fixed layout below; recovered in rootfs
+		}
+	}
+	var outErr error
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				outErr = fmt.Errorf("root filesystem: %v", r)
+			}
+		}()
+		for _, d := range []string{"/dev", "/proc", "/sys", "/run", "/var", "/etc/ingot", "/bin", "/lib"} {
+			add(t.Dir(d, 0o755))
+		}
+		add(t.Dir("/tmp", 0o1777))
+		add(t.Dir("/root", 0o700))
+		add(t.CharDev("/dev/console", 0o600, 5, 1))
+		add(t.CharDev("/dev/null", 0o666, 1, 3))
+		add(t.File("/init", node, 0o755))
+		add(t.File("/etc/ingot/profile.toml", j.o.ProfileTOML, 0o644))
+		add(t.File("/etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"), 0o644))
+		add(t.File("/etc/group", []byte("root:x:0:\ntty:x:5:\nnogroup:x:65534:\n"), 0o644))
+		add(t.File("/etc/os-release", uki.OSRelease(map[string]string{"ID": "ingot", "NAME": "ingot", "IMAGE_ID": j.o.Profile.Name}), 0o644))
+		// Merged /usr: everything lives in /bin.
+		for _, l := range []string{"/sbin", "/usr/bin", "/usr/sbin"} {
+			add(t.Symlink(l, "/bin"))
+		}
+	}()
+	if outErr != nil {
+		return nil, nil, outErr
+	}
+
+	var names, load []string
+	for _, m := range mods {
+		if err := t.CopyFile(filepath.Join("/lib/modules", k.Release, m.Path), filepath.Join(k.ModulesDir, m.Path), 0o644); err != nil {
+			return nil, nil, err
+		}
+		names = append(names, m.Name)
+	}
+	for _, n := range j.o.Profile.Kernel.Modules {
+		if !k.Builtin(n) {
+			load = append(load, kernel.Normalize(n))
+		}
+	}
+	if err := t.File(filepath.Join("/lib/modules", k.Release, "modules.dep"), kernel.ModulesDep(mods), 0o644); err != nil {
+		return nil, nil, err
+	}
+	if err := t.File("/etc/ingot/modules.load", []byte(strings.Join(load, "\n")+"\n"), 0o644); err != nil {
+		return nil, nil, err
+	}
+
+	for _, b := range j.o.Profile.Bundles {
+		switch b {
+		case profiles.BundleBusybox:
+			if err := j.busybox(ctx, t); err != nil {
+				return nil, nil, err
+			}
+		default:
+			return nil, nil, fmt.Errorf("profile %s: unknown bundle %q", j.o.Profile.Name, b)
+		}
+	}
+	return t, names, nil
+}
+
+func (j *job) busybox(ctx context.Context, t *initramfs.Tree) error {
+	root, err := j.deb(ctx, "busybox-static")
+	if err != nil {
+		return err
+	}
+	bin, err := os.ReadFile(filepath.Join(root, "bin/busybox"))
+	if err != nil {
+		return fmt.Errorf("bundle busybox: %w", err)
+	}
+	applets, err := initramfs.BusyboxApplets(bin)
+	if err != nil {
+		return fmt.Errorf("bundle busybox: %w", err)
+	}
+	if err := t.File("/bin/busybox", bin, 0o755); err != nil {
+		return err
+	}
+	for _, a := range applets {
+		if a == "busybox" {
+			continue
+		}
+		if err := t.Symlink("/bin/"+a, "busybox"); err != nil {
+			return fmt.Errorf("bundle busybox: %w", err)
+		}
+	}
+	profile := "# written by ingot build\nexport PS1='\\h:\\w\\$ '\nalias ll='ls -l'\n"
+	return t.File("/etc/profile", []byte(profile), 0o644)
+}
+
+func writeAtomic(path string, data []byte) error {
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+func describe(path string) (Output, error) {
+	sum, err := debpkg.FileSHA256(path)
+	if err != nil {
+		return Output{}, err
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return Output{}, err
+	}
+	return Output{Name: filepath.Base(path), Size: st.Size(), SHA256: sum}, nil
+}

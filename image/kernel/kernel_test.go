@@ -1,0 +1,57 @@
+package kernel
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The closure is exercised against the real Debian kernels in the image tests; here a fake module
+// tree proves ordering, builtins and the error for a missing module.
+func writeModule(t *testing.T, dir, rel string, deps string) {
+	t.Helper()
+	p := filepath.Join(dir, rel)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, fakeELF(t, "depends="+deps+"\x00license=GPL\x00"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestClosure(t *testing.T) {
+	dir := t.TempDir()
+	mods := filepath.Join(dir, "lib/modules/6.1.0-test")
+	writeModule(t, mods, "kernel/drivers/virtio/virtio.ko", "")
+	writeModule(t, mods, "kernel/drivers/virtio/virtio_ring.ko", "")
+	writeModule(t, mods, "kernel/drivers/virtio/virtio_pci.ko", "virtio,virtio_ring")
+	writeModule(t, mods, "kernel/drivers/block/virtio_blk.ko", "virtio_ring,virtio")
+	writeModule(t, mods, "kernel/drivers/input/evdev.ko", "")
+	os.WriteFile(filepath.Join(mods, "modules.builtin"), []byte("kernel/drivers/acpi/button.ko\n"), 0o644)
+	os.MkdirAll(filepath.Join(dir, "boot"), 0o755)
+	os.WriteFile(filepath.Join(dir, "boot/vmlinuz-6.1.0-test"), []byte("kernel"), 0o644)
+
+	k, err := FromRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := k.Closure([]string{"virtio-blk", "button", "virtio_pci"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, m := range got {
+		names = append(names, m.Name)
+	}
+	if want := "virtio_ring virtio virtio_blk virtio_pci"; strings.Join(names, " ") != want {
+		t.Fatalf("closure = %v, want %s", names, want)
+	}
+	dep := string(ModulesDep(got))
+	if !strings.Contains(dep, "kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko\n") {
+		t.Fatalf("modules.dep:\n%s", dep)
+	}
+	if _, err := k.Closure([]string{"no_such_mod"}); err == nil || !strings.Contains(err.Error(), `"no_such_mod" does not exist`) {
+		t.Fatalf("missing module error = %v", err)
+	}
+}

@@ -1,0 +1,390 @@
+// Package pid1 is the node's init: it runs the boot plan, starts the profile's services under
+// supervision, prints the ready line, and on a power button press, a signal or a panic stops
+// everything cleanly and powers off or reboots. It has exactly one fatal path (shutdown), never
+// returns and never exits: the kernel panics when PID 1 exits.
+package pid1
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"ingot.dev/ingot/init/boot"
+	"ingot.dev/ingot/init/cgroup"
+	"ingot.dev/ingot/init/console"
+	"ingot.dev/ingot/init/kmod"
+	"ingot.dev/ingot/init/power"
+	"ingot.dev/ingot/init/rootfs"
+	"ingot.dev/ingot/init/statedisk"
+	"ingot.dev/ingot/init/supervise"
+	"ingot.dev/ingot/profiles"
+)
+
+// Files the image builder puts into the root filesystem.
+const (
+	ProfilePath = "/etc/ingot/profile.toml"
+	ModulesLoad = "/etc/ingot/modules.load" // one module name a line, in the profile's order
+	switchedEnv = "INGOT_SWITCHED_ROOT"
+	newRoot     = "/.root"
+)
+
+// Action is what the node does once services have stopped.
+type Action int
+
+const (
+	PowerOff Action = iota
+	Reboot
+)
+
+func (a Action) String() string {
+	if a == Reboot {
+		return "reboot"
+	}
+	return "power off"
+}
+
+// Node is the running init. All state lives here, none in package variables.
+type Node struct {
+	log      *slog.Logger
+	sup      *supervise.Supervisor
+	once     sync.Once
+	shutdown chan request
+}
+
+type request struct {
+	action Action
+	reason string
+}
+
+// Main is PID 1's entry point. It does not return.
+func Main(banner string) {
+	log := slog.New(console.NewHandler(os.Stdout, slog.LevelInfo))
+	n := &Node{log: log, shutdown: make(chan request, 4)}
+	log.Info("ingot-node starting", "with", banner)
+	defer func() {
+		if r := recover(); r != nil {
+			n.stop(request{Reboot, fmt.Sprintf("panic: %v\n%s", r, debug.Stack())})
+		}
+	}()
+	n.run(context.Background())
+}
+
+// goSafe runs fn in a goroutine whose panic takes the shutdown path instead of killing PID 1.
+func (n *Node) goSafe(fn func()) {
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				n.stop(request{Reboot, fmt.Sprintf("panic: %v\n%s", r, debug.Stack())})
+			}
+		}()
+		fn()
+	}()
+}
+
+func (n *Node) run(ctx context.Context) {
+	// Signals first, so nothing that arrives during boot is lost. Busybox's conventions, so the
+	// dev shell's reboot/poweroff/halt just work: TERM reboots, USR2 powers off, USR1 halts
+	// (powers off); INT is ctrl-alt-del (the kernel sends it once CAD is off) and reboots.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2)
+	n.goSafe(func() {
+		for s := range sigs {
+			switch s {
+			case syscall.SIGTERM, syscall.SIGINT:
+				n.shutdown <- request{Reboot, "signal " + s.String()}
+			default:
+				n.shutdown <- request{PowerOff, "signal " + s.String()}
+			}
+		}
+	})
+
+	if err := n.boot(ctx); err != nil {
+		n.log.Error("boot failed", "err", err)
+		n.stop(request{PowerOff, "boot failed"})
+	}
+	req := <-n.shutdown
+	n.stop(req)
+}
+
+func earlyPlan() boot.Plan {
+	return boot.Plan{{Name: "kernel-filesystems", Steps: []boot.Step{
+		boot.Mount{Source: "proc", Target: "/proc", FSType: "proc", Flags: unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC},
+		boot.Mount{Source: "sysfs", Target: "/sys", FSType: "sysfs", Flags: unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC},
+		boot.Mount{Source: "devtmpfs", Target: "/dev", FSType: "devtmpfs", Flags: unix.MS_NOSUID, Data: "mode=0755"},
+	}}}
+}
+
+// Plan is the boot after the root has moved off the initramfs.
+func (n *Node) Plan(p *profiles.Profile, modules []string) boot.Plan {
+	const nosuid, nodev, noexec = unix.MS_NOSUID, unix.MS_NODEV, unix.MS_NOEXEC
+	plan := boot.Plan{
+		{Name: "modules", Steps: []boot.Step{boot.Func{
+			Name: "load " + strings.Join(modules, " "),
+			Fn: func(ctx context.Context) error {
+				if len(modules) == 0 {
+					return nil
+				}
+				deps, err := kmod.ReadDeps(filepath.Join("/lib/modules", kernelRelease()))
+				if err != nil {
+					return err
+				}
+				_, err = deps.LoadAll(modules)
+				return err
+			}}}},
+		{Name: "filesystems", Steps: []boot.Step{
+			boot.Mount{Source: "cgroup2", Target: cgroup.Root, FSType: "cgroup2", Flags: nosuid | nodev | noexec, Data: "nsdelegate"},
+			boot.Mount{Source: "tmpfs", Target: "/run", FSType: "tmpfs", Flags: nosuid | nodev, Data: "mode=0755"},
+			boot.Mount{Source: "tmpfs", Target: "/tmp", FSType: "tmpfs", Flags: nosuid | nodev, Data: "mode=1777"},
+			boot.Mount{Source: "devpts", Target: "/dev/pts", FSType: "devpts", Flags: nosuid | noexec, Data: "newinstance,ptmxmode=0666,mode=0620,gid=5"},
+			boot.Mount{Source: "shm", Target: "/dev/shm", FSType: "tmpfs", Flags: nosuid | nodev, Data: "mode=1777"},
+			boot.Mount{Source: "mqueue", Target: "/dev/mqueue", FSType: "mqueue", Flags: nosuid | nodev | noexec},
+			boot.Mount{Source: "efivarfs", Target: "/sys/firmware/efi/efivars", FSType: "efivarfs", Flags: nosuid | nodev | noexec, IfExists: "/sys/firmware/efi/efivars"},
+			boot.Symlink{Target: "pts/ptmx", Link: "/dev/ptmx"},
+			boot.Symlink{Target: "/proc/self/fd", Link: "/dev/fd"},
+			boot.Symlink{Target: "/proc/self/fd/0", Link: "/dev/stdin"},
+			boot.Symlink{Target: "/proc/self/fd/1", Link: "/dev/stdout"},
+			boot.Symlink{Target: "/proc/self/fd/2", Link: "/dev/stderr"},
+		}},
+		{Name: "cgroups", Steps: []boot.Step{boot.Func{Name: "enable controllers, create " + cgroup.Services + " and " + cgroup.Pods,
+			Fn: func(ctx context.Context) error {
+				enabled, err := cgroup.Setup(cgroup.Root)
+				n.log.Info("cgroup2 controllers enabled", "controllers", strings.Join(enabled, ","))
+				return err
+			}}}},
+		{Name: "state", Steps: []boot.Step{boot.Func{Name: "mount " + statedisk.Label + " on /var", Fn: n.mountState}}},
+	}
+	var sysctls []boot.Step
+	for _, k := range sortedKeys(p.Sysctls) {
+		sysctls = append(sysctls, boot.Sysctl{Key: k, Value: p.Sysctls[k]})
+	}
+	plan = append(plan,
+		boot.Phase{Name: "sysctls", Optional: true, Steps: sysctls},
+		boot.Phase{Name: "hostname", Steps: []boot.Step{
+			boot.Hostname(p.Hostname),
+			boot.WriteFile{Path: "/etc/hostname", Data: p.Hostname + "\n", Mode: 0o644},
+		}},
+		boot.Phase{Name: "var-layout", Steps: []boot.Step{
+			boot.Dir{Path: "/var/lib/ingot", Mode: 0o700},
+			boot.Dir{Path: "/var/log", Mode: 0o755},
+			boot.Dir{Path: "/run/ingot", Mode: 0o700},
+		}},
+	)
+	return plan
+}
+
+// mountState mounts the state partition on /var. Without one the node still boots, on a tmpfs, and
+// says so on the console: nothing written there survives a reboot.
+func (n *Node) mountState(ctx context.Context) error {
+	res, err := statedisk.Prepare(ctx, statedisk.Label, "/var", time.Second)
+	if err == nil {
+		n.log.Info("state partition mounted on /var", "device", res.Device, "formatted", res.Formatted)
+		return nil
+	}
+	n.log.Warn("no usable state partition; /var is a tmpfs and will not survive a reboot", "err", err)
+	return unix.Mount("tmpfs", "/var", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755")
+}
+
+func (n *Node) boot(ctx context.Context) error {
+	if err := earlyPlan().Run(ctx, nil); err != nil {
+		return err
+	}
+	onInitramfs, err := rootfs.OnInitramfs("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	if onInitramfs && os.Getenv(switchedEnv) == "" {
+		if err := rootfs.Switch(newRoot); err != nil {
+			return err
+		}
+		exe := "/init"
+		env := append(os.Environ(), switchedEnv+"=1")
+		return fmt.Errorf("re-exec %s after switching root: %w", exe, unix.Exec(exe, os.Args, env))
+	}
+	// The kernel turns ctrl-alt-del into SIGINT for PID 1 instead of an immediate reboot.
+	unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
+
+	data, err := os.ReadFile(ProfilePath)
+	if err != nil {
+		return fmt.Errorf("read profile: %w", err)
+	}
+	prof, err := profiles.Parse(ProfilePath, data)
+	if err != nil {
+		return err
+	}
+	modules := readLines(ModulesLoad)
+	err = n.Plan(prof, modules).Run(ctx, func(phase string, took time.Duration, err error) {
+		if err != nil {
+			n.log.Warn("boot phase failed", "phase", phase, "took", took.Round(time.Microsecond), "err", err)
+			return
+		}
+		n.log.Info("boot phase done", "phase", phase, "took", took.Round(time.Microsecond))
+	})
+	if err != nil {
+		return err
+	}
+
+	pressed := make(chan struct{}, 1)
+	if cnt, err := power.Watch(ctx, n.log, pressed); err != nil {
+		n.log.Warn("power button not watched", "err", err)
+	} else {
+		n.log.Info("watching for the power button", "devices", cnt)
+	}
+	n.goSafe(func() {
+		for range pressed {
+			n.shutdown <- request{PowerOff, "power button"}
+		}
+	})
+
+	n.sup = supervise.New(n.log, os.Stdout)
+	n.goSafe(func() { n.sup.Run(ctx) })
+	tty := consoleTTY()
+	for _, s := range prof.Services {
+		spec, err := serviceSpec(s, tty)
+		if err != nil {
+			return err
+		}
+		if _, err := n.sup.Start(ctx, spec); err != nil {
+			return fmt.Errorf("start service %s: %w", s.Name, err)
+		}
+	}
+	fmt.Fprintf(os.Stdout, "ingot: node ready t=%d\n", console.SinceBoot().Milliseconds())
+	return nil
+}
+
+func serviceSpec(s profiles.Service, tty string) (supervise.Spec, error) {
+	pol, err := supervise.ParsePolicy(s.Restart)
+	if err != nil {
+		return supervise.Spec{}, fmt.Errorf("service %s: %w", s.Name, err)
+	}
+	spec := supervise.Spec{
+		Name:      s.Name,
+		Path:      s.Command[0],
+		Args:      s.Command[1:],
+		Env:       s.Env,
+		Dir:       "/",
+		Restart:   pol,
+		CgroupDir: filepath.Join(cgroup.Root, cgroup.Services, s.Name),
+	}
+	if s.Console {
+		spec.Console = tty
+	}
+	return spec, nil
+}
+
+// consoleTTY is the device behind /dev/console: a shell needs the real tty to get job control.
+func consoleTTY() string {
+	data, err := os.ReadFile("/sys/class/tty/console/active")
+	if err != nil {
+		return "/dev/console"
+	}
+	f := strings.Fields(string(data))
+	if len(f) == 0 {
+		return "/dev/console"
+	}
+	return "/dev/" + f[len(f)-1]
+}
+
+// stop is the one fatal path: stop services, sync, unmount, power off or reboot. It never returns.
+func (n *Node) stop(req request) {
+	n.once.Do(func() {
+		n.log.Info("shutting down", "action", req.action.String(), "reason", req.reason)
+		if n.sup != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			if err := n.sup.Stop(ctx, 10*time.Second); err != nil {
+				n.log.Warn("stopping services", "err", err)
+			}
+			cancel()
+		}
+		unix.Sync()
+		unmountAll(n.log)
+		unix.Sync()
+		cmd := unix.LINUX_REBOOT_CMD_POWER_OFF
+		if req.action == Reboot {
+			cmd = unix.LINUX_REBOOT_CMD_RESTART
+		}
+		n.log.Info("ingot: " + req.action.String())
+		if err := unix.Reboot(cmd); err != nil {
+			n.log.Error("reboot(2) failed; halting here", "err", err)
+		}
+	})
+	// Never return: returning from PID 1 panics the kernel.
+	select {}
+}
+
+// unmountAll unmounts every disk-backed filesystem, innermost first; one still busy is remounted
+// read-only so nothing is lost at power off.
+func unmountAll(log *slog.Logger) {
+	data, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		log.Warn("read mounts", "err", err)
+		return
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		f := strings.Fields(lines[i])
+		if len(f) < 3 || !strings.HasPrefix(f[0], "/dev/") || f[1] == "/" {
+			continue
+		}
+		target := unescape(f[1])
+		if err := unix.Unmount(target, 0); err != nil {
+			if rerr := unix.Mount("", target, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); rerr != nil {
+				log.Warn("cannot unmount or remount read-only", "target", target, "err", err, "remount", rerr)
+				continue
+			}
+			log.Warn("busy; remounted read-only", "target", target)
+			continue
+		}
+		log.Info("unmounted", "target", target, "device", f[0])
+	}
+}
+
+// unescape decodes the octal escapes /proc/self/mounts uses for spaces and tabs.
+func unescape(s string) string {
+	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
+	return r.Replace(s)
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+func readLines(path string) []string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func sortedKeys(m map[string]string) []string {
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	for i := 1; i < len(keys); i++ {
+		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
+			keys[j], keys[j-1] = keys[j-1], keys[j]
+		}
+	}
+	return keys
+}

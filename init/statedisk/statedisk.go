@@ -1,0 +1,154 @@
+// Package statedisk finds the node's persistent state partition (GPT name INGOT-STATE), formats it
+// as ext4 when it is blank, and mounts it. It never formats a partition that holds anything: a
+// partition that is neither ext4 nor all zeros is reported and left alone, so a node never
+// destroys data it does not understand.
+package statedisk
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/diskfs/go-diskfs/backend/file"
+	"github.com/diskfs/go-diskfs/filesystem/ext4"
+	"golang.org/x/sys/unix"
+)
+
+// Label is the GPT partition name of the state partition.
+const Label = "INGOT-STATE"
+
+// ErrNotFound means no partition carries the label.
+var ErrNotFound = errors.New("no state partition")
+
+// Find returns the device node (/dev/vda2) of the partition whose GPT name is label, looking in
+// sysfs. Partitions appear asynchronously after the block driver loads, so it polls until wait
+// has passed.
+func Find(ctx context.Context, sysBlock, devDir, label string, wait time.Duration) (string, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		entries, _ := os.ReadDir(sysBlock)
+		for _, e := range entries {
+			data, err := os.ReadFile(filepath.Join(sysBlock, e.Name(), "uevent"))
+			if err != nil {
+				continue
+			}
+			var name, partname string
+			for _, line := range strings.Split(string(data), "\n") {
+				if v, ok := strings.CutPrefix(line, "DEVNAME="); ok {
+					name = v
+				}
+				if v, ok := strings.CutPrefix(line, "PARTNAME="); ok {
+					partname = v
+				}
+			}
+			if partname == label && name != "" {
+				return filepath.Join(devDir, name), nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("%w labelled %s", ErrNotFound, label)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Kind is what a partition holds.
+type Kind int
+
+const (
+	Blank Kind = iota // all zeros at the start: safe to format
+	Ext4              // an ext4 superblock
+	Other             // anything else: never formatted
+)
+
+func (k Kind) String() string {
+	return [...]string{"blank", "ext4", "unknown data"}[k]
+}
+
+// Probe reads the start of the device and says what it holds.
+func Probe(dev string) (Kind, error) {
+	fd, err := os.Open(dev)
+	if err != nil {
+		return Other, fmt.Errorf("probe %s: %w", dev, err)
+	}
+	defer fd.Close()
+	buf := make([]byte, 1<<20)
+	n, err := fd.ReadAt(buf, 0)
+	if n < 2048 {
+		return Other, fmt.Errorf("probe %s: read %d bytes: %v", dev, n, err)
+	}
+	buf = buf[:n]
+	// ext2/3/4 superblock at 1024, s_magic at offset 56 within it.
+	if binary.LittleEndian.Uint16(buf[1024+56:]) == 0xEF53 {
+		return Ext4, nil
+	}
+	if len(bytes.Trim(buf, "\x00")) == 0 {
+		return Blank, nil
+	}
+	return Other, nil
+}
+
+// Format writes an empty ext4 filesystem labelled label over the whole device.
+func Format(dev, label string) error {
+	fd, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("format %s: %w", dev, err)
+	}
+	defer fd.Close()
+	size, err := fd.Seek(0, 2)
+	if err != nil {
+		return fmt.Errorf("format %s: size: %w", dev, err)
+	}
+	if _, err := ext4.Create(file.New(fd, false), size, 0, 512, &ext4.Params{VolumeName: label}); err != nil {
+		return fmt.Errorf("format %s as ext4: %w", dev, err)
+	}
+	if err := fd.Sync(); err != nil {
+		return fmt.Errorf("format %s: sync: %w", dev, err)
+	}
+	return nil
+}
+
+// Result says what Prepare did.
+type Result struct {
+	Device    string
+	Formatted bool
+}
+
+// Prepare finds the labelled partition, formats it if blank, and mounts it at target.
+func Prepare(ctx context.Context, label, target string, wait time.Duration) (Result, error) {
+	dev, err := Find(ctx, "/sys/class/block", "/dev", label, wait)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Device: dev}
+	kind, err := Probe(dev)
+	if err != nil {
+		return res, err
+	}
+	switch kind {
+	case Blank:
+		if err := Format(dev, label); err != nil {
+			return res, err
+		}
+		res.Formatted = true
+	case Other:
+		return res, fmt.Errorf("state partition %s holds %s; refusing to format it", dev, kind)
+	}
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return res, fmt.Errorf("mount %s: %w", target, err)
+	}
+	if err := unix.Mount(dev, target, "ext4", unix.MS_NOATIME, ""); err != nil {
+		return res, fmt.Errorf("mount %s on %s (ext4): %w", dev, target, err)
+	}
+	return res, nil
+}

@@ -1,0 +1,217 @@
+package profiles
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+
+	toml "github.com/pelletier/go-toml/v2"
+)
+
+// Error is a problem with a profile, rendered on one line as
+// "file:line: key: message", e.g.
+//
+//	dev.toml:12: service[1].restart: invalid value "sometimes" (want always, on-failure or never)
+//
+// Empty parts are left out: errors from Validate have no File or Line, and
+// syntax errors may have no Key.
+type Error struct {
+	File string // as given to Parse
+	Line int    // 1-based; 0 if unknown
+	// Key is the offending key's path: kernel.modules[2], service[0].name,
+	// sysctls."net.ipv4.ip_forward". Array indexes count from 0. For an
+	// unknown key it is the table containing it ("" at the top level) and
+	// Msg names the key.
+	Key string
+	Msg string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	if e.File != "" {
+		b.WriteString(e.File)
+		if e.Line > 0 {
+			fmt.Fprintf(&b, ":%d", e.Line)
+		}
+		b.WriteString(": ")
+	}
+	if e.Key != "" {
+		b.WriteString(e.Key)
+		b.WriteString(": ")
+	}
+	b.WriteString(strings.ReplaceAll(e.Msg, "\n", " "))
+	return b.String()
+}
+
+func keyPath(keys []string) []seg {
+	var path []seg
+	for _, k := range keys {
+		path = with(path, seg{key: k, idx: -1})
+	}
+	return path
+}
+
+// fromDecodeError turns go-toml's errors into an *Error with a key path and a
+// message that speaks TOML rather than Go.
+func fromDecodeError(file string, data []byte, idx *docIndex, err error) error {
+	var strict *toml.StrictMissingError
+	if errors.As(err, &strict) && len(strict.Errors) > 0 {
+		de := &strict.Errors[0]
+		line, _ := de.Position()
+		keys := de.Key()
+		parent := display(keyPath(keys[:len(keys)-1]))
+		if e := idx.findUnknown(keys, line); e != nil {
+			parent = display(e.path[:len(e.path)-1])
+		}
+		return &Error{File: file, Line: line, Key: parent, Msg: fmt.Sprintf("unknown key %q", keys[len(keys)-1])}
+	}
+	var de *toml.DecodeError
+	if !errors.As(err, &de) {
+		return &Error{File: file, Msg: err.Error()}
+	}
+	line, col := de.Position()
+	keys := de.Key()
+	e := &Error{File: file, Line: line, Key: display(keyPath(keys)), Msg: strings.TrimPrefix(de.Error(), "toml: ")}
+
+	got, ok := strings.CutPrefix(e.Msg, "cannot decode TOML ")
+	if !ok {
+		return e // syntax error, duplicate key, integer overflow...
+	}
+	got, _, _ = strings.Cut(got, " into ")
+	if got == "inline table" {
+		got = "table"
+	}
+	if len(keys) >= 3 && keys[0] == "sysctls" {
+		k := strings.Join(keys[1:], ".")
+		e.Key = "sysctls"
+		e.Msg = fmt.Sprintf("key %s is dotted, so TOML reads it as nested tables; quote it: %q = \"...\"", k, k)
+		return e
+	}
+	path := keyPath(keys)
+	if ent := idx.find(keys, line, offsetAt(data, line, col)); ent != nil {
+		path = ent.path
+		e.Key, e.Line = display(path), ent.line
+	}
+	want := "?"
+	if t := typeAt(path); t != nil {
+		want = describe(t)
+	}
+	e.Msg = fmt.Sprintf("wrong type: want %s, got %s", want, got)
+	return e
+}
+
+// offsetAt converts go-toml's 1-based line and byte column to an offset.
+func offsetAt(data []byte, line, col int) int {
+	off := 0
+	for l := 1; l < line; l++ {
+		i := strings.IndexByte(string(data[off:]), '\n')
+		if i < 0 {
+			return -1
+		}
+		off += i + 1
+	}
+	return off + col - 1
+}
+
+// typeAt returns the Go type a key path decodes into, or nil if the path is
+// not in the schema.
+func typeAt(path []seg) reflect.Type {
+	t := reflect.TypeFor[Profile]()
+	for _, s := range path {
+		if s.key != "" {
+			if t.Kind() == reflect.Slice { // [[service]] without index
+				t = t.Elem()
+			}
+			switch t.Kind() {
+			case reflect.Struct:
+				f, exact := fieldByTag(t, s.key)
+				if f == nil || !exact {
+					return nil
+				}
+				t = f.Type
+			case reflect.Map:
+				t = t.Elem()
+			default:
+				return nil
+			}
+		}
+		if s.idx >= 0 {
+			if t.Kind() != reflect.Slice {
+				return nil
+			}
+			t = t.Elem()
+		}
+	}
+	return t
+}
+
+// fieldByTag finds the field of struct t whose toml tag is key, exactly or
+// (exact == false) ignoring case, as go-toml matches.
+func fieldByTag(t reflect.Type, key string) (f *reflect.StructField, exact bool) {
+	for i := range t.NumField() {
+		sf := t.Field(i)
+		tag, _, _ := strings.Cut(sf.Tag.Get("toml"), ",")
+		if tag == key {
+			return &sf, true
+		}
+		if strings.EqualFold(tag, key) {
+			f = &sf
+		}
+	}
+	return f, false
+}
+
+func describe(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Int:
+		return "integer"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Map:
+		return "table of " + describe(t.Elem()) + "s"
+	case reflect.Struct:
+		return "table"
+	case reflect.Slice:
+		if t.Elem().Kind() == reflect.Struct {
+			return "array of tables"
+		}
+		return "array of " + describe(t.Elem()) + "s"
+	}
+	return t.String()
+}
+
+// checkCase reports the first key that go-toml accepted only because it
+// ignores case ("Name" for "name").
+func (x *docIndex) checkCase() *Error {
+	for _, e := range x.entries {
+		t := reflect.TypeFor[Profile]()
+		for i, s := range e.path {
+			if s.key != "" {
+				if t.Kind() == reflect.Slice {
+					t = t.Elem()
+				}
+				if t.Kind() != reflect.Struct {
+					break // map keys are free-form
+				}
+				f, exact := fieldByTag(t, s.key)
+				if f == nil {
+					break
+				}
+				if !exact {
+					tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+					return &Error{Line: e.line, Key: display(e.path[:i]),
+						Msg: fmt.Sprintf("unknown key %q (keys are case-sensitive: did you mean %s?)", s.key, strconv.Quote(tag))}
+				}
+				t = f.Type
+			}
+			if s.idx >= 0 && t.Kind() == reflect.Slice {
+				t = t.Elem()
+			}
+		}
+	}
+	return nil
+}

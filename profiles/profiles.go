@@ -1,0 +1,178 @@
+// Package profiles reads image profiles: TOML files that say what goes into
+// an ingot node image (kernel package and modules, sysctls, extra payloads,
+// disk layout and the services init supervises).
+//
+// Parsing is strict — an unknown or misspelt key is an error, not something
+// silently ignored — and every error is one line naming the file, the line and
+// the key, so `ingot profiles validate` output can be acted on directly.
+//
+// The package only describes images; it must never read the host, download
+// anything or build anything.
+package profiles
+
+import (
+	"bytes"
+	"embed"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"slices"
+	"strings"
+
+	toml "github.com/pelletier/go-toml/v2"
+)
+
+// Profile is the parsed, defaulted and validated content of a profile file.
+type Profile struct {
+	Name        string            `toml:"name"`        // required, [a-z0-9-]+
+	Description string            `toml:"description"` // one line for `ingot profiles list`
+	Hostname    string            `toml:"hostname"`    // RFC 1123 hostname; default "ingot"
+	Kernel      Kernel            `toml:"kernel"`
+	Sysctls     map[string]string `toml:"sysctls"` // e.g. "net.ipv4.ip_forward" = "1"
+	Bundles     []string          `toml:"bundles"` // extra payloads, see BundleBusybox
+	Disk        Disk              `toml:"disk"`
+	Services    []Service         `toml:"service"` // [[service]] tables
+}
+
+// Kernel selects the kernel and what init does with it at boot.
+type Kernel struct {
+	// Package is the Debian package providing the kernel; "{arch}" is
+	// replaced by amd64 or arm64 (see PackageFor).
+	Package string `toml:"package"`
+	// Cmdline holds extra kernel arguments, appended after the arch's
+	// console arguments.
+	Cmdline []string `toml:"cmdline"`
+	// Modules are loaded at boot, each with its dependencies.
+	Modules []string `toml:"modules"`
+}
+
+// Disk sizes the image's partitions.
+type Disk struct {
+	ESPMiB   int `toml:"esp_mib"`   // EFI system partition, >= MinESPMiB
+	StateMiB int `toml:"state_mib"` // writable state partition, >= MinStateMiB
+}
+
+// Service is one process supervised by init.
+type Service struct {
+	Name    string   `toml:"name"`    // required, unique, [a-z0-9-]+
+	Command []string `toml:"command"` // required; Command[0] is an absolute path
+	Env     []string `toml:"env"`     // KEY=VALUE each
+	Console bool     `toml:"console"` // owns the serial console as controlling tty; at most one service
+	Restart string   `toml:"restart"` // RestartAlways (default), RestartOnFailure or RestartNever
+}
+
+// Values of Service.Restart.
+const (
+	RestartAlways    = "always"
+	RestartOnFailure = "on-failure"
+	RestartNever     = "never"
+)
+
+// BundleBusybox adds Debian's busybox-static for the target arch.
+const BundleBusybox = "busybox"
+
+// Defaults and lower bounds.
+const (
+	DefaultHostname      = "ingot"
+	DefaultKernelPackage = "linux-image-cloud-{arch}"
+	DefaultESPMiB        = 256
+	DefaultStateMiB      = 256
+	MinESPMiB            = 100
+	MinStateMiB          = 64
+)
+
+// PackageFor returns the kernel package name for arch ("amd64" or "arm64").
+func (k Kernel) PackageFor(arch string) string {
+	return strings.ReplaceAll(k.Package, "{arch}", arch)
+}
+
+// defaults returns the profile that a document is decoded onto: keys absent
+// from the document keep these values.
+func defaults() *Profile {
+	return &Profile{
+		Hostname: DefaultHostname,
+		Kernel:   Kernel{Package: DefaultKernelPackage},
+		Disk:     Disk{ESPMiB: DefaultESPMiB, StateMiB: DefaultStateMiB},
+	}
+}
+
+// Parse decodes, defaults and validates a profile. filename is used only in
+// error messages. Errors are *Error.
+func Parse(filename string, data []byte) (*Profile, error) {
+	idx := indexDocument(data)
+	p := defaults()
+	dec := toml.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(p); err != nil {
+		return nil, fromDecodeError(filename, data, idx, err)
+	}
+	// go-toml matches keys case-insensitively; a profile should not.
+	if e := idx.checkCase(); e != nil {
+		e.File = filename
+		return nil, e
+	}
+	for i := range p.Services {
+		// Presence, not emptiness: `restart = ""` is an error, not a default.
+		if _, ok := idx.byPath[fmt.Sprintf("service[%d].restart", i)]; !ok {
+			p.Services[i].Restart = RestartAlways
+		}
+	}
+	if e := p.validate(); e != nil {
+		e.File = filename
+		e.Line = idx.line(e.Key)
+		return nil, e
+	}
+	return p, nil
+}
+
+//go:embed builtin/*.toml
+var builtinFS embed.FS
+
+// Names returns the names of the built-in profiles, sorted.
+func Names() []string {
+	ents, _ := fs.ReadDir(builtinFS, "builtin") // cannot fail: embedded
+	var names []string
+	for _, e := range ents {
+		names = append(names, strings.TrimSuffix(e.Name(), ".toml"))
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Builtin returns the built-in profile name, parsed, and its TOML source as
+// shipped (comments included). An unknown name wraps fs.ErrNotExist.
+func Builtin(name string) (*Profile, []byte, error) {
+	if !slices.Contains(Names(), name) {
+		return nil, nil, fmt.Errorf("profile %q is not built in (built-in: %s): %w",
+			name, strings.Join(Names(), ", "), fs.ErrNotExist)
+	}
+	file := path.Join("builtin", name+".toml")
+	data, err := builtinFS.ReadFile(file)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read built-in profile %q: %w", name, err)
+	}
+	p, err := Parse(file, data)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p, data, nil
+}
+
+// Load returns the built-in profile called nameOrPath if there is one, and
+// otherwise parses the file at that path.
+func Load(nameOrPath string) (*Profile, error) {
+	if slices.Contains(Names(), nameOrPath) {
+		p, _, err := Builtin(nameOrPath)
+		return p, err
+	}
+	data, err := os.ReadFile(nameOrPath)
+	if err != nil {
+		if !strings.ContainsRune(nameOrPath, '/') && !strings.HasSuffix(nameOrPath, ".toml") {
+			return nil, fmt.Errorf("load profile %q: not a built-in profile (built-in: %s) nor a readable file: %w",
+				nameOrPath, strings.Join(Names(), ", "), err)
+		}
+		return nil, fmt.Errorf("load profile: %w", err)
+	}
+	return Parse(nameOrPath, data)
+}

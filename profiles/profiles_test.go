@@ -1,0 +1,199 @@
+package profiles
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestBuiltins(t *testing.T) {
+	if got, want := Names(), []string{"dev", "minimal"}; !slices.Equal(got, want) {
+		t.Fatalf("Names() = %q, want %q", got, want)
+	}
+	wantModules := []string{"virtio_pci", "virtio_blk", "button", "evdev"}
+	for _, name := range Names() {
+		p, raw, err := Builtin(name)
+		if err != nil {
+			t.Fatalf("Builtin(%q): %v", name, err)
+		}
+		if p.Name != name {
+			t.Errorf("%s: name = %q, want the file's name", name, p.Name)
+		}
+		if err := p.Validate(); err != nil {
+			t.Errorf("%s: Validate: %v", name, err)
+		}
+		if !strings.Contains(string(raw), "# ") {
+			t.Errorf("%s: raw TOML has no comments", name)
+		}
+		if !slices.Equal(p.Kernel.Modules, wantModules) {
+			t.Errorf("%s: modules = %q, want %q", name, p.Kernel.Modules, wantModules)
+		}
+		if got := p.Kernel.PackageFor("arm64"); got != "linux-image-cloud-arm64" {
+			t.Errorf("%s: kernel package for arm64 = %q", name, got)
+		}
+		if len(p.Kernel.Cmdline) != 0 {
+			t.Errorf("%s: cmdline = %q, want none", name, p.Kernel.Cmdline)
+		}
+	}
+
+	min, _, _ := Builtin("minimal")
+	if len(min.Services) != 0 || len(min.Bundles) != 0 {
+		t.Errorf("minimal: services %v, bundles %v; want none", min.Services, min.Bundles)
+	}
+
+	dev, _, _ := Builtin("dev")
+	if dev.Hostname != "ingot-dev" || !slices.Equal(dev.Bundles, []string{"busybox"}) || len(dev.Services) != 1 {
+		t.Fatalf("dev: hostname %q, bundles %q, %d services", dev.Hostname, dev.Bundles, len(dev.Services))
+	}
+	sh := dev.Services[0]
+	if sh.Name != "shell" || !slices.Equal(sh.Command, []string{"/bin/sh", "-l"}) || !sh.Console || sh.Restart != RestartAlways ||
+		!slices.Equal(sh.Env, []string{"PATH=/bin:/sbin:/usr/bin:/usr/sbin", "HOME=/root", "TERM=vt100", "ENV=/etc/profile"}) {
+		t.Errorf("dev: shell service = %+v", sh)
+	}
+
+	if _, _, err := Builtin("nope"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Builtin(nope) = %v, want fs.ErrNotExist", err)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	p, err := Parse("d.toml", []byte("name = \"d\"\n[[service]]\nname = \"s\"\ncommand = [\"/bin/s\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Hostname != "ingot" || p.Kernel.Package != "linux-image-cloud-{arch}" ||
+		p.Disk != (Disk{ESPMiB: 256, StateMiB: 256}) || p.Services[0].Restart != RestartAlways {
+		t.Errorf("defaults not applied: %+v", p)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	if p, err := Load("dev"); err != nil || p.Name != "dev" {
+		t.Fatalf("Load(dev) = %v, %v", p, err)
+	}
+	file := filepath.Join(t.TempDir(), "mine.toml")
+	if err := os.WriteFile(file, []byte("name = \"mine\"\nhostname = \"Bad_Host\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(file)
+	var e *Error
+	if !errors.As(err, &e) || e.File != file || e.Line != 2 || e.Key != "hostname" {
+		t.Errorf("Load(%s) = %v, want *Error at %s:2 hostname", file, err, file)
+	}
+	if _, err := Load("no-such-profile"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Load(no-such-profile) = %v, want fs.ErrNotExist", err)
+	}
+}
+
+// TestParseErrors checks that each kind of mistake is reported as one line
+// naming the file, the line and the key.
+func TestParseErrors(t *testing.T) {
+	const svc = "[[service]]\nname = \"a\"\ncommand = [\"/bin/a\"]\n"
+	for _, tc := range []struct {
+		name, doc, want string
+		line            int
+		key             string
+	}{
+		{"unknown top-level key", "name = \"x\"\n\nkernal = 1\n",
+			`x.toml:3: unknown key "kernal"`, 3, ""},
+		{"unknown nested key", "name = \"x\"\n[kernel]\nmodlues = []\n",
+			`x.toml:3: kernel: unknown key "modlues"`, 3, "kernel"},
+		{"unknown key in service", "name = \"x\"\n" + svc + svc + "restat = \"never\"\n",
+			`x.toml:8: service[1]: unknown key "restat"`, 8, "service[1]"},
+		{"wrong case", "Name = \"x\"\n",
+			`x.toml:1: unknown key "Name" (keys are case-sensitive: did you mean "name"?)`, 1, ""},
+		{"wrong type", "name = \"x\"\n[kernel]\n\n\nmodules = 5\n",
+			`x.toml:5: kernel.modules: wrong type: want array of strings, got integer`, 5, "kernel.modules"},
+		{"wrong element type", "name = \"x\"\n[kernel]\nmodules = [\n  \"a\",\n  7,\n]\n",
+			`x.toml:5: kernel.modules[1]: wrong type: want string, got integer`, 5, "kernel.modules[1]"},
+		{"wrong type in service", "name = \"x\"\n" + svc + "console = \"yes\"\n",
+			`x.toml:5: service[0].console: wrong type: want boolean, got string`, 5, "service[0].console"},
+		{"table for string", "name = \"x\"\nhostname = { a = 1 }\n",
+			`x.toml:2: hostname: wrong type: want string, got table`, 2, "hostname"},
+		{"unquoted sysctl", "name = \"x\"\n[sysctls]\nnet.ipv4.ip_forward = \"1\"\n",
+			`x.toml:3: sysctls: key net.ipv4.ip_forward is dotted, so TOML reads it as nested tables; quote it: "net.ipv4.ip_forward" = "..."`, 3, "sysctls"},
+		{"missing name", "hostname = \"h\"\n",
+			`x.toml: name: required`, 0, "name"},
+		{"bad name", "name = \"My_Profile\"\n",
+			`x.toml:1: name: invalid value "My_Profile" (want lowercase letters, digits and '-')`, 1, "name"},
+		{"bad module name", "name = \"x\"\n[kernel]\nmodules = [\"virtio_pci\", \"virtio-blk.ko\"]\n",
+			`x.toml:3: kernel.modules[1]: invalid module name "virtio-blk.ko" (want [a-z0-9_-]+, without .ko)`, 3, "kernel.modules[1]"},
+		{"duplicate service", "name = \"x\"\n" + svc + "\n" + svc,
+			`x.toml:7: service[1].name: duplicate service "a" (also service[0])`, 7, "service[1].name"},
+		{"relative command path", "name = \"x\"\n[[service]]\nname = \"a\"\ncommand = [\n  \"bin/sh\",\n]\n",
+			`x.toml:5: service[0].command[0]: "bin/sh" is not an absolute path (init does not search $PATH)`, 5, "service[0].command[0]"},
+		{"missing command", "name = \"x\"\n[[service]]\nname = \"a\"\n",
+			`x.toml:2: service[0].command: required (want an array: absolute path, then arguments)`, 2, "service[0].command"},
+		{"bad restart", "name = \"x\"\n" + svc + svc + "restart = \"sometimes\"\n",
+			`x.toml:8: service[1].restart: invalid value "sometimes" (want always, on-failure or never)`, 8, "service[1].restart"},
+		{"empty restart", "name = \"x\"\n" + svc + "restart = \"\"\n",
+			`x.toml:5: service[0].restart: invalid value "" (want always, on-failure or never)`, 5, "service[0].restart"},
+		{"two console services", "name = \"x\"\n" + svc + "console = true\n[[service]]\nname = \"b\"\ncommand = [\"/bin/b\"]\nconsole = true\n",
+			`x.toml:9: service[1].console: only one service may own the console; service[0] "a" already does`, 9, "service[1].console"},
+		{"bad env", "name = \"x\"\n" + svc + "env = [\"A=1\", \"oops\"]\n",
+			`x.toml:5: service[0].env[1]: invalid value "oops" (want KEY=VALUE, KEY of letters, digits and '_')`, 5, "service[0].env[1]"},
+		{"bad hostname", "name = \"x\"\nhostname = \"-node.example\"\n",
+			`x.toml:2: hostname: invalid value "-node.example" (want an RFC 1123 hostname: dot-separated labels of 1-63 lowercase letters, digits and '-', not starting or ending with '-')`, 2, "hostname"},
+		{"unknown bundle", "name = \"x\"\nbundles = [\"busybox\", \"toybox\"]\n",
+			`x.toml:2: bundles[1]: unknown bundle "toybox" (known: busybox)`, 2, "bundles[1]"},
+		{"bad sysctl value", "name = \"x\"\n[sysctls]\n\"net.ipv4.ip_forward\" = \"\"\n",
+			`x.toml:3: sysctls."net.ipv4.ip_forward": invalid value "" (want a non-empty single line)`, 3, `sysctls."net.ipv4.ip_forward"`},
+		{"bad sysctl name", "name = \"x\"\nsysctls = { \"net..x\" = \"1\" }\n",
+			`x.toml:2: sysctls."net..x": invalid sysctl name (want dotted lowercase path like net.ipv4.ip_forward)`, 2, `sysctls."net..x"`},
+		{"ESP too small", "name = \"x\"\n[disk]\nstate_mib = 64\nesp_mib = 50\n",
+			`x.toml:4: disk.esp_mib: 50 MiB is too small (minimum 100)`, 4, "disk.esp_mib"},
+		{"bad cmdline", "name = \"x\"\n[kernel]\ncmdline = [\"quiet loglevel=3\"]\n",
+			`x.toml:3: kernel.cmdline[0]: invalid value "quiet loglevel=3" (want one non-empty argument without spaces)`, 3, "kernel.cmdline[0]"},
+		{"syntax error", "name = \"x\"\n[kernel\nmodules = []\n",
+			`x.toml:2: expected ']' to close table name`, 2, ""},
+		{"duplicate key", "name = \"x\"\nname = \"y\"\n",
+			`x.toml:2: name: key name is already defined`, 2, "name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := Parse("x.toml", []byte(tc.doc))
+			if err == nil {
+				t.Fatalf("Parse succeeded: %+v", p)
+			}
+			if got := err.Error(); got != tc.want {
+				t.Errorf("error:\n got  %s\n want %s", got, tc.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error is not one line: %q", err)
+			}
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("error is %T, want *Error", err)
+			}
+			if e.File != "x.toml" || e.Line != tc.line || e.Key != tc.key {
+				t.Errorf("Error{File: %q, Line: %d, Key: %q}, want {x.toml, %d, %q}", e.File, e.Line, e.Key, tc.line, tc.key)
+			}
+		})
+	}
+}
+
+func TestValidateWithoutFile(t *testing.T) {
+	p, _, _ := Builtin("dev")
+	p.Services = append(p.Services, Service{Name: "shell", Command: []string{"/x"}, Restart: RestartNever})
+	if err := p.Validate(); err == nil || err.Error() != `service[1].name: duplicate service "shell" (also service[0])` {
+		t.Errorf("Validate = %v", err)
+	}
+}
+
+// FuzzParse checks that no input panics and that every error is one line.
+func FuzzParse(f *testing.F) {
+	for _, name := range Names() {
+		_, raw, _ := Builtin(name)
+		f.Add(raw)
+	}
+	f.Add([]byte("service = [{ name = \"a\", command = [\"/a\"], env = [[1]] }]\n[service.x]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, err := Parse("f.toml", data)
+		if err != nil && strings.Contains(err.Error(), "\n") {
+			t.Errorf("error is not one line: %q", err)
+		}
+	})
+}

@@ -1,0 +1,189 @@
+package profiles
+
+import (
+	"fmt"
+	"maps"
+	"path"
+	"slices"
+	"strings"
+)
+
+// Validate checks p's semantics. It does not apply defaults (Parse does), so
+// a hand-built Profile must set Hostname, Kernel.Package, Disk and each
+// Service's Restart. The error is an *Error whose Key names the offending
+// value; it has no File or Line.
+func (p *Profile) Validate() error {
+	if e := p.validate(); e != nil {
+		return e
+	}
+	return nil
+}
+
+func (p *Profile) validate() *Error {
+	if p.Name == "" {
+		return &Error{Key: "name", Msg: "required"}
+	}
+	if !isName(p.Name) {
+		return invalid("name", p.Name, "lowercase letters, digits and '-'")
+	}
+	if !isHostname(p.Hostname) {
+		return invalid("hostname", p.Hostname, "an RFC 1123 hostname: dot-separated labels of 1-63 lowercase letters, digits and '-', not starting or ending with '-'")
+	}
+	if e := p.Kernel.validate(); e != nil {
+		return e
+	}
+	for _, k := range slices.Sorted(maps.Keys(p.Sysctls)) {
+		key := "sysctls." + quoteKey(k)
+		if !isSysctl(k) {
+			return &Error{Key: key, Msg: "invalid sysctl name (want dotted lowercase path like net.ipv4.ip_forward)"}
+		}
+		if v := p.Sysctls[k]; v == "" || strings.ContainsAny(v, "\n\x00") {
+			return &Error{Key: key, Msg: fmt.Sprintf("invalid value %q (want a non-empty single line)", v)}
+		}
+	}
+	knownBundles := []string{BundleBusybox}
+	for i, b := range p.Bundles {
+		key := fmt.Sprintf("bundles[%d]", i)
+		if !slices.Contains(knownBundles, b) {
+			return &Error{Key: key, Msg: fmt.Sprintf("unknown bundle %q (known: %s)", b, strings.Join(knownBundles, ", "))}
+		}
+		if j := slices.Index(p.Bundles, b); j < i {
+			return &Error{Key: key, Msg: fmt.Sprintf("bundle %q listed twice (also bundles[%d])", b, j)}
+		}
+	}
+	if p.Disk.ESPMiB < MinESPMiB {
+		return &Error{Key: "disk.esp_mib", Msg: fmt.Sprintf("%d MiB is too small (minimum %d)", p.Disk.ESPMiB, MinESPMiB)}
+	}
+	if p.Disk.StateMiB < MinStateMiB {
+		return &Error{Key: "disk.state_mib", Msg: fmt.Sprintf("%d MiB is too small (minimum %d)", p.Disk.StateMiB, MinStateMiB)}
+	}
+	console := -1
+	for i := range p.Services {
+		s := &p.Services[i]
+		if e := s.validate(fmt.Sprintf("service[%d]", i)); e != nil {
+			return e
+		}
+		for j := range i {
+			if p.Services[j].Name == s.Name {
+				return &Error{Key: fmt.Sprintf("service[%d].name", i), Msg: fmt.Sprintf("duplicate service %q (also service[%d])", s.Name, j)}
+			}
+		}
+		if s.Console {
+			if console >= 0 {
+				return &Error{Key: fmt.Sprintf("service[%d].console", i),
+					Msg: fmt.Sprintf("only one service may own the console; service[%d] %q already does", console, p.Services[console].Name)}
+			}
+			console = i
+		}
+	}
+	return nil
+}
+
+func (k *Kernel) validate() *Error {
+	if pkg := k.PackageFor("amd64"); !isDebianPackage(pkg) {
+		return invalid("kernel.package", k.Package, `a Debian package name, "{arch}" standing for amd64 or arm64`)
+	}
+	for i, a := range k.Cmdline {
+		if a == "" || strings.ContainsAny(a, " \t\n\x00") {
+			return invalid(fmt.Sprintf("kernel.cmdline[%d]", i), a, "one non-empty argument without spaces")
+		}
+	}
+	for i, m := range k.Modules {
+		key := fmt.Sprintf("kernel.modules[%d]", i)
+		if !isModule(m) {
+			return &Error{Key: key, Msg: fmt.Sprintf("invalid module name %q (want [a-z0-9_-]+, without .ko)", m)}
+		}
+		if j := slices.Index(k.Modules, m); j < i {
+			return &Error{Key: key, Msg: fmt.Sprintf("module %q listed twice (also kernel.modules[%d])", m, j)}
+		}
+	}
+	return nil
+}
+
+func (s *Service) validate(key string) *Error {
+	if s.Name == "" {
+		return &Error{Key: key + ".name", Msg: "required"}
+	}
+	if !isName(s.Name) {
+		return invalid(key+".name", s.Name, "lowercase letters, digits and '-'")
+	}
+	if len(s.Command) == 0 {
+		return &Error{Key: key + ".command", Msg: "required (want an array: absolute path, then arguments)"}
+	}
+	if !path.IsAbs(s.Command[0]) {
+		return &Error{Key: key + ".command[0]", Msg: fmt.Sprintf("%q is not an absolute path (init does not search $PATH)", s.Command[0])}
+	}
+	var seen []string
+	for i, kv := range s.Env {
+		k, _, ok := strings.Cut(kv, "=")
+		ekey := fmt.Sprintf("%s.env[%d]", key, i)
+		if !ok || !isEnvName(k) {
+			return invalid(ekey, kv, "KEY=VALUE, KEY of letters, digits and '_'")
+		}
+		if slices.Contains(seen, k) {
+			return &Error{Key: ekey, Msg: fmt.Sprintf("variable %s set twice", k)}
+		}
+		seen = append(seen, k)
+	}
+	switch s.Restart {
+	case RestartAlways, RestartOnFailure, RestartNever:
+	default:
+		return invalid(key+".restart", s.Restart, "always, on-failure or never")
+	}
+	return nil
+}
+
+func invalid(key, value, want string) *Error {
+	return &Error{Key: key, Msg: fmt.Sprintf("invalid value %q (want %s)", value, want)}
+}
+
+// only reports whether s is non-empty and made of bytes ok accepts.
+func only(s string, ok func(c byte) bool) bool {
+	for i := range len(s) {
+		if !ok(s[i]) {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func lowerDigit(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+
+func isName(s string) bool {
+	return only(s, func(c byte) bool { return lowerDigit(c) || c == '-' })
+}
+
+func isModule(s string) bool {
+	return only(s, func(c byte) bool { return lowerDigit(c) || c == '_' || c == '-' })
+}
+
+func isEnvName(s string) bool {
+	return only(s, func(c byte) bool { return lowerDigit(c) || c >= 'A' && c <= 'Z' || c == '_' }) &&
+		!(s[0] >= '0' && s[0] <= '9')
+}
+
+// isDebianPackage follows Debian policy 5.6.1: [a-z0-9][a-z0-9+.-]+.
+func isDebianPackage(s string) bool {
+	return len(s) >= 2 && lowerDigit(s[0]) &&
+		only(s, func(c byte) bool { return lowerDigit(c) || c == '+' || c == '.' || c == '-' })
+}
+
+// isHostname accepts RFC 1123 names in lowercase, as Kubernetes node names
+// must be.
+func isHostname(s string) bool {
+	if len(s) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(s, ".") {
+		if len(l) > 63 || !isName(l) || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// isSysctl accepts net.ipv4.ip_forward and the slash form net/ipv4/ip_forward.
+func isSysctl(s string) bool {
+	parts := strings.Split(strings.ReplaceAll(s, "/", "."), ".")
+	return len(parts) >= 2 && !slices.ContainsFunc(parts, func(p string) bool { return !isModule(p) })
+}

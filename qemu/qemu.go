@@ -1,0 +1,446 @@
+// Package qemu boots ingot images under QEMU: x86_64 on q35 and arm64 on virt, by direct kernel
+// boot (vmlinuz + initramfs) or from the disk image through UEFI firmware, with TCG or, where
+// /dev/kvm really works, KVM. The guest gets QEMU user networking with restrict=on: it can reach
+// nothing outside the VM except what explicit forwarding rules allow.
+package qemu
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"ingot.dev/ingot/image/arch"
+	"ingot.dev/ingot/image/build"
+)
+
+// Boot paths.
+const (
+	BootDirect = "direct"
+	BootUEFI   = "uefi"
+)
+
+// Config describes one VM.
+type Config struct {
+	Image  string // an `ingot build` output directory
+	Boot   string // BootDirect or BootUEFI
+	Disk   string // disk image attached as virtio-blk (UEFI boots from it); empty: none
+	Memory int    // MiB; default 1024
+	CPUs   int    // default 1
+	// RunDir holds the QMP socket and the firmware variable store; required.
+	RunDir string
+	// Interactive gives QEMU the terminal (serial console and monitor multiplexed on stdio:
+	// Ctrl-A c switches to the monitor, Ctrl-A x quits). Otherwise the console is a pipe.
+	Interactive bool
+	// HostFwd and GuestFwd are QEMU user-network rules, e.g. "tcp:127.0.0.1:2222-:22".
+	HostFwd  []string
+	GuestFwd []string
+	// ExtraCmdline is appended to the kernel command line (direct boot only).
+	ExtraCmdline string
+	// Tee, when set, receives a copy of the console output (non-interactive mode).
+	Tee io.Writer
+}
+
+// Manifest reads the image's manifest.json.
+func Manifest(image string) (*build.Manifest, error) {
+	data, err := os.ReadFile(filepath.Join(image, build.FileManifest))
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w (run ingot build)", image, err)
+	}
+	var m build.Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("image %s: manifest: %w", image, err)
+	}
+	return &m, nil
+}
+
+// FindFirmware returns the UEFI code image and vars template for a.
+func FindFirmware(a arch.Arch) (arch.Firmware, error) {
+	for _, f := range a.Firmware {
+		if _, err := os.Stat(f.Code); err != nil {
+			continue
+		}
+		if _, err := os.Stat(f.Vars); err != nil {
+			continue
+		}
+		return f, nil
+	}
+	return arch.Firmware{}, fmt.Errorf("no UEFI firmware for %s (looked for %s; run make deps)", a.Name, a.Firmware[0].Code)
+}
+
+// Args builds QEMU's command line.
+func (c Config) Args(m *build.Manifest) ([]string, error) {
+	a, err := arch.Lookup(m.Arch)
+	if err != nil {
+		return nil, err
+	}
+	if c.RunDir == "" {
+		return nil, errors.New("qemu: no run directory")
+	}
+	mem, cpus := c.Memory, c.CPUs
+	if mem == 0 {
+		mem = 1024
+	}
+	if cpus == 0 {
+		cpus = 1
+	}
+	args := append([]string{}, a.Machine...)
+	if KVMUsable(a.Name) {
+		args = append(args, "-accel", "kvm")
+	} else {
+		args = append(args, "-accel", "tcg")
+	}
+	args = append(args, "-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus), "-nodefaults", "-display", "none",
+		"-qmp", "unix:"+filepath.Join(c.RunDir, "qmp.sock")+",server=on,wait=off")
+	if c.Interactive {
+		args = append(args, "-serial", "mon:stdio")
+	} else {
+		args = append(args, "-serial", "stdio", "-monitor", "none")
+	}
+
+	switch c.Boot {
+	case BootDirect, "":
+		cmdline := m.Cmdline
+		if c.ExtraCmdline != "" {
+			cmdline += " " + c.ExtraCmdline
+		}
+		args = append(args, "-kernel", filepath.Join(c.Image, build.FileKernel),
+			"-initrd", filepath.Join(c.Image, build.FileInitramfs), "-append", cmdline)
+	case BootUEFI:
+		if c.Disk == "" {
+			return nil, errors.New("qemu: UEFI boot needs a disk image")
+		}
+		fw, err := FindFirmware(a)
+		if err != nil {
+			return nil, err
+		}
+		// A fresh copy of the variable store per VM: firmware writes boot entries into it.
+		vars := filepath.Join(c.RunDir, "efivars.fd")
+		if err := copyFile(fw.Vars, vars); err != nil {
+			return nil, fmt.Errorf("qemu: firmware vars: %w", err)
+		}
+		args = append(args,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+fw.Code,
+			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
+	default:
+		return nil, fmt.Errorf("qemu: unknown boot path %q (want direct or uefi)", c.Boot)
+	}
+	if c.Disk != "" {
+		args = append(args, "-drive", "if=none,id=disk0,format=raw,file="+c.Disk,
+			"-device", "virtio-blk-pci,drive=disk0")
+	}
+	net := "user,id=net0,restrict=on"
+	for _, h := range c.HostFwd {
+		net += ",hostfwd=" + h
+	}
+	for _, g := range c.GuestFwd {
+		net += ",guestfwd=" + g
+	}
+	// romfile= : no iPXE option ROM, so UEFI does not try a network boot first.
+	args = append(args, "-netdev", net, "-device", "virtio-net-pci,netdev=net0,romfile=")
+	return args, nil
+}
+
+// VM is a running QEMU.
+type VM struct {
+	Console *Console // nil when interactive
+	Started time.Time
+	cmd     *exec.Cmd
+	qmp     string
+	done    chan struct{}
+	err     error
+}
+
+// Start launches QEMU. In interactive mode QEMU inherits the terminal.
+func Start(ctx context.Context, c Config) (*VM, error) {
+	m, err := Manifest(c.Image)
+	if err != nil {
+		return nil, err
+	}
+	a, _ := arch.Lookup(m.Arch)
+	if err := os.MkdirAll(c.RunDir, 0o755); err != nil {
+		return nil, fmt.Errorf("qemu: %w", err)
+	}
+	args, err := c.Args(m)
+	if err != nil {
+		return nil, err
+	}
+	bin, err := exec.LookPath(a.QEMU)
+	if err != nil {
+		return nil, fmt.Errorf("%s is not installed (run make deps)", a.QEMU)
+	}
+	cmd := exec.Command(bin, args...)
+	vm := &VM{cmd: cmd, qmp: filepath.Join(c.RunDir, "qmp.sock"), done: make(chan struct{})}
+	os.Remove(vm.qmp)
+	if c.Interactive {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	} else {
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			return nil, err
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return nil, err
+		}
+		cmd.Stderr = cmd.Stdout
+		log, err := os.Create(filepath.Join(c.RunDir, "console.log"))
+		if err != nil {
+			return nil, fmt.Errorf("qemu: console log: %w", err)
+		}
+		var sink io.WriteCloser = log
+		if c.Tee != nil {
+			sink = teeCloser{log, c.Tee}
+		}
+		vm.Console = newConsole(in, out, sink)
+	}
+	vm.Started = time.Now()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", a.QEMU, err)
+	}
+	go func() {
+		vm.err = cmd.Wait()
+		close(vm.done)
+	}()
+	go func() {
+		select {
+		case <-ctx.Done():
+			vm.Kill()
+		case <-vm.done:
+		}
+	}()
+	return vm, nil
+}
+
+// Done is closed when QEMU has exited.
+func (vm *VM) Done() <-chan struct{} { return vm.done }
+
+// Wait waits for QEMU to exit.
+func (vm *VM) Wait() error {
+	<-vm.done
+	return vm.err
+}
+
+// Kill stops QEMU at once.
+func (vm *VM) Kill() {
+	if vm.cmd.Process != nil {
+		vm.cmd.Process.Kill()
+	}
+}
+
+// Powerdown presses the guest's power button (QMP system_powerdown).
+func (vm *VM) Powerdown() error { return vm.QMP("system_powerdown") }
+
+// QMP runs one QMP command without arguments.
+func (vm *VM) QMP(command string) error {
+	var conn net.Conn
+	var err error
+	for i := 0; i < 50; i++ {
+		if conn, err = net.Dial("unix", vm.qmp); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("qmp %s: %w", command, err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(conn)
+	if _, err := r.ReadString('\n'); err != nil { // greeting
+		return fmt.Errorf("qmp %s: greeting: %w", command, err)
+	}
+	for _, c := range []string{"qmp_capabilities", command} {
+		if _, err := fmt.Fprintf(conn, `{"execute":%q}`+"\n", c); err != nil {
+			return fmt.Errorf("qmp %s: %w", c, err)
+		}
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return fmt.Errorf("qmp %s: %w", c, err)
+			}
+			if strings.Contains(line, `"return"`) {
+				break
+			}
+			if strings.Contains(line, `"error"`) {
+				return fmt.Errorf("qmp %s: %s", c, strings.TrimSpace(line))
+			}
+		}
+	}
+	return nil
+}
+
+// Console is the guest's serial console as a pipe: everything it prints is kept (and logged),
+// and tests wait for lines and type commands.
+type Console struct {
+	in   io.WriteCloser
+	mu   sync.Mutex
+	buf  []byte
+	cond chan struct{} // closed and replaced on every new output
+	eof  bool
+}
+
+func newConsole(in io.WriteCloser, out io.Reader, log io.WriteCloser) *Console {
+	c := &Console{in: in, cond: make(chan struct{})}
+	go func() {
+		b := make([]byte, 4096)
+		for {
+			n, err := out.Read(b)
+			c.mu.Lock()
+			if n > 0 {
+				c.buf = append(c.buf, b[:n]...)
+				if log != nil {
+					log.Write(b[:n])
+				}
+			}
+			if err != nil {
+				c.eof = true
+			}
+			close(c.cond)
+			c.cond = make(chan struct{})
+			c.mu.Unlock()
+			if err != nil {
+				if log != nil {
+					log.Close()
+				}
+				return
+			}
+		}
+	}()
+	return c
+}
+
+// Output returns everything printed so far.
+func (c *Console) Output() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return string(c.buf)
+}
+
+// Len is the number of bytes printed so far; pass it to WaitFor to look only at newer output.
+func (c *Console) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.buf)
+}
+
+// WaitFor waits until text appears in the output after offset from, and returns the offset just
+// past it. It fails early if the console closes or the guest kernel panics.
+func (c *Console) WaitFor(ctx context.Context, from int, text string) (int, error) {
+	for {
+		c.mu.Lock()
+		seen := string(c.buf[min(from, len(c.buf)):])
+		eof, ch := c.eof, c.cond
+		c.mu.Unlock()
+		if i := strings.Index(seen, text); i >= 0 {
+			return from + i + len(text), nil
+		}
+		if i := strings.Index(seen, "Kernel panic"); i >= 0 {
+			return 0, fmt.Errorf("guest kernel panic while waiting for %q: %s", text, tail(seen[i:], 600))
+		}
+		if eof {
+			return 0, fmt.Errorf("console closed while waiting for %q; last output:\n%s", text, tail(seen, 1500))
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("waiting for %q: %w; last output:\n%s", text, ctx.Err(), tail(seen, 1500))
+		case <-ch:
+		}
+	}
+}
+
+// Send types s on the console.
+func (c *Console) Send(s string) error {
+	_, err := io.WriteString(c.in, s)
+	return err
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+func copyFile(src, dst string) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, data, 0o644)
+}
+
+// CopySparse copies a disk image, skipping runs of zeros so the copy stays sparse.
+func CopySparse(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	var off int64
+	for {
+		n, err := in.ReadAt(buf, off)
+		if n > 0 {
+			chunk := buf[:n]
+			if !allZero(chunk) {
+				if _, werr := out.WriteAt(chunk, off); werr != nil {
+					out.Close()
+					return fmt.Errorf("copy %s: %w", src, werr)
+				}
+			}
+			off += int64(n)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			out.Close()
+			return fmt.Errorf("copy %s: %w", src, err)
+		}
+	}
+	if err := out.Truncate(st.Size()); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+func allZero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+type teeCloser struct {
+	f   *os.File
+	tee io.Writer
+}
+
+func (t teeCloser) Write(b []byte) (int, error) {
+	t.tee.Write(b)
+	return t.f.Write(b)
+}
+
+func (t teeCloser) Close() error { return t.f.Close() }
