@@ -148,12 +148,15 @@ func (n *Node) Plan(p *profiles.Profile, modules []string) boot.Plan {
 			boot.Mount{Source: "devpts", Target: "/dev/pts", FSType: "devpts", Flags: nosuid | noexec, Data: "newinstance,ptmxmode=0666,mode=0620,gid=5"},
 			boot.Mount{Source: "shm", Target: "/dev/shm", FSType: "tmpfs", Flags: nosuid | nodev, Data: "mode=1777"},
 			boot.Mount{Source: "mqueue", Target: "/dev/mqueue", FSType: "mqueue", Flags: nosuid | nodev | noexec},
-			boot.Mount{Source: "efivarfs", Target: "/sys/firmware/efi/efivars", FSType: "efivarfs", Flags: nosuid | nodev | noexec, IfExists: "/sys/firmware/efi/efivars"},
 			boot.Symlink{Target: "pts/ptmx", Link: "/dev/ptmx"},
 			boot.Symlink{Target: "/proc/self/fd", Link: "/dev/fd"},
 			boot.Symlink{Target: "/proc/self/fd/0", Link: "/dev/stdin"},
 			boot.Symlink{Target: "/proc/self/fd/1", Link: "/dev/stdout"},
 			boot.Symlink{Target: "/proc/self/fd/2", Link: "/dev/stderr"},
+		}},
+		// Optional: Debian's cloud kernels build efivarfs as a module, and direct boots have no EFI.
+		{Name: "firmware", Optional: true, Steps: []boot.Step{
+			boot.Mount{Source: "efivarfs", Target: "/sys/firmware/efi/efivars", FSType: "efivarfs", Flags: nosuid | nodev | noexec, IfExists: "/sys/firmware/efi/efivars"},
 		}},
 		{Name: "cgroups", Steps: []boot.Step{boot.Func{Name: "enable controllers, create " + cgroup.Services + " and " + cgroup.Pods,
 			Fn: func(ctx context.Context) error {

@@ -277,6 +277,11 @@ func (s *Supervisor) signalLocked(ctx context.Context, sig unix.Signal) {
 		if err := unix.Kill(-pid, sig); err != nil && err != unix.ESRCH {
 			svc.log.WarnContext(ctx, "signal service", "pgid", pid, "signal", sig.String(), "err", err)
 		}
+		// An interactive shell ignores SIGTERM; for a console service the terminal hangup is what
+		// ends the session, as when a real terminal goes away.
+		if sig == unix.SIGTERM && svc.spec.Console != "" {
+			unix.Kill(-pid, unix.SIGHUP)
+		}
 	}
 }
 

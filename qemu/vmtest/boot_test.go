@@ -1,0 +1,102 @@
+package vmtest
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"ingot.dev/ingot/internal/testgate"
+	"ingot.dev/ingot/qemu"
+)
+
+// Generous deadlines: TCG on a busy 2-core machine. They bound a hang; they are not speed checks
+// (make bench measures speed).
+const (
+	bootTimeout  = 4 * time.Minute
+	shellTimeout = time.Minute
+	powerTimeout = 90 * time.Second
+)
+
+// TestBoot boots the dev image on both architectures by both boot paths and checks, from the
+// console shell, what PID 1 promises: cgroup2 with controllers enabled, /var on the state
+// partition surviving a reboot, and a clean power off.
+func TestBoot(t *testing.T) {
+	testgate.Short(t, "VM boots")
+	for _, archName := range []string{"amd64", "arm64"} {
+		for _, boot := range []string{qemu.BootDirect, qemu.BootUEFI} {
+			t.Run(archName+"/"+boot, func(t *testing.T) {
+				RequireVM(t, archName)
+				if boot == qemu.BootUEFI {
+					a := RequireVM(t, archName)
+					if _, err := qemu.FindFirmware(a); err != nil {
+						testgate.Skip(t, err.Error())
+					}
+				}
+				img := Image(t, "dev", archName)
+				vm := Boot(t, img, boot)
+				took := vm.WaitReady(bootTimeout)
+				t.Logf("%s %s: QEMU start to %q: %d ms", archName, boot, ReadyLine, took.Milliseconds())
+				vm.WaitFor("# ", shellTimeout)
+
+				mounts := vm.MustShell("cat /proc/mounts", shellTimeout)
+				if !strings.Contains(mounts, "cgroup2 /sys/fs/cgroup cgroup2") {
+					t.Fatalf("cgroup2 not mounted on /sys/fs/cgroup:\n%s", mounts)
+				}
+				if !strings.Contains(mounts, "/dev/vda2 /var ext4") {
+					t.Fatalf("/var is not the state partition:\n%s", mounts)
+				}
+				ctrl := vm.MustShell("cat /sys/fs/cgroup/cgroup.subtree_control /sys/fs/cgroup/ingot.pods/cgroup.subtree_control", shellTimeout)
+				for _, c := range []string{"cpu", "memory", "pids", "io"} {
+					if strings.Count(" "+strings.ReplaceAll(ctrl, "\n", " ")+" ", " "+c+" ") != 2 {
+						t.Fatalf("controller %s not enabled in the root and the pod subtree:\n%s", c, ctrl)
+					}
+				}
+				if out := vm.MustShell("grep -c . /proc/self/mountinfo; readlink /proc/1/exe; cat /proc/1/comm", shellTimeout); !strings.Contains(out, "init") {
+					t.Fatalf("PID 1 is not ingot's init: %s", out)
+				}
+				if out := vm.MustShell("grep ' / ' /proc/mounts", shellTimeout); !strings.Contains(out, "tmpfs / tmpfs") {
+					t.Fatalf("root is still the initramfs: %s", out)
+				}
+
+				token := fmt.Sprintf("state-%d", time.Now().UnixNano())
+				vm.MustShell("echo "+token+" > /var/persist && sync", shellTimeout)
+
+				// reboot: busybox signals PID 1 (SIGTERM), which stops services and reboots.
+				if err := vm.Console.Send("reboot\n"); err != nil {
+					t.Fatal(err)
+				}
+				vm.WaitFor("ingot: reboot", powerTimeout)
+				vm.WaitReady(bootTimeout)
+				vm.WaitFor("# ", shellTimeout)
+				if got := vm.MustShell("cat /var/persist", shellTimeout); got != token {
+					t.Fatalf("/var/persist after reboot = %q, want %q", got, token)
+				}
+
+				if archName == "arm64" && boot == qemu.BootDirect {
+					// arm64 virt without firmware has no ACPI power button and Debian's kernel has no
+					// gpio-keys driver: system_powerdown reaches nothing. Power off via PID 1's
+					// signal instead (busybox poweroff sends SIGUSR2), the same shutdown path.
+					if err := vm.Console.Send("poweroff\n"); err != nil {
+						t.Fatal(err)
+					}
+				} else {
+					if err := vm.Powerdown(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				start := time.Now()
+				vm.WaitExit(powerTimeout)
+				t.Logf("%s %s: power off took %d ms", archName, boot, time.Since(start).Milliseconds())
+				out := vm.Console.Output()
+				if !strings.Contains(out, "ingot: power off") {
+					t.Fatalf("no clean power off on the console:\n%s", tail(out, 3000))
+				}
+				if !strings.Contains(out, "unmounted target=/var") {
+					t.Fatalf("/var was not unmounted at power off:\n%s", tail(out, 3000))
+				}
+				vm.AssertCleanConsole()
+			})
+		}
+	}
+}

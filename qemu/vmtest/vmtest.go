@@ -1,0 +1,248 @@
+// Package vmtest is the harness for whole-image tests: it builds images with the real pipeline,
+// boots them under QEMU, waits for console lines and runs shell commands through the dev
+// profile's serial console. Tests that cannot run here (no QEMU, no node binary) skip with one
+// sentence, or fail under CI=true.
+package vmtest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"ingot.dev/ingot/image/arch"
+	"ingot.dev/ingot/image/build"
+	"ingot.dev/ingot/image/debpkg"
+	"ingot.dev/ingot/image/initramfs"
+	"ingot.dev/ingot/internal/testgate"
+	"ingot.dev/ingot/profiles"
+	"ingot.dev/ingot/qemu"
+)
+
+// ReadyLine is what a booted node prints on its console.
+const ReadyLine = "ingot: node ready"
+
+// BinDir is where `make build` put the node binaries: $INGOT_BIN or <repo>/bin.
+func BinDir() string {
+	if d := os.Getenv("INGOT_BIN"); d != "" {
+		return d
+	}
+	dir, _ := os.Getwd()
+	for d := dir; d != "/"; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return filepath.Join(d, "bin")
+		}
+	}
+	return "bin"
+}
+
+// CacheDir is ingot's download cache, shared with `ingot build`.
+func CacheDir() string {
+	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
+		return filepath.Join(d, "ingot")
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".cache", "ingot")
+}
+
+// RequireVM skips (or fails in CI) unless QEMU for a, its firmware and the node binary exist.
+func RequireVM(t testing.TB, archName string) arch.Arch {
+	t.Helper()
+	a, err := arch.Lookup(archName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testgate.RequireCommand(t, a.QEMU)
+	if _, err := os.Stat(NodeBinary(archName)); err != nil {
+		testgate.Skip(t, "the node binary "+NodeBinary(archName)+" is not built (run make build)")
+	}
+	return a
+}
+
+// NodeBinary is the node binary for an arch.
+func NodeBinary(archName string) string { return filepath.Join(BinDir(), "ingot-node-"+archName) }
+
+// Build builds a built-in profile for an arch into dir.
+func Build(t testing.TB, profile, archName, dir string) *build.Manifest {
+	t.Helper()
+	p, raw, err := profiles.Builtin(profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := build.Run(context.Background(), build.Options{
+		Profile: p, ProfileTOML: raw, Arch: archName, Out: dir, Cache: CacheDir(), NodeBinary: NodeBinary(archName),
+	})
+	if err != nil {
+		t.Fatalf("build %s for %s: %v", profile, archName, err)
+	}
+	return m
+}
+
+var (
+	imagesMu sync.Mutex
+	images   = map[string]string{}
+)
+
+// Image builds a built-in profile for an arch once per test binary and returns its directory.
+func Image(t testing.TB, profile, archName string) string {
+	t.Helper()
+	imagesMu.Lock()
+	defer imagesMu.Unlock()
+	key := profile + "-" + archName
+	if dir, ok := images[key]; ok {
+		return dir
+	}
+	base := os.Getenv("INGOT_VMTEST_DIR")
+	if base == "" {
+		base = filepath.Join(os.TempDir(), "ingot-vmtest")
+	}
+	dir := filepath.Join(base, key)
+	Build(t, profile, archName, dir)
+	images[key] = dir
+	return dir
+}
+
+// VM is a booted test VM.
+type VM struct {
+	*qemu.VM
+	t      testing.TB
+	offset int // console output already consumed
+}
+
+// Boot starts an image with a fresh copy of its disk. The VM is killed when the test ends.
+func Boot(t testing.TB, image, boot string) *VM {
+	t.Helper()
+	run := t.TempDir()
+	disk := filepath.Join(run, "disk.raw")
+	if err := qemu.CopySparse(filepath.Join(image, build.FileDisk), disk); err != nil {
+		t.Fatal(err)
+	}
+	vm, err := qemu.Start(context.Background(), qemu.Config{Image: image, Boot: boot, Disk: disk, RunDir: run})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		vm.Kill()
+		vm.Wait()
+		if t.Failed() {
+			t.Logf("console:\n%s", tail(vm.Console.Output(), 4000))
+		}
+	})
+	return &VM{VM: vm, t: t}
+}
+
+// WaitFor waits for text in console output not yet consumed and consumes through it.
+func (v *VM) WaitFor(text string, timeout time.Duration) {
+	v.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	off, err := v.Console.WaitFor(ctx, v.offset, text)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	v.offset = off
+}
+
+// WaitReady waits for the ready line and returns the time since QEMU started.
+func (v *VM) WaitReady(timeout time.Duration) time.Duration {
+	v.t.Helper()
+	v.WaitFor(ReadyLine, timeout)
+	return time.Since(v.Started)
+}
+
+// Shell runs a command in the console shell and returns its output. The markers are built by the
+// shell (`"@@"E`), so the echo of the typed line never matches them.
+func (v *VM) Shell(cmd string, timeout time.Duration) (string, int) {
+	v.t.Helper()
+	if err := v.Console.Send(fmt.Sprintf("echo @@\"B\"; %s; echo @@\"E\"$?\n", cmd)); err != nil {
+		v.t.Fatal(err)
+	}
+	v.WaitFor("@@B", timeout)
+	start := v.offset
+	v.WaitFor("@@E", timeout)
+	out := v.Console.Output()
+	body := out[start : v.offset-len("@@E")]
+	rest := out[v.offset:]
+	code := -1
+	fmt.Sscanf(rest, "%d", &code)
+	return strings.TrimSpace(strings.ReplaceAll(body, "\r", "")), code
+}
+
+// MustShell runs a command that must succeed.
+func (v *VM) MustShell(cmd string, timeout time.Duration) string {
+	v.t.Helper()
+	out, code := v.Shell(cmd, timeout)
+	if code != 0 {
+		v.t.Fatalf("guest command %q exited %d:\n%s", cmd, code, out)
+	}
+	return out
+}
+
+// WaitExit waits for QEMU to exit.
+func (v *VM) WaitExit(timeout time.Duration) {
+	v.t.Helper()
+	select {
+	case <-v.Done():
+	case <-time.After(timeout):
+		v.t.Fatalf("QEMU still running %s after the shutdown request", timeout)
+	}
+}
+
+// AssertCleanConsole fails if the console shows a kernel panic or init's death.
+func (v *VM) AssertCleanConsole() {
+	v.t.Helper()
+	out := v.Console.Output()
+	for _, bad := range []string{"Kernel panic", "Attempted to kill init", "panic:"} {
+		if strings.Contains(out, bad) {
+			v.t.Fatalf("console shows %q:\n%s", bad, tail(out, 3000))
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// FloorImage writes a direct-boot image directory for the boot floor: the same kernel as image,
+// with an initramfs holding only Debian's static busybox and an /init that powers off at once.
+func FloorImage(t testing.TB, image, dir string) {
+	t.Helper()
+	m, err := qemu.Manifest(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &debpkg.Fetcher{Cache: CacheDir(), Arch: m.Arch}
+	p, err := f.Fetch(context.Background(), "busybox-static")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := f.Unpack(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree := initramfs.New()
+	must := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(tree.CharDev("/dev/console", 0o600, 5, 1))
+	must(tree.CopyFile("/bin/busybox", filepath.Join(root, "bin/busybox"), 0o755))
+	must(tree.File("/init", []byte("#!/bin/busybox sh\n/bin/busybox poweroff -f\n"), 0o755))
+	initrd, err := tree.Compressed(0)
+	must(err)
+	must(os.MkdirAll(dir, 0o755))
+	must(os.WriteFile(filepath.Join(dir, build.FileInitramfs), initrd, 0o644))
+	for _, name := range []string{build.FileKernel, build.FileManifest} {
+		data, err := os.ReadFile(filepath.Join(image, name))
+		must(err)
+		must(os.WriteFile(filepath.Join(dir, name), data, 0o644))
+	}
+}
