@@ -10,7 +10,7 @@ LDFLAGS_NODE := -s -w -linkmode external -extldflags '-static'
 NODE_SRC   := $(shell find cmd init profiles -name '*.go' -o -name '*.toml') go.mod go.sum
 HOST_SRC   := $(shell find cmd image profiles qemu internal -name '*.go' -o -name '*.toml') go.mod go.sum
 
-.PHONY: help deps build image qemu test unit vet clean
+.PHONY: help deps build image qemu test unit vet bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -53,6 +53,9 @@ vet: ## gofmt and go vet
 
 test: deps build vet ## the whole suite: unit, root and VM tiers (CI=true makes every skip a failure)
 	INGOT_BIN=$(CURDIR)/bin go test -timeout 55m -p 1 ./...
+
+bench: deps build ## boot benchmarks: QEMU start to node ready per arch and boot path, and the floor
+	INGOT_BIN=$(CURDIR)/bin go test -run '^$$' -bench Boot -benchtime 3x -timeout 30m ./qemu/vmtest
 
 clean: ## remove bin/ and out/ (the download cache stays)
 	rm -rf bin out

@@ -14,7 +14,7 @@ func TestBuiltins(t *testing.T) {
 	if got, want := Names(), []string{"dev", "minimal"}; !slices.Equal(got, want) {
 		t.Fatalf("Names() = %q, want %q", got, want)
 	}
-	wantModules := []string{"virtio_pci", "virtio_blk", "button", "evdev"}
+	wantModules := []string{"virtio_pci", "virtio_blk", "virtio_rng", "button", "evdev"}
 	for _, name := range Names() {
 		p, raw, err := Builtin(name)
 		if err != nil {

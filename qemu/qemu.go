@@ -148,6 +148,9 @@ func (c Config) Args(m *build.Manifest) ([]string, error) {
 	}
 	// romfile= : no iPXE option ROM, so UEFI does not try a network boot first.
 	args = append(args, "-netdev", net, "-device", "virtio-net-pci,netdev=net0,romfile=")
+	// An entropy source, as clouds provide: without it the guest's first getrandom() (formatting
+	// the state partition needs random UUIDs) waits a second or more for the entropy pool.
+	args = append(args, "-device", "virtio-rng-pci")
 	return args, nil
 }
 

@@ -220,7 +220,7 @@ func Run(ctx context.Context, o Options) (*Manifest, error) {
 		{Path: EntryAPath, Data: []byte(entryA)},
 		{Path: SlotAPath, Data: efi},
 	}
-	if err := disk.Write(filepath.Join(o.Out, FileDisk), disk.Layout{ESPMiB: o.Profile.Disk.ESPMiB, StateMiB: o.Profile.Disk.StateMiB}, files); err != nil {
+	if err := disk.Write(filepath.Join(o.Out, FileDisk), disk.Layout{ESPMiB: o.Profile.Disk.ESPMiB, StateMiB: o.Profile.Disk.StateMiB, Epoch: o.SourceDateEpoch}, files); err != nil {
 		return nil, err
 	}
 

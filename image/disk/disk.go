@@ -12,7 +12,9 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/disk"
@@ -39,7 +41,17 @@ const (
 type Layout struct {
 	ESPMiB   int
 	StateMiB int
+	// Epoch is the time stamped on every ESP file (seconds since 1970); FAT cannot store times
+	// before 1980, so earlier values are raised to 1980-01-01.
+	Epoch int64
 }
+
+// fatEpoch is 1980-01-01T00:00:00Z, the earliest time a FAT directory entry can hold.
+const fatEpoch = 315532800
+
+// envMu serialises the SOURCE_DATE_EPOCH override below: go-diskfs reads the FAT timestamps from
+// that environment variable and offers no other way to set them.
+var envMu sync.Mutex
 
 // File is one file placed on the ESP. Path uses forward slashes, relative to the ESP root.
 type File struct {
@@ -65,7 +77,17 @@ func Write(dst string, layout Layout, files []File) error {
 
 	tmp := filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp")
 	os.Remove(tmp)
-	if err := write(tmp, layout, files); err != nil {
+	envMu.Lock()
+	old, had := os.LookupEnv("SOURCE_DATE_EPOCH")
+	os.Setenv("SOURCE_DATE_EPOCH", strconv.FormatInt(max(layout.Epoch, fatEpoch), 10))
+	err := write(tmp, layout, files)
+	if had {
+		os.Setenv("SOURCE_DATE_EPOCH", old)
+	} else {
+		os.Unsetenv("SOURCE_DATE_EPOCH")
+	}
+	envMu.Unlock()
+	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("disk %s: %w", dst, err)
 	}
