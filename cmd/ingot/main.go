@@ -64,18 +64,6 @@ func main() {
 	}
 }
 
-// cacheDir is $XDG_CACHE_HOME/ingot, or ~/.cache/ingot.
-func cacheDir() string {
-	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
-		return filepath.Join(d, "ingot")
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return filepath.Join(os.TempDir(), "ingot-cache")
-	}
-	return filepath.Join(home, ".cache", "ingot")
-}
-
 // nodeBinary is bin/ingot-node-<arch> beside this executable.
 func nodeBinary(a string) string {
 	exe, err := os.Executable()
@@ -108,7 +96,7 @@ func cmdBuild(ctx context.Context, args []string) error {
 	kernelPath := fs.String("kernel", "", "kernel to use instead of the profile's Debian package: a .deb, an unpacked package directory, or a vmlinuz file")
 	modules := fs.String("modules", "", "with --kernel FILE: the lib/modules/<release> directory")
 	node := fs.String("node", "", "ingot-node binary for the target (default bin/ingot-node-<arch> beside ingot)")
-	cache := fs.String("cache", cacheDir(), "cache directory for downloaded packages")
+	cache := fs.String("cache", debpkg.DefaultCache(), "cache directory for downloaded packages")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -253,7 +241,7 @@ func cmdFetch(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("ingot fetch", flag.ContinueOnError)
 	archName := fs.String("arch", arch.Host(), "Debian architecture")
 	into := fs.String("into", "", "directory to unpack the packages into (required)")
-	cache := fs.String("cache", cacheDir(), "cache directory")
+	cache := fs.String("cache", debpkg.DefaultCache(), "cache directory")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

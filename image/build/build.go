@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -317,37 +318,27 @@ func (j *job) kernel(ctx context.Context) (*kernel.Kernel, error) {
 // rootfs lays out the node's root filesystem.
 func (j *job) rootfs(ctx context.Context, node []byte, k *kernel.Kernel, mods []kernel.Module) (*initramfs.Tree, []string, error) {
 	t := initramfs.New()
-	add := func(err error) {
-		if err != nil {
-			panic(err) // programming error in the fixed layout below; recovered in rootfs
-		}
+	var errs []error
+	add := func(err error) { errs = append(errs, err) }
+	for _, d := range []string{"/dev", "/proc", "/sys", "/run", "/var", "/etc/ingot", "/bin", "/lib"} {
+		add(t.Dir(d, 0o755))
 	}
-	var outErr error
-	func() {
-		defer func() {
-			if r := recover(); r != nil {
-				outErr = fmt.Errorf("root filesystem: %v", r)
-			}
-		}()
-		for _, d := range []string{"/dev", "/proc", "/sys", "/run", "/var", "/etc/ingot", "/bin", "/lib"} {
-			add(t.Dir(d, 0o755))
-		}
-		add(t.Dir("/tmp", 0o1777))
-		add(t.Dir("/root", 0o700))
-		add(t.CharDev("/dev/console", 0o600, 5, 1))
-		add(t.CharDev("/dev/null", 0o666, 1, 3))
-		add(t.File("/init", node, 0o755))
-		add(t.File("/etc/ingot/profile.toml", j.o.ProfileTOML, 0o644))
-		add(t.File("/etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"), 0o644))
-		add(t.File("/etc/group", []byte("root:x:0:\ntty:x:5:\nnogroup:x:65534:\n"), 0o644))
-		add(t.File("/etc/os-release", uki.OSRelease(map[string]string{"ID": "ingot", "NAME": "ingot", "IMAGE_ID": j.o.Profile.Name}), 0o644))
-		// Merged /usr: everything lives in /bin.
-		for _, l := range []string{"/sbin", "/usr/bin", "/usr/sbin"} {
-			add(t.Symlink(l, "/bin"))
-		}
-	}()
-	if outErr != nil {
-		return nil, nil, outErr
+	add(t.Dir("/tmp", 0o1777))
+	add(t.Dir("/root", 0o700))
+	// The kernel opens /dev/console for init's stdio before anything is mounted.
+	add(t.CharDev("/dev/console", 0o600, 5, 1))
+	add(t.CharDev("/dev/null", 0o666, 1, 3))
+	add(t.File("/init", node, 0o755))
+	add(t.File("/etc/ingot/profile.toml", j.o.ProfileTOML, 0o644))
+	add(t.File("/etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"), 0o644))
+	add(t.File("/etc/group", []byte("root:x:0:\ntty:x:5:\nnogroup:x:65534:\n"), 0o644))
+	add(t.File("/etc/os-release", uki.OSRelease(map[string]string{"ID": "ingot", "NAME": "ingot", "IMAGE_ID": j.o.Profile.Name}), 0o644))
+	// Merged /usr: everything lives in /bin.
+	for _, l := range []string{"/sbin", "/usr/bin", "/usr/sbin"} {
+		add(t.Symlink(l, "/bin"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, fmt.Errorf("root filesystem: %w", err)
 	}
 
 	var names, load []string

@@ -2,6 +2,7 @@ package uki
 
 import (
 	"bytes"
+	"context"
 	"debug/pe"
 	"encoding/binary"
 	"errors"
@@ -10,6 +11,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"ingot.dev/ingot/image/debpkg"
+	"ingot.dev/ingot/internal/testgate"
 )
 
 // synthStub describes a minimal PE32+ image built by the tests, so the unit tests need no real
@@ -446,8 +450,8 @@ func TestChecksumMatchesReference(t *testing.T) {
 	}
 }
 
-// TestAssembleRealStubs builds UKIs from Debian bookworm's systemd-stub 252 and kernels, when
-// they have been unpacked to /tmp/k by the image build.
+// TestAssembleRealStubs builds UKIs from Debian bookworm's systemd-stub 252 and kernels, fetched
+// into ingot's cache as the image build does.
 func TestAssembleRealStubs(t *testing.T) {
 	for _, tc := range []struct {
 		arch, stub string
@@ -457,11 +461,14 @@ func TestAssembleRealStubs(t *testing.T) {
 		{"arm64", "linuxaa64.efi.stub", pe.IMAGE_FILE_MACHINE_ARM64},
 	} {
 		t.Run(tc.arch, func(t *testing.T) {
-			root := filepath.Join("/tmp/k", tc.arch, "root")
-			stub, err := os.ReadFile(filepath.Join(root, "usr/lib/systemd/boot/efi", tc.stub))
-			kernels, _ := filepath.Glob(filepath.Join(root, "boot/vmlinuz-*"))
-			if err != nil || len(kernels) == 0 {
-				t.Skipf("no unpacked %s systemd stub and kernel under %s", tc.arch, root)
+			bootRoot, kernelRoot := fetchReal(t, tc.arch)
+			stub, err := os.ReadFile(filepath.Join(bootRoot, "usr/lib/systemd/boot/efi", tc.stub))
+			if err != nil {
+				t.Fatal(err)
+			}
+			kernels, _ := filepath.Glob(filepath.Join(kernelRoot, "boot/vmlinuz-*"))
+			if len(kernels) != 1 {
+				t.Fatalf("kernel package %s holds %d boot/vmlinuz-*", kernelRoot, len(kernels))
 			}
 			kernel, err := os.ReadFile(kernels[0])
 			if err != nil {
@@ -510,4 +517,27 @@ func TestAssembleRealStubs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fetchReal fetches and unpacks Debian's systemd-boot-efi and cloud kernel for arch.
+func fetchReal(t *testing.T, arch string) (bootRoot, kernelRoot string) {
+	t.Helper()
+	testgate.Short(t, "Debian's systemd stub and kernel")
+	ctx := context.Background()
+	f := &debpkg.Fetcher{Cache: debpkg.DefaultCache(), Arch: arch}
+	p, err := f.Fetch(ctx, "systemd-boot-efi")
+	if err != nil {
+		testgate.Skip(t, "cannot fetch systemd-boot-efi: "+err.Error())
+	}
+	if bootRoot, err = f.Unpack(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	k, err := f.FetchFollowing(ctx, "linux-image-cloud-"+arch, "linux-image-")
+	if err != nil {
+		testgate.Skip(t, "cannot fetch the Debian kernel: "+err.Error())
+	}
+	if kernelRoot, err = f.Unpack(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	return bootRoot, kernelRoot
 }

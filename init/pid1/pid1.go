@@ -8,10 +8,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -167,7 +169,7 @@ func (n *Node) Plan(p *profiles.Profile, modules []string) boot.Plan {
 		{Name: "state", Steps: []boot.Step{boot.Func{Name: "mount " + statedisk.Label + " on /var", Fn: n.mountState}}},
 	}
 	var sysctls []boot.Step
-	for _, k := range sortedKeys(p.Sysctls) {
+	for _, k := range slices.Sorted(maps.Keys(p.Sysctls)) {
 		sysctls = append(sysctls, boot.Sysctl{Key: k, Value: p.Sysctls[k]})
 	}
 	plan = append(plan,
@@ -206,6 +208,7 @@ func (n *Node) boot(ctx context.Context) error {
 		return err
 	}
 	if onInitramfs && os.Getenv(switchedEnv) == "" {
+		n.log.Info("moving the root off the initramfs", "to", newRoot)
 		if err := rootfs.Switch(newRoot); err != nil {
 			return err
 		}
@@ -377,17 +380,4 @@ func readLines(path string) []string {
 		}
 	}
 	return out
-}
-
-func sortedKeys(m map[string]string) []string {
-	var keys []string
-	for k := range m {
-		keys = append(keys, k)
-	}
-	for i := 1; i < len(keys); i++ {
-		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
-			keys[j], keys[j-1] = keys[j-1], keys[j]
-		}
-	}
-	return keys
 }

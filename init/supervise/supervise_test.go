@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"ingot.dev/ingot/internal/testgate"
 )
 
 // The tests share one process and wait4(-1) collects any child, so none of them runs in parallel
@@ -396,7 +398,7 @@ func TestRunTwiceFails(t *testing.T) {
 func TestConsoleIsControllingTTY(t *testing.T) {
 	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
-		t.Skipf("no pseudo-terminals to stand in for a console: %v", err)
+		testgate.Skip(t, "no pseudo-terminals to stand in for a console: "+err.Error())
 	}
 	defer master.Close()
 	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
@@ -409,7 +411,7 @@ func TestConsoleIsControllingTTY(t *testing.T) {
 	// Keep a slave open so the master does not see EIO between the service's exit and our read.
 	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
-		t.Skipf("open pty slave: %v", err)
+		testgate.Skip(t, "cannot open a pty slave: "+err.Error())
 	}
 	defer slave.Close()
 
@@ -446,16 +448,14 @@ func TestConsoleIsControllingTTY(t *testing.T) {
 }
 
 func TestCgroup(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("creating a cgroup needs root")
-	}
+	testgate.RequireRoot(t)
 	mnt := cgroup2Mount(t)
 	if mnt == "" {
-		t.Skip("no cgroup v2 hierarchy mounted")
+		testgate.Skip(t, "no cgroup v2 hierarchy is mounted on this host")
 	}
 	parent := filepath.Join(mnt, fmt.Sprintf("ingot-supervise-test-%d", os.Getpid()))
 	if err := os.Mkdir(parent, 0o755); err != nil {
-		t.Skipf("cannot create a cgroup here: %v", err)
+		testgate.Skip(t, "cannot create a cgroup here: "+err.Error())
 	}
 	dir := filepath.Join(parent, "svc")
 	t.Cleanup(func() {

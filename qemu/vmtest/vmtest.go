@@ -40,15 +40,6 @@ func BinDir() string {
 	return "bin"
 }
 
-// CacheDir is ingot's download cache, shared with `ingot build`.
-func CacheDir() string {
-	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
-		return filepath.Join(d, "ingot")
-	}
-	home, _ := os.UserHomeDir()
-	return filepath.Join(home, ".cache", "ingot")
-}
-
 // RequireVM skips (or fails in CI) unless QEMU for a, its firmware and the node binary exist.
 func RequireVM(t testing.TB, archName string) arch.Arch {
 	t.Helper()
@@ -74,7 +65,7 @@ func Build(t testing.TB, profile, archName, dir string) *build.Manifest {
 		t.Fatal(err)
 	}
 	m, err := build.Run(context.Background(), build.Options{
-		Profile: p, ProfileTOML: raw, Arch: archName, Out: dir, Cache: CacheDir(), NodeBinary: NodeBinary(archName),
+		Profile: p, ProfileTOML: raw, Arch: archName, Out: dir, Cache: debpkg.DefaultCache(), NodeBinary: NodeBinary(archName),
 	})
 	if err != nil {
 		t.Fatalf("build %s for %s: %v", profile, archName, err)
@@ -164,11 +155,14 @@ func (v *VM) Shell(cmd string, timeout time.Duration) (string, int) {
 	v.WaitFor("@@B", timeout)
 	start := v.offset
 	v.WaitFor("@@E", timeout)
+	end := v.offset - len("@@E")
+	// The exit status follows the marker; it may arrive in a later chunk than the marker.
+	codeStart := v.offset
+	v.WaitFor("\n", timeout)
 	out := v.Console.Output()
-	body := out[start : v.offset-len("@@E")]
-	rest := out[v.offset:]
+	body := out[start:end]
 	code := -1
-	fmt.Sscanf(rest, "%d", &code)
+	fmt.Sscanf(strings.TrimSpace(out[codeStart:v.offset]), "%d", &code)
 	return strings.TrimSpace(strings.ReplaceAll(body, "\r", "")), code
 }
 
@@ -218,7 +212,7 @@ func FloorImage(t testing.TB, image, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &debpkg.Fetcher{Cache: CacheDir(), Arch: m.Arch}
+	f := &debpkg.Fetcher{Cache: debpkg.DefaultCache(), Arch: m.Arch}
 	p, err := f.Fetch(context.Background(), "busybox-static")
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,60 @@
+package pid1
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+
+	"ingot.dev/ingot/profiles"
+)
+
+// The boot plan is data: it renders without root and names every step in order.
+func TestPlanString(t *testing.T) {
+	p, _, err := profiles.Builtin("dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Sysctls = map[string]string{"vm.swappiness": "0", "net.ipv4.ip_forward": "1"}
+	n := &Node{log: slog.New(slog.DiscardHandler)}
+	plan := n.Plan(p, []string{"virtio_blk", "evdev"}).String()
+	want := []string{
+		"modules\n  load virtio_blk evdev\n",
+		"mount cgroup2 on /sys/fs/cgroup type cgroup2 (nsdelegate)",
+		"mount devpts on /dev/pts type devpts",
+		"firmware (optional)\n",
+		"state\n  mount INGOT-STATE on /var\n",
+		"sysctls (optional)\n  sysctl net.ipv4.ip_forward=1\n  sysctl vm.swappiness=0\n",
+		"hostname ingot-dev",
+	}
+	last := -1
+	for _, w := range want {
+		i := strings.Index(plan, w)
+		if i < 0 {
+			t.Fatalf("plan lacks %q:\n%s", w, plan)
+		}
+		if i < last {
+			t.Fatalf("%q out of order:\n%s", w, plan)
+		}
+		last = i
+	}
+}
+
+func TestServiceSpec(t *testing.T) {
+	s := profiles.Service{Name: "shell", Command: []string{"/bin/sh", "-l"}, Console: true, Restart: "always"}
+	spec, err := serviceSpec(s, "/dev/ttyS0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec.Path != "/bin/sh" || len(spec.Args) != 1 || spec.Console != "/dev/ttyS0" || !strings.HasSuffix(spec.CgroupDir, "ingot.services/shell") {
+		t.Fatalf("spec = %+v", spec)
+	}
+	if _, err := serviceSpec(profiles.Service{Name: "x", Command: []string{"/x"}, Restart: "sometimes"}, ""); err == nil {
+		t.Fatal("bad restart policy accepted")
+	}
+}
+
+func TestUnescape(t *testing.T) {
+	if got := unescape(`/mnt/a\040b`); got != "/mnt/a b" {
+		t.Fatal(got)
+	}
+}
