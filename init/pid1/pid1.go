@@ -318,7 +318,7 @@ func (n *Node) stop(req request) {
 		if req.action == Reboot {
 			cmd = unix.LINUX_REBOOT_CMD_RESTART
 		}
-		n.log.Info("ingot: " + req.action.String())
+		n.log.Info(req.action.String())
 		if err := unix.Reboot(cmd); err != nil {
 			n.log.Error("reboot(2) failed; halting here", "err", err)
 		}

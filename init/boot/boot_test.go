@@ -1,0 +1,81 @@
+package boot
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRunOrderAndOptional(t *testing.T) {
+	var ran []string
+	step := func(name string, err error) Step {
+		return Func{Name: name, Fn: func(context.Context) error { ran = append(ran, name); return err }}
+	}
+	boom := errors.New("boom")
+	plan := Plan{
+		{Name: "first", Steps: []Step{step("a", nil), step("b", nil)}},
+		{Name: "extras", Optional: true, Steps: []Step{step("c", boom), step("d", nil)}},
+		{Name: "must", Steps: []Step{step("e", boom), step("f", nil)}},
+		{Name: "never", Steps: []Step{step("g", nil)}},
+	}
+	var phases []string
+	err := plan.Run(context.Background(), func(phase string, _ time.Duration, err error) {
+		phases = append(phases, phase+"="+boolStr(err == nil))
+	})
+	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "boot phase must: e:") {
+		t.Fatalf("err = %v", err)
+	}
+	if got := strings.Join(ran, ""); got != "abcde" {
+		t.Fatalf("ran %s, want abcde (an optional failure goes on, a required one stops)", got)
+	}
+	if got := strings.Join(phases, " "); got != "first=ok extras=failed must=failed" {
+		t.Fatalf("observed %s", got)
+	}
+}
+
+func boolStr(ok bool) string {
+	if ok {
+		return "ok"
+	}
+	return "failed"
+}
+
+func TestStepStrings(t *testing.T) {
+	for _, c := range []struct {
+		s    Step
+		want string
+	}{
+		{Mount{Source: "tmpfs", Target: "/run", FSType: "tmpfs", Data: "mode=0755"}, "mount tmpfs on /run type tmpfs (mode=0755)"},
+		{Dir{Path: "/var/log", Mode: 0o755}, "mkdir /var/log 0755"},
+		{Symlink{Target: "/proc/self/fd", Link: "/dev/fd"}, "ln -s /proc/self/fd /dev/fd"},
+		{Sysctl{Key: "net.ipv4.ip_forward", Value: "1"}, "sysctl net.ipv4.ip_forward=1"},
+		{Hostname("node-1"), "hostname node-1"},
+	} {
+		if got := c.s.String(); got != c.want {
+			t.Errorf("String() = %q, want %q", got, c.want)
+		}
+	}
+	if p := (Sysctl{Key: "net.ipv4.ip_forward"}).Path(); p != "/proc/sys/net/ipv4/ip_forward" {
+		t.Errorf("sysctl path %s", p)
+	}
+}
+
+func TestFileSteps(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	if err := (WriteFile{Path: dir + "/etc/hostname", Data: "n1\n", Mode: 0o644}).Do(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l := Symlink{Target: "hostname", Link: dir + "/etc/name"}
+	if err := l.Do(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Do(ctx); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	if err := (Dir{Path: dir + "/a/b", Mode: 0o700}).Do(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
