@@ -25,6 +25,7 @@ commands:
   build     build a node image        ingot build --profile dev --arch amd64 --out out/dev-amd64
   qemu      boot an image under QEMU  ingot qemu --image out/dev-amd64 --console
   profiles  list | show NAME | validate FILE
+  config    validate FILE: check a containerd config.toml (version 2 or 3) and print its warnings
   fetch     download Debian packages for an arch into the cache and unpack them into a directory
             (used by make deps for the arm64 libseccomp sysroot)
 
@@ -48,6 +49,8 @@ func main() {
 		err = cmdProfiles(os.Args[2:])
 	case "fetch":
 		err = cmdFetch(ctx, os.Args[2:])
+	case "config":
+		err = cmdConfig(os.Args[2:])
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return

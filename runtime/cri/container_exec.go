@@ -1,0 +1,83 @@
+package cri
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"ingot.dev/ingot/runtime/errdefs"
+	"ingot.dev/ingot/runtime/shim"
+	"ingot.dev/ingot/runtime/store"
+)
+
+// ExecSync runs a command in a running container with the container's user, environment and
+// working directory, and returns its output and exit code.
+func (s *Server) ExecSync(ctx context.Context, r *runtimeapi.ExecSyncRequest) (*runtimeapi.ExecSyncResponse, error) {
+	if len(r.GetCmd()) == 0 {
+		return nil, s.grpcErr("ExecSync", fmt.Errorf("exec: empty command: %w", errdefs.ErrInvalid))
+	}
+	s.mu.Lock()
+	c, err := s.resolveContainer(r.GetContainerId())
+	var sb *sandbox
+	if err == nil {
+		sb = s.sandboxes[c.SandboxID]
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return nil, s.grpcErr("ExecSync", err)
+	}
+	s.refresh(c)
+	if c.State != store.Running || sb == nil || sb.shim == nil {
+		return nil, s.grpcErr("ExecSync", fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrPrecondition))
+	}
+	data, err := os.ReadFile(filepath.Join(c.Dir, "config.json"))
+	if err != nil {
+		return nil, s.grpcErr("ExecSync", fmt.Errorf("container %s: spec: %w", c.ID, err))
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return nil, s.grpcErr("ExecSync", err)
+	}
+	proc := *spec.Process
+	proc.Args = r.GetCmd()
+	proc.Terminal = false
+	pdata, _ := json.Marshal(&proc)
+	res, err := sb.shim.Exec(shim.ExecArgs{ID: c.ID, Process: pdata, Timeout: time.Duration(r.GetTimeout()) * time.Second})
+	if err != nil {
+		return nil, s.grpcErr("ExecSync", err, "container", c.ID)
+	}
+	if res.TimedOut {
+		return nil, s.grpcErr("ExecSync", fmt.Errorf("command %q in %s timed out after %ds: %w", r.GetCmd(), c.ID, r.GetTimeout(), context.DeadlineExceeded))
+	}
+	return &runtimeapi.ExecSyncResponse{Stdout: res.Stdout, Stderr: res.Stderr, ExitCode: int32(res.ExitCode)}, nil
+}
+
+// ReopenContainerLog asks the shim to close and reopen the container's log file: the kubelet
+// renames the file to rotate it, and by the CRI contract the runtime must then write to a new
+// file at the original path. A container that is not running has no log to reopen: error.
+func (s *Server) ReopenContainerLog(ctx context.Context, r *runtimeapi.ReopenContainerLogRequest) (*runtimeapi.ReopenContainerLogResponse, error) {
+	s.mu.Lock()
+	c, err := s.resolveContainer(r.GetContainerId())
+	var sb *sandbox
+	if err == nil {
+		sb = s.sandboxes[c.SandboxID]
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return nil, s.grpcErr("ReopenContainerLog", err)
+	}
+	s.refresh(c)
+	if c.State != store.Running || sb == nil || sb.shim == nil {
+		return nil, s.grpcErr("ReopenContainerLog", fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrPrecondition))
+	}
+	if err := sb.shim.Reopen(c.ID); err != nil {
+		return nil, s.grpcErr("ReopenContainerLog", err, "container", c.ID)
+	}
+	return &runtimeapi.ReopenContainerLogResponse{}, nil
+}

@@ -1,0 +1,46 @@
+package cri
+
+import (
+	"context"
+
+	"ingot.dev/ingot/runtime/shim"
+)
+
+// recover reloads every pod and container after a daemon restart and reconnects to the shims,
+// which kept the containers running and their logs flowing while the daemon was away.
+func (s *Server) recover(ctx context.Context) error {
+	sbs, err := s.store.Sandboxes()
+	if err != nil {
+		return err
+	}
+	for _, rec := range sbs {
+		sb := &sandbox{Sandbox: rec}
+		if c, err := shim.Dial(rec.ShimDir); err == nil {
+			sb.shim = c
+		} else {
+			s.log.Warn("pod's shim is gone; marking the pod not ready", "pod", rec.ID, "err", err)
+			sb.Ready = false
+		}
+		cfg := sb.config()
+		s.sandboxes[rec.ID] = sb
+		s.names[podNameKey(cfg.GetMetadata())] = rec.ID
+	}
+	ctrs, err := s.store.Containers()
+	if err != nil {
+		return err
+	}
+	for i := range ctrs {
+		c := &ctrs[i]
+		s.containers[c.ID] = c
+		if sb, ok := s.sandboxes[c.SandboxID]; ok {
+			s.names[ctrNameKey(sb.config().GetMetadata(), ctrConfig(c).GetMetadata())] = c.ID
+		}
+	}
+	for _, c := range s.containers {
+		s.refresh(c)
+	}
+	if len(sbs) > 0 || len(ctrs) > 0 {
+		s.log.Info("recovered runtime state", "pods", len(sbs), "containers", len(ctrs))
+	}
+	return nil
+}

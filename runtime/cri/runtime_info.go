@@ -1,0 +1,53 @@
+package cri
+
+import (
+	"context"
+	"strconv"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Version reports the runtime's name and versions.
+func (s *Server) Version(ctx context.Context, r *runtimeapi.VersionRequest) (*runtimeapi.VersionResponse, error) {
+	v := s.opts.Version
+	if v == "" {
+		v = "0.1.0"
+	}
+	return &runtimeapi.VersionResponse{Version: "0.1.0", RuntimeName: "ingot", RuntimeVersion: v, RuntimeApiVersion: "v1"}, nil
+}
+
+// Status reports RuntimeReady and NetworkReady. Pod networking (bridge, IPAM, CNI) is not part of
+// the runtime yet: pods get their own network namespace with loopback only, and NetworkReady says
+// so, as the kubelet expects from a runtime without a usable pod network.
+func (s *Server) Status(ctx context.Context, r *runtimeapi.StatusRequest) (*runtimeapi.StatusResponse, error) {
+	conds := []*runtimeapi.RuntimeCondition{
+		{Type: runtimeapi.RuntimeReady, Status: true},
+		{Type: runtimeapi.NetworkReady, Status: false, Reason: "NoPodNetwork",
+			Message: "ingot's pod network (netsetup) is not configured: pods get loopback only"},
+	}
+	resp := &runtimeapi.StatusResponse{Status: &runtimeapi.RuntimeStatus{Conditions: conds}}
+	if r.GetVerbose() {
+		s.mu.Lock()
+		resp.Info = map[string]string{"pods": strconv.Itoa(len(s.sandboxes)), "containers": strconv.Itoa(len(s.containers)),
+			"root": s.opts.Root, "state": s.opts.State}
+		s.mu.Unlock()
+	}
+	return resp, nil
+}
+
+// RuntimeConfig tells the kubelet which cgroup driver to use: cgroupfs (ingot has no systemd).
+func (s *Server) RuntimeConfig(ctx context.Context, r *runtimeapi.RuntimeConfigRequest) (*runtimeapi.RuntimeConfigResponse, error) {
+	return &runtimeapi.RuntimeConfigResponse{Linux: &runtimeapi.LinuxRuntimeConfiguration{
+		CgroupDriver: runtimeapi.CgroupDriver_CGROUPFS,
+	}}, nil
+}
+
+// UpdateRuntimeConfig records the pod CIDR the kubelet assigns; the pod network will use it.
+func (s *Server) UpdateRuntimeConfig(ctx context.Context, r *runtimeapi.UpdateRuntimeConfigRequest) (*runtimeapi.UpdateRuntimeConfigResponse, error) {
+	s.mu.Lock()
+	s.podCIDR = r.GetRuntimeConfig().GetNetworkConfig().GetPodCidr()
+	s.mu.Unlock()
+	return &runtimeapi.UpdateRuntimeConfigResponse{}, nil
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

@@ -1,0 +1,191 @@
+package cri
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"ingot.dev/ingot/runtime/errdefs"
+	"ingot.dev/ingot/runtime/oci"
+	"ingot.dev/ingot/runtime/shim"
+	"ingot.dev/ingot/runtime/store"
+)
+
+// pauseID is the pause container's id inside its shim.
+const pauseID = "pause"
+
+func podNameKey(m *runtimeapi.PodSandboxMetadata) string {
+	return fmt.Sprintf("pod/%s_%s_%s_%d", m.GetName(), m.GetNamespace(), m.GetUid(), m.GetAttempt())
+}
+
+// RunPodSandbox starts a shim for the pod, creates the pod's files and starts the pause process
+// that holds its namespaces. No sandbox image is pulled: pause is built into ingot-node.
+func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error) {
+	cfg := r.GetConfig()
+	m := cfg.GetMetadata()
+	if m.GetName() == "" || m.GetNamespace() == "" || m.GetUid() == "" {
+		return nil, s.grpcErr("RunPodSandbox", fmt.Errorf("pod sandbox metadata needs name, namespace and uid: %w", errdefs.ErrInvalid))
+	}
+	if h := r.GetRuntimeHandler(); h != "" && h != "runc" && h != "ingot" {
+		return nil, s.grpcErr("RunPodSandbox", fmt.Errorf("runtime handler %q is not configured (ingot has runc): %w", h, errdefs.ErrNotFound))
+	}
+	key := podNameKey(m)
+	id := newID()
+	s.mu.Lock()
+	if other, ok := s.names[key]; ok {
+		s.mu.Unlock()
+		return nil, s.grpcErr("RunPodSandbox", fmt.Errorf("pod sandbox name %s is reserved by %s: %w", key, other, errdefs.ErrAlreadyExists))
+	}
+	s.names[key] = id
+	s.mu.Unlock()
+
+	sb, err := s.runSandbox(ctx, id, cfg, r.GetRuntimeHandler())
+	if err != nil {
+		s.mu.Lock()
+		delete(s.names, key)
+		s.mu.Unlock()
+		return nil, s.grpcErr("RunPodSandbox", err, "pod", m.GetName(), "namespace", m.GetNamespace())
+	}
+	s.mu.Lock()
+	s.sandboxes[id] = sb
+	s.mu.Unlock()
+	s.log.Info("pod sandbox running", "pod", m.GetName(), "namespace", m.GetNamespace(), "id", id, "pause_pid", sb.PausePid)
+	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
+}
+
+func (s *Server) podDir(id string) string  { return filepath.Join(s.opts.Root, "pods", id) }
+func (s *Server) shimDir(id string) string { return filepath.Join(s.opts.State, "pods", id) }
+
+func (s *Server) runSandbox(ctx context.Context, id string, cfg *runtimeapi.PodSandboxConfig, handler string) (_ *sandbox, retErr error) {
+	raw, err := proto.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	nsOpts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	rec := store.Sandbox{
+		ID: id, Name: cfg.GetMetadata().GetName(), Namespace: cfg.GetMetadata().GetNamespace(),
+		UID: cfg.GetMetadata().GetUid(), Attempt: cfg.GetMetadata().GetAttempt(), Config: raw,
+		CreatedAt: time.Now().UnixNano(), ShimDir: s.shimDir(id), Handler: handler,
+		HostNetwork:  nsOpts.GetNetwork() == runtimeapi.NamespaceMode_NODE,
+		CgroupParent: cfg.GetLinux().GetCgroupParent(),
+	}
+	if rec.CgroupParent == "" {
+		rec.CgroupParent = filepath.Join(s.opts.CgroupRoot, id)
+	}
+	defer func() {
+		if retErr != nil {
+			s.cleanupPod(id, rec.ShimDir)
+		}
+	}()
+	if err := s.writePodFiles(id, cfg); err != nil {
+		return nil, err
+	}
+	if cfg.GetLogDirectory() != "" {
+		if err := os.MkdirAll(cfg.GetLogDirectory(), 0o755); err != nil {
+			return nil, fmt.Errorf("pod log directory %s: %w", cfg.GetLogDirectory(), err)
+		}
+	}
+	client, err := shim.Spawn(ctx, s.opts.Exe, rec.ShimDir, "--max-log-line", fmt.Sprint(s.opts.MaxLogLine))
+	if err != nil {
+		return nil, err
+	}
+	spec := oci.SandboxSpec(cfg, s.pauseRootfs(), filepath.Join(rec.CgroupParent, id))
+	data, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	pid, err := client.Create(shim.CreateArgs{ID: pauseID, Spec: data, Start: true})
+	if err != nil {
+		client.Shutdown()
+		client.Close()
+		return nil, fmt.Errorf("start pause for pod %s: %w", id, err)
+	}
+	rec.PausePid = pid
+	rec.Ready = true
+	if err := s.store.PutSandbox(&rec); err != nil {
+		client.Shutdown()
+		client.Close()
+		return nil, err
+	}
+	return &sandbox{Sandbox: rec, shim: client}, nil
+}
+
+// writePodFiles writes /etc/hosts, /etc/resolv.conf and /etc/hostname for the pod and mounts its
+// shared /dev/shm.
+func (s *Server) writePodFiles(id string, cfg *runtimeapi.PodSandboxConfig) error {
+	dir := s.podDir(id)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("pod directory %s: %w", dir, err)
+	}
+	hostNet := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() == runtimeapi.NamespaceMode_NODE
+	hostname := cfg.GetHostname()
+	if hostNet || hostname == "" {
+		hostname, _ = os.Hostname()
+	}
+	hosts := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+	if hostNet {
+		if data, err := os.ReadFile("/etc/hosts"); err == nil {
+			hosts = string(data)
+		}
+	}
+	resolv := ""
+	if dns := cfg.GetDnsConfig(); dns != nil && (len(dns.GetServers()) > 0 || len(dns.GetSearches()) > 0 || len(dns.GetOptions()) > 0) {
+		var b strings.Builder
+		if len(dns.GetSearches()) > 0 {
+			fmt.Fprintf(&b, "search %s\n", strings.Join(dns.GetSearches(), " "))
+		}
+		for _, srv := range dns.GetServers() {
+			fmt.Fprintf(&b, "nameserver %s\n", srv)
+		}
+		if len(dns.GetOptions()) > 0 {
+			fmt.Fprintf(&b, "options %s\n", strings.Join(dns.GetOptions(), " "))
+		}
+		resolv = b.String()
+	} else if data, err := os.ReadFile("/etc/resolv.conf"); err == nil {
+		resolv = string(data)
+	}
+	for name, data := range map[string]string{"hosts": hosts, "resolv.conf": resolv, "hostname": hostname + "\n"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			return fmt.Errorf("pod file %s: %w", name, err)
+		}
+	}
+	shm := filepath.Join(dir, "shm")
+	if err := os.MkdirAll(shm, 0o1777); err != nil {
+		return err
+	}
+	if cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetIpc() == runtimeapi.NamespaceMode_NODE {
+		return nil // containers bind the host's /dev/shm instead; see podFiles
+	}
+	if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=65536k"); err != nil {
+		return fmt.Errorf("pod /dev/shm: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) podFiles(sb *sandbox) oci.PodFiles {
+	dir := s.podDir(sb.ID)
+	f := oci.PodFiles{Hosts: filepath.Join(dir, "hosts"), ResolvConf: filepath.Join(dir, "resolv.conf"),
+		Hostname: filepath.Join(dir, "hostname"), Shm: filepath.Join(dir, "shm")}
+	var cfg runtimeapi.PodSandboxConfig
+	if proto.Unmarshal(sb.Config, &cfg) == nil &&
+		cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetIpc() == runtimeapi.NamespaceMode_NODE {
+		f.Shm = "/dev/shm"
+	}
+	return f
+}
+
+// cleanupPod removes what a failed or removed pod leaves on the node.
+func (s *Server) cleanupPod(id, shimDir string) {
+	dir := s.podDir(id)
+	unix.Unmount(filepath.Join(dir, "shm"), unix.MNT_DETACH)
+	os.RemoveAll(dir)
+	os.RemoveAll(shimDir)
+}

@@ -1,0 +1,84 @@
+package cri
+
+import (
+	"context"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func (sb *sandbox) config() *runtimeapi.PodSandboxConfig {
+	var cfg runtimeapi.PodSandboxConfig
+	proto.Unmarshal(sb.Config, &cfg)
+	return &cfg
+}
+
+func (sb *sandbox) state() runtimeapi.PodSandboxState {
+	if sb.Ready {
+		return runtimeapi.PodSandboxState_SANDBOX_READY
+	}
+	return runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+}
+
+// PodSandboxStatus reports a pod. Pod IPs arrive with pod networking (netsetup).
+func (s *Server) PodSandboxStatus(ctx context.Context, r *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
+	s.mu.Lock()
+	sb, err := s.resolveSandbox(r.GetPodSandboxId())
+	s.mu.Unlock()
+	if err != nil {
+		return nil, s.grpcErr("PodSandboxStatus", err)
+	}
+	cfg := sb.config()
+	nsOpts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	st := &runtimeapi.PodSandboxStatus{
+		Id:             sb.ID,
+		Metadata:       cfg.GetMetadata(),
+		State:          sb.state(),
+		CreatedAt:      sb.CreatedAt,
+		Network:        &runtimeapi.PodSandboxNetworkStatus{},
+		Linux:          &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: nsOpts}},
+		Labels:         cfg.GetLabels(),
+		Annotations:    cfg.GetAnnotations(),
+		RuntimeHandler: sb.Handler,
+	}
+	resp := &runtimeapi.PodSandboxStatusResponse{Status: st}
+	if r.GetVerbose() {
+		resp.Info = map[string]string{"info": `{"pid":` + itoa(sb.PausePid) + `,"shim":"` + sb.ShimDir + `"}`}
+	}
+	return resp, nil
+}
+
+// ListPodSandbox lists pods, filtered by id (or prefix), state and labels.
+func (s *Server) ListPodSandbox(ctx context.Context, r *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
+	f := r.GetFilter()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*runtimeapi.PodSandbox
+	for _, sb := range s.sandboxes {
+		if f.GetId() != "" && !strings.HasPrefix(sb.ID, f.GetId()) {
+			continue
+		}
+		if f.GetState() != nil && f.GetState().GetState() != sb.state() {
+			continue
+		}
+		cfg := sb.config()
+		if !labelsMatch(cfg.GetLabels(), f.GetLabelSelector()) {
+			continue
+		}
+		out = append(out, &runtimeapi.PodSandbox{
+			Id: sb.ID, Metadata: cfg.GetMetadata(), State: sb.state(), CreatedAt: sb.CreatedAt,
+			Labels: cfg.GetLabels(), Annotations: cfg.GetAnnotations(), RuntimeHandler: sb.Handler,
+		})
+	}
+	return &runtimeapi.ListPodSandboxResponse{Items: out}, nil
+}
+
+func labelsMatch(labels, selector map[string]string) bool {
+	for k, v := range selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}

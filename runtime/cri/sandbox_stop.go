@@ -1,0 +1,102 @@
+package cri
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"ingot.dev/ingot/runtime/errdefs"
+	"ingot.dev/ingot/runtime/store"
+)
+
+// StopPodSandbox stops every container of the pod and the pause process. Per the CRI proto it is
+// idempotent, and a sandbox that is already gone is not an error.
+func (s *Server) StopPodSandbox(ctx context.Context, r *runtimeapi.StopPodSandboxRequest) (*runtimeapi.StopPodSandboxResponse, error) {
+	s.mu.Lock()
+	sb, err := s.resolveSandbox(r.GetPodSandboxId())
+	s.mu.Unlock()
+	if errdefs.Code(err) == errdefs.Code(errdefs.ErrNotFound) {
+		return &runtimeapi.StopPodSandboxResponse{}, nil
+	}
+	if err != nil {
+		return nil, s.grpcErr("StopPodSandbox", err)
+	}
+	if err := s.stopSandbox(ctx, sb); err != nil {
+		return nil, s.grpcErr("StopPodSandbox", err, "pod", sb.ID)
+	}
+	return &runtimeapi.StopPodSandboxResponse{}, nil
+}
+
+func (s *Server) stopSandbox(ctx context.Context, sb *sandbox) error {
+	for _, c := range s.containersOf(sb.ID) {
+		if err := s.stopContainer(ctx, c, 0); err != nil {
+			return err
+		}
+	}
+	if sb.shim != nil {
+		if err := sb.shim.Remove(pauseID); err != nil {
+			return fmt.Errorf("stop pause of pod %s: %w", sb.ID, err)
+		}
+	}
+	s.mu.Lock()
+	sb.Ready = false
+	rec := sb.Sandbox
+	s.mu.Unlock()
+	return s.store.PutSandbox(&rec)
+}
+
+func (s *Server) containersOf(podID string) []*store.Container {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*store.Container
+	for _, c := range s.containers {
+		if c.SandboxID == podID {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// RemovePodSandbox stops the pod if needed, removes its containers, ends its shim and forgets it.
+// Removing a sandbox that does not exist is not an error.
+func (s *Server) RemovePodSandbox(ctx context.Context, r *runtimeapi.RemovePodSandboxRequest) (*runtimeapi.RemovePodSandboxResponse, error) {
+	s.mu.Lock()
+	sb, err := s.resolveSandbox(r.GetPodSandboxId())
+	s.mu.Unlock()
+	if errdefs.Code(err) == errdefs.Code(errdefs.ErrNotFound) {
+		return &runtimeapi.RemovePodSandboxResponse{}, nil
+	}
+	if err != nil {
+		return nil, s.grpcErr("RemovePodSandbox", err)
+	}
+	if err := s.stopSandbox(ctx, sb); err != nil {
+		return nil, s.grpcErr("RemovePodSandbox", err, "pod", sb.ID)
+	}
+	for _, c := range s.containersOf(sb.ID) {
+		if err := s.removeContainer(ctx, c); err != nil {
+			return nil, s.grpcErr("RemovePodSandbox", err, "pod", sb.ID)
+		}
+	}
+	if sb.shim != nil {
+		sb.shim.Shutdown()
+		sb.shim.Close()
+		// The shim removes its socket when it exits; give it a moment before its directory goes.
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.cleanupPod(sb.ID, sb.ShimDir)
+	if err := s.store.DeleteSandbox(sb.ID); err != nil {
+		return nil, s.grpcErr("RemovePodSandbox", err, "pod", sb.ID)
+	}
+	s.mu.Lock()
+	delete(s.sandboxes, sb.ID)
+	for k, v := range s.names {
+		if v == sb.ID {
+			delete(s.names, k)
+		}
+	}
+	s.mu.Unlock()
+	s.log.Info("pod sandbox removed", "pod", sb.Name, "namespace", sb.Namespace, "id", sb.ID)
+	return &runtimeapi.RemovePodSandboxResponse{}, nil
+}

@@ -1,0 +1,211 @@
+// Package cri is ingot's CRI v1 server: RuntimeService and ImageService over gRPC on a unix
+// socket. It reads like the API — one file per RPC group — and delegates to the domain packages:
+// oci (specs and libcontainer), shim (the per-pod process holding containers), store (persisted
+// state), images (pull and layers) and logs.
+package cri
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"ingot.dev/ingot/runtime/errdefs"
+	"ingot.dev/ingot/runtime/shim"
+	"ingot.dev/ingot/runtime/store"
+)
+
+// Options configure the server.
+type Options struct {
+	Root       string // persistent: /var/lib/ingot
+	State      string // volatile: /run/ingot
+	Exe        string // the ingot-node binary: shims and the pause process run it
+	CgroupRoot string // parent cgroup of pods without a kubelet-given parent
+	MaxLogLine int
+	Images     ImageStore
+	Log        *slog.Logger
+	Version    string
+}
+
+// Server implements the CRI RuntimeService and ImageService.
+type Server struct {
+	runtimeapi.UnimplementedRuntimeServiceServer
+	runtimeapi.UnimplementedImageServiceServer
+
+	opts  Options
+	log   *slog.Logger
+	store *store.Store
+
+	mu         sync.Mutex
+	sandboxes  map[string]*sandbox
+	containers map[string]*store.Container
+	names      map[string]string // reserved pod and container names → id
+	podCIDR    string
+}
+
+type sandbox struct {
+	store.Sandbox
+	shim *shim.Client
+}
+
+// New opens the runtime's state and recovers every pod and container it had.
+func New(ctx context.Context, o Options) (*Server, error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.CgroupRoot == "" {
+		o.CgroupRoot = "/ingot.pods"
+	}
+	for _, d := range []string{o.Root, o.State, filepath.Join(o.Root, "pods"), filepath.Join(o.Root, "containers"), filepath.Join(o.State, "pods")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("runtime directory %s: %w", d, err)
+		}
+	}
+	st, err := store.Open(filepath.Join(o.Root, "runtime.db"))
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{opts: o, log: o.Log, store: st, sandboxes: map[string]*sandbox{},
+		containers: map[string]*store.Container{}, names: map[string]string{}}
+	if err := s.preparePause(); err != nil {
+		st.Close()
+		return nil, err
+	}
+	if err := s.recover(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close releases the state database. Pods and containers keep running in their shims.
+func (s *Server) Close() error { return s.store.Close() }
+
+// Register adds both CRI services to a gRPC server.
+func (s *Server) Register(g *grpc.Server) {
+	runtimeapi.RegisterRuntimeServiceServer(g, s)
+	runtimeapi.RegisterImageServiceServer(g, s)
+}
+
+// Listen opens the CRI socket (mode 0660), replacing a stale one.
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("socket directory: %w", err)
+	}
+	os.Remove(path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("chmod %s: %w", path, err)
+	}
+	return l, nil
+}
+
+// preparePause lays out the pause container's root: an empty tree plus this binary as /pause.
+func (s *Server) preparePause() error {
+	dir := s.pauseRootfs()
+	dst := filepath.Join(dir, "pause")
+	src, err := os.Open(s.opts.Exe)
+	if err != nil {
+		return fmt.Errorf("pause binary: %w", err)
+	}
+	defer src.Close()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("pause rootfs: %w", err)
+	}
+	for _, d := range []string{"proc", "dev", "sys", "etc"} {
+		os.MkdirAll(filepath.Join(dir, d), 0o755)
+	}
+	tmp := dst + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		return fmt.Errorf("pause binary: %w", err)
+	}
+	if _, err := io.Copy(out, src); err != nil {
+		out.Close()
+		return fmt.Errorf("pause binary: %w", err)
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dst)
+}
+
+func (s *Server) pauseRootfs() string { return filepath.Join(s.opts.Root, "pause") }
+
+func newID() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// resolveSandbox finds a sandbox by full id or unique prefix. Callers hold s.mu.
+func (s *Server) resolveSandbox(id string) (*sandbox, error) {
+	if id == "" {
+		return nil, fmt.Errorf("pod sandbox id is empty: %w", errdefs.ErrInvalid)
+	}
+	if sb, ok := s.sandboxes[id]; ok {
+		return sb, nil
+	}
+	var found *sandbox
+	for k, sb := range s.sandboxes {
+		if strings.HasPrefix(k, id) {
+			if found != nil {
+				return nil, fmt.Errorf("pod sandbox id prefix %q is ambiguous: %w", id, errdefs.ErrInvalid)
+			}
+			found = sb
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("pod sandbox %q: %w", id, errdefs.ErrNotFound)
+	}
+	return found, nil
+}
+
+// resolveContainer finds a container by full id or unique prefix. Callers hold s.mu.
+func (s *Server) resolveContainer(id string) (*store.Container, error) {
+	if id == "" {
+		return nil, fmt.Errorf("container id is empty: %w", errdefs.ErrInvalid)
+	}
+	if c, ok := s.containers[id]; ok {
+		return c, nil
+	}
+	var found *store.Container
+	for k, c := range s.containers {
+		if strings.HasPrefix(k, id) {
+			if found != nil {
+				return nil, fmt.Errorf("container id prefix %q is ambiguous: %w", id, errdefs.ErrInvalid)
+			}
+			found = c
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
+	}
+	return found, nil
+}
+
+// grpcErr logs failures with the request's object and returns the gRPC status.
+func (s *Server) grpcErr(op string, err error, attrs ...any) error {
+	if err == nil {
+		return nil
+	}
+	s.log.Warn(op+" failed", append(attrs, "err", err)...)
+	return errdefs.ToGRPC(err)
+}
+
+var errNoShim = errors.New("the pod's shim is gone")

@@ -1,0 +1,261 @@
+// Package archive applies one OCI or Docker image layer (a tar stream, plain or gzip or zstd
+// compressed) to an empty directory that becomes one overlayfs lower layer. Whiteouts are written in
+// overlayfs form: `.wh.NAME` becomes a 0/0 character device NAME and `.wh..wh..opq` becomes the
+// trusted.overlay.opaque=y xattr on its directory.
+//
+// It must never write outside the target directory. Every entry is resolved below the layer root
+// without following any symlink: an entry whose path climbs out with "..", whose parent is a symlink,
+// or that hard-links to something outside the layer is rejected with ErrRejected; a leading "/" is
+// taken as relative to the layer root, as containerd does. Symlinks themselves are kept verbatim (an
+// absolute target is fine; it is only dangerous when followed, and nothing here follows one).
+//
+// A failed apply leaves nothing behind: the layer is extracted into a temporary sibling directory and
+// renamed into place only once the whole stream has been read and checked.
+package archive
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+)
+
+// ErrRejected marks a layer entry refused for safety: it would escape the layer directory, traverse
+// a symlink, link outside the layer, or create a device node without root.
+var ErrRejected = errors.New("layer entry rejected")
+
+// Options tune Apply.
+type Options struct {
+	// DiffID, when set ("sha256:<hex>"), is the digest the uncompressed stream must have (the image
+	// config's rootfs.diff_ids entry); a mismatch fails the apply and leaves nothing behind.
+	DiffID string
+	// UserXattr writes the opaque marker as user.overlay.opaque, for overlayfs mounted with the
+	// userxattr option (rootless); the default is trusted.overlay.opaque.
+	UserXattr bool
+}
+
+// Result describes an applied layer.
+type Result struct {
+	// DiffID is the sha256 of the uncompressed tar stream, "sha256:<hex>".
+	DiffID string
+	// Size is the disk space the layer's files and directories occupy, in bytes.
+	Size int64
+	// Inodes is the number of filesystem objects created.
+	Inodes int64
+}
+
+// Apply extracts the layer tar stream r into dir, which must not exist yet; its parent must.
+// Compression (gzip, zstd or none) is detected from the stream's first bytes. Ownership, device
+// nodes and non-user xattrs are applied only when running as root; without root a device node is
+// rejected and ownership is left to the caller's uid.
+func Apply(ctx context.Context, r io.Reader, dir string, opts Options) (Result, error) {
+	return apply(ctx, r, dir, opts, os.Geteuid() == 0)
+}
+
+func apply(ctx context.Context, r io.Reader, dir string, opts Options, privileged bool) (res Result, err error) {
+	if _, err := os.Lstat(dir); err == nil {
+		return Result{}, fmt.Errorf("apply layer to %s: %w", dir, os.ErrExist)
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".extract-"+filepath.Base(dir)+"-")
+	if err != nil {
+		return Result{}, fmt.Errorf("apply layer to %s: %w", dir, err)
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp)
+		}
+	}()
+	// MkdirTemp makes 0700; a layer root is an ordinary directory that overlayfs may show as "/".
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return Result{}, fmt.Errorf("apply layer to %s: %w", dir, err)
+	}
+
+	res, err = extract(ctx, r, tmp, opts, privileged)
+	if err != nil {
+		return Result{}, fmt.Errorf("apply layer to %s: %w", dir, err)
+	}
+	if opts.DiffID != "" && res.DiffID != opts.DiffID {
+		return Result{}, fmt.Errorf("apply layer to %s: uncompressed content is %s, the image config says %s", dir, res.DiffID, opts.DiffID)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return Result{}, fmt.Errorf("apply layer to %s: %w", dir, err)
+	}
+	return res, nil
+}
+
+// Compression names a layer stream's compression.
+type Compression string
+
+// The compressions DetectCompression recognises.
+const (
+	Uncompressed Compression = "none"
+	Gzip         Compression = "gzip"
+	Zstd         Compression = "zstd"
+	Bzip2        Compression = "bzip2"
+	Xz           Compression = "xz"
+)
+
+var magics = []struct {
+	c     Compression
+	magic []byte
+}{
+	{Gzip, []byte{0x1f, 0x8b, 0x08}},
+	{Zstd, []byte{0x28, 0xb5, 0x2f, 0xfd}},
+	{Bzip2, []byte{'B', 'Z', 'h'}},
+	{Xz, []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}},
+}
+
+// DetectCompression names the compression of a stream that starts with head.
+func DetectCompression(head []byte) Compression {
+	for _, m := range magics {
+		if bytes.HasPrefix(head, m.magic) {
+			return m.c
+		}
+	}
+	return Uncompressed
+}
+
+// decompress returns the uncompressed stream of r and a function releasing its decoder.
+func decompress(r io.Reader) (io.Reader, func(), error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	head, err := br.Peek(6)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, nil, err
+	}
+	switch c := DetectCompression(head); c {
+	case Gzip:
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, nil, fmt.Errorf("gzip: %w", err)
+		}
+		return zr, func() { zr.Close() }, nil
+	case Zstd:
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+		if err != nil {
+			return nil, nil, fmt.Errorf("zstd: %w", err)
+		}
+		return zr, zr.Close, nil
+	case Uncompressed:
+		return br, func() {}, nil
+	default:
+		return nil, nil, fmt.Errorf("%s-compressed layers are not supported (only gzip, zstd or plain tar)", c)
+	}
+}
+
+// extract unpacks r into root (an empty directory) and reports what it did.
+func extract(ctx context.Context, r io.Reader, root string, opts Options, privileged bool) (Result, error) {
+	plain, release, err := decompress(&ctxReader{ctx: ctx, r: r})
+	if err != nil {
+		return Result{}, err
+	}
+	defer release()
+	h := sha256.New()
+	var tail zeroTail
+	tee := io.TeeReader(plain, io.MultiWriter(h, &tail))
+
+	x, err := newExtractor(root, privileged, opts)
+	if err != nil {
+		return Result{}, err
+	}
+	defer x.close()
+
+	tr := tar.NewReader(tee)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return Result{}, fmt.Errorf("read tar: %w", err)
+		}
+		if err := ctx.Err(); err != nil {
+			return Result{}, err
+		}
+		if err := x.entry(hdr, tr); err != nil {
+			return Result{}, fmt.Errorf("entry %q: %w", hdr.Name, err)
+		}
+	}
+	// The diffID covers the whole stream, including the tar trailer and any padding after it.
+	if _, err := io.Copy(io.Discard, tee); err != nil {
+		return Result{}, fmt.Errorf("read tar: %w", err)
+	}
+	// archive/tar takes a stream cut at a header boundary for a complete one.
+	if tail < 512 {
+		return Result{}, fmt.Errorf("read tar: stream ends without the end-of-archive marker (truncated)")
+	}
+	if err := x.finish(); err != nil {
+		return Result{}, err
+	}
+	return Result{DiffID: digestString(h), Size: x.size, Inodes: x.inodes}, nil
+}
+
+func digestString(h hash.Hash) string { return "sha256:" + hex.EncodeToString(h.Sum(nil)) }
+
+// zeroTail counts the zero bytes at the end of what was written to it.
+type zeroTail int64
+
+func (z *zeroTail) Write(p []byte) (int, error) {
+	i := len(p) - 1
+	for i >= 0 && p[i] == 0 {
+		i--
+	}
+	if i < 0 {
+		*z += zeroTail(len(p))
+	} else {
+		*z = zeroTail(len(p) - 1 - i)
+	}
+	return len(p), nil
+}
+
+// ctxReader stops a long copy once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// cleanPath turns a tar entry name into a slash-separated path relative to the layer root ("" is
+// the root itself). A leading "/" is ignored; a ".." that would climb above the root is rejected.
+func cleanPath(name string) (string, error) {
+	var out []string
+	for _, c := range strings.Split(name, "/") {
+		switch c {
+		case "", ".":
+		case "..":
+			if len(out) == 0 {
+				return "", fmt.Errorf("%w: %q climbs out of the layer directory", ErrRejected, name)
+			}
+			out = out[:len(out)-1]
+		default:
+			out = append(out, c)
+		}
+	}
+	return strings.Join(out, "/"), nil
+}
+
+// split returns the parent directory and last component of a cleaned, non-root path.
+func split(p string) (dir, base string) {
+	i := strings.LastIndexByte(p, '/')
+	if i < 0 {
+		return "", p
+	}
+	return p[:i], p[i+1:]
+}

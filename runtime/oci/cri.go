@@ -1,0 +1,581 @@
+package oci
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// ImageConfig is what a container inherits from its image (the OCI image config).
+type ImageConfig struct {
+	Entrypoint []string
+	Cmd        []string
+	Env        []string
+	User       string
+	WorkingDir string
+	StopSignal string
+}
+
+// PodFiles are the per-pod files bind-mounted into every container of the pod.
+type PodFiles struct {
+	Hosts, ResolvConf, Hostname string
+	Shm                         string // the pod's /dev/shm, shared by its containers
+}
+
+// Args merges the CRI command and args with the image's entrypoint and cmd the way containerd
+// does: a CRI command replaces the entrypoint (and drops the image cmd); CRI args replace the cmd.
+func Args(c *runtimeapi.ContainerConfig, img ImageConfig) ([]string, error) {
+	var args []string
+	switch {
+	case len(c.GetCommand()) > 0:
+		args = append(append(args, c.GetCommand()...), c.GetArgs()...)
+	case len(c.GetArgs()) > 0:
+		args = append(append(args, img.Entrypoint...), c.GetArgs()...)
+	default:
+		args = append(append(args, img.Entrypoint...), img.Cmd...)
+	}
+	if len(args) == 0 {
+		return nil, fmt.Errorf("container %s: no command: neither the request nor the image gives one", c.GetMetadata().GetName())
+	}
+	return args, nil
+}
+
+// Env merges the image's environment with the request's; the request wins per variable.
+func Env(c *runtimeapi.ContainerConfig, img ImageConfig) []string {
+	idx := map[string]int{}
+	var env []string
+	set := func(kv string) {
+		k, _, _ := strings.Cut(kv, "=")
+		if i, ok := idx[k]; ok {
+			env[i] = kv
+			return
+		}
+		idx[k] = len(env)
+		env = append(env, kv)
+	}
+	for _, kv := range img.Env {
+		set(kv)
+	}
+	for _, kv := range c.GetEnvs() {
+		set(kv.GetKey() + "=" + string(kv.GetValue()))
+	}
+	if _, ok := idx["PATH"]; !ok {
+		set(DefaultPath)
+	}
+	return env
+}
+
+func nsPath(pid int, ns string) string { return fmt.Sprintf("/proc/%d/ns/%s", pid, ns) }
+
+// SandboxSpec is the spec of a pod's pause container: it holds the pod's namespaces and does
+// nothing else. rootfs holds the pause binary at /pause.
+func SandboxSpec(cfg *runtimeapi.PodSandboxConfig, rootfs, cgroupsPath string) *specs.Spec {
+	s := Default(rootfs, []string{"/pause"})
+	s.Root.Readonly = true
+	s.Process.Capabilities = &specs.LinuxCapabilities{} // the pause process needs none
+	s.Process.NoNewPrivileges = true
+	opts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	var ns []specs.LinuxNamespace
+	for _, n := range s.Linux.Namespaces {
+		switch {
+		case n.Type == specs.NetworkNamespace && opts.GetNetwork() == runtimeapi.NamespaceMode_NODE,
+			n.Type == specs.UTSNamespace && opts.GetNetwork() == runtimeapi.NamespaceMode_NODE,
+			n.Type == specs.IPCNamespace && opts.GetIpc() == runtimeapi.NamespaceMode_NODE,
+			n.Type == specs.PIDNamespace && opts.GetPid() == runtimeapi.NamespaceMode_NODE:
+			continue
+		}
+		ns = append(ns, n)
+	}
+	s.Linux.Namespaces = ns
+	if opts.GetNetwork() != runtimeapi.NamespaceMode_NODE {
+		s.Hostname = cfg.GetHostname()
+	}
+	s.Linux.CgroupsPath = cgroupsPath
+	s.Linux.Sysctl = cfg.GetLinux().GetSysctls()
+	s.Annotations = map[string]string{"io.kubernetes.cri.container-type": "sandbox"}
+	return s
+}
+
+// ContainerInput is everything ContainerSpec needs besides the CRI configs.
+type ContainerInput struct {
+	Rootfs      string
+	Image       ImageConfig
+	PausePid    int
+	TargetPid   int // for NamespaceMode_TARGET: the target container's init
+	CgroupsPath string
+	Files       PodFiles
+}
+
+// ContainerSpec builds the spec of an application container in a pod.
+func ContainerSpec(sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfig, in ContainerInput) (*specs.Spec, error) {
+	args, err := Args(c, in.Image)
+	if err != nil {
+		return nil, err
+	}
+	s := Default(in.Rootfs, args)
+	s.Process.Env = Env(c, in.Image)
+	s.Process.Cwd = firstNonEmpty(c.GetWorkingDir(), in.Image.WorkingDir, "/")
+	sc := c.GetLinux().GetSecurityContext()
+	if err := setUser(s, sc, in.Image.User, in.Rootfs); err != nil {
+		return nil, fmt.Errorf("container %s: %w", c.GetMetadata().GetName(), err)
+	}
+	s.Root.Readonly = sc.GetReadonlyRootfs()
+	s.Process.NoNewPrivileges = sc.GetNoNewPrivs()
+	s.Hostname = ""
+
+	// Namespaces: net, ipc and uts are the pod's (held by pause); pid as the pod asks.
+	nsOpts := sc.GetNamespaceOptions()
+	podOpts := sb.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	var ns []specs.LinuxNamespace
+	ns = append(ns, specs.LinuxNamespace{Type: specs.MountNamespace})
+	if podOpts.GetNetwork() != runtimeapi.NamespaceMode_NODE {
+		ns = append(ns, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: nsPath(in.PausePid, "net")},
+			specs.LinuxNamespace{Type: specs.UTSNamespace, Path: nsPath(in.PausePid, "uts")})
+	}
+	if podOpts.GetIpc() != runtimeapi.NamespaceMode_NODE {
+		ns = append(ns, specs.LinuxNamespace{Type: specs.IPCNamespace, Path: nsPath(in.PausePid, "ipc")})
+	}
+	switch nsOpts.GetPid() {
+	case runtimeapi.NamespaceMode_NODE:
+	case runtimeapi.NamespaceMode_POD:
+		ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: nsPath(in.PausePid, "pid")})
+	case runtimeapi.NamespaceMode_TARGET:
+		if in.TargetPid == 0 {
+			return nil, fmt.Errorf("container %s: pid namespace target %q is not running", c.GetMetadata().GetName(), nsOpts.GetTargetId())
+		}
+		ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: nsPath(in.TargetPid, "pid")})
+	default:
+		ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace})
+	}
+	s.Linux.Namespaces = ns
+
+	// Capabilities.
+	if sc.GetPrivileged() {
+		all := allCapabilities()
+		s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: all, Effective: all, Permitted: all}
+		s.Linux.MaskedPaths, s.Linux.ReadonlyPaths = nil, nil
+		for i := range s.Mounts {
+			if s.Mounts[i].Destination == "/sys" || s.Mounts[i].Destination == "/sys/fs/cgroup" {
+				s.Mounts[i].Options = removeOpt(s.Mounts[i].Options, "ro")
+			}
+		}
+		s.Linux.Resources.Devices = []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}
+	} else {
+		caps := adjustCaps(DefaultCapabilities, sc.GetCapabilities())
+		s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
+		if p := sc.GetMaskedPaths(); p != nil {
+			s.Linux.MaskedPaths = p
+		}
+		if p := sc.GetReadonlyPaths(); p != nil {
+			s.Linux.ReadonlyPaths = p
+		}
+	}
+
+	// Mounts: the pod's files, then what the kubelet asks for (which may override them).
+	podMounts := []struct{ src, dst string }{
+		{in.Files.Hosts, "/etc/hosts"}, {in.Files.ResolvConf, "/etc/resolv.conf"},
+		{in.Files.Hostname, "/etc/hostname"}, {in.Files.Shm, "/dev/shm"},
+	}
+	asked := map[string]bool{}
+	for _, m := range c.GetMounts() {
+		asked[filepath.Clean(m.GetContainerPath())] = true
+	}
+	for _, m := range podMounts {
+		if m.src == "" || asked[m.dst] {
+			continue
+		}
+		opts := []string{"rbind", "rprivate"}
+		if m.dst != "/dev/shm" && sc.GetReadonlyRootfs() {
+			opts = append(opts, "ro")
+		}
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: m.dst, Type: "bind", Source: m.src, Options: opts})
+	}
+	for _, m := range c.GetMounts() {
+		if !filepath.IsAbs(m.GetContainerPath()) {
+			return nil, fmt.Errorf("container %s: mount destination %q is not absolute", c.GetMetadata().GetName(), m.GetContainerPath())
+		}
+		if _, err := os.Stat(m.GetHostPath()); os.IsNotExist(err) {
+			// The kubelet's contract: a missing host path is created as a directory.
+			if err := os.MkdirAll(m.GetHostPath(), 0o755); err != nil {
+				return nil, fmt.Errorf("container %s: mount source %s: %w", c.GetMetadata().GetName(), m.GetHostPath(), err)
+			}
+		}
+		opts := []string{"rbind"}
+		switch m.GetPropagation() {
+		case runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL:
+			opts = append(opts, "rshared")
+		case runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:
+			opts = append(opts, "rslave")
+		default:
+			opts = append(opts, "rprivate")
+		}
+		if m.GetReadonly() {
+			opts = append(opts, "ro")
+		}
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: m.GetContainerPath(), Type: "bind", Source: m.GetHostPath(), Options: opts})
+	}
+
+	// Devices.
+	for _, d := range c.GetDevices() {
+		dev, err := device(d.GetHostPath(), d.GetContainerPath())
+		if err != nil {
+			return nil, fmt.Errorf("container %s: %w", c.GetMetadata().GetName(), err)
+		}
+		s.Linux.Devices = append(s.Linux.Devices, dev)
+		perms := d.GetPermissions()
+		if perms == "" {
+			perms = "rwm"
+		}
+		s.Linux.Resources.Devices = append(s.Linux.Resources.Devices, specs.LinuxDeviceCgroup{
+			Allow: true, Type: dev.Type, Major: &dev.Major, Minor: &dev.Minor, Access: perms})
+	}
+
+	setResources(s, c.GetLinux().GetResources())
+	s.Linux.CgroupsPath = in.CgroupsPath
+	s.Annotations = map[string]string{"io.kubernetes.cri.container-type": "container"}
+	for k, v := range c.GetAnnotations() {
+		s.Annotations[k] = v
+	}
+	return s, nil
+}
+
+func setResources(s *specs.Spec, r *runtimeapi.LinuxContainerResources) {
+	if r == nil {
+		return
+	}
+	res := s.Linux.Resources
+	cpu := &specs.LinuxCPU{}
+	if v := r.GetCpuShares(); v > 0 {
+		u := uint64(v)
+		cpu.Shares = &u
+	}
+	if v := r.GetCpuQuota(); v != 0 {
+		cpu.Quota = &v
+	}
+	if v := r.GetCpuPeriod(); v > 0 {
+		u := uint64(v)
+		cpu.Period = &u
+	}
+	cpu.Cpus, cpu.Mems = r.GetCpusetCpus(), r.GetCpusetMems()
+	res.CPU = cpu
+	if v := r.GetMemoryLimitInBytes(); v > 0 {
+		res.Memory = &specs.LinuxMemory{Limit: &v}
+	}
+	if v := r.GetOomScoreAdj(); v != 0 {
+		// A process can only lower its OOM priority below its parent's with CAP_SYS_RESOURCE,
+		// which containers lack: clamp at what we have instead of failing the start with EPERM.
+		adj := int(v)
+		if cur := currentOOMScoreAdj(); adj < cur {
+			adj = cur
+		}
+		s.Process.OOMScoreAdj = &adj
+	}
+	for _, h := range r.GetHugepageLimits() {
+		res.HugepageLimits = append(res.HugepageLimits, specs.LinuxHugepageLimit{Pagesize: h.GetPageSize(), Limit: h.GetLimit()})
+	}
+	if u := r.GetUnified(); len(u) > 0 {
+		res.Unified = u
+	}
+}
+
+func currentOOMScoreAdj() int {
+	data, err := os.ReadFile("/proc/self/oom_score_adj")
+	if err != nil {
+		return 0
+	}
+	v, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	return v
+}
+
+func device(hostPath, ctrPath string) (specs.LinuxDevice, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(hostPath, &st); err != nil {
+		return specs.LinuxDevice{}, fmt.Errorf("device %s: %w", hostPath, err)
+	}
+	d := specs.LinuxDevice{Path: ctrPath, Major: int64(unix.Major(st.Rdev)), Minor: int64(unix.Minor(st.Rdev))}
+	mode := os.FileMode(st.Mode & 0o777)
+	d.FileMode = &mode
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFCHR:
+		d.Type = "c"
+	case unix.S_IFBLK:
+		d.Type = "b"
+	default:
+		return d, fmt.Errorf("device %s is not a device node", hostPath)
+	}
+	return d, nil
+}
+
+func adjustCaps(base []string, c *runtimeapi.Capability) []string {
+	set := map[string]bool{}
+	for _, v := range base {
+		set[v] = true
+	}
+	norm := func(v string) string {
+		v = strings.ToUpper(v)
+		if !strings.HasPrefix(v, "CAP_") {
+			v = "CAP_" + v
+		}
+		return v
+	}
+	for _, v := range c.GetAddCapabilities() {
+		if strings.EqualFold(v, "ALL") {
+			for _, a := range allCapabilities() {
+				set[a] = true
+			}
+			continue
+		}
+		set[norm(v)] = true
+	}
+	for _, v := range c.GetDropCapabilities() {
+		if strings.EqualFold(v, "ALL") {
+			set = map[string]bool{}
+			continue
+		}
+		delete(set, norm(v))
+	}
+	for _, v := range c.GetAddAmbientCapabilities() {
+		set[norm(v)] = true
+	}
+	var out []string
+	for _, v := range allCapabilities() {
+		if set[v] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func allCapabilities() []string {
+	return []string{
+		"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+		"CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+		"CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
+		"CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT",
+		"CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
+		"CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
+		"CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+		"CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+	}
+}
+
+func removeOpt(opts []string, drop string) []string {
+	var out []string
+	for _, o := range opts {
+		if o != drop {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func firstNonEmpty(v ...string) string {
+	for _, s := range v {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+// setUser resolves the container's user: the security context's uid/username wins over the
+// image's User ("name", "uid", "name:group", "uid:gid"); names are looked up in the container's
+// own /etc/passwd and /etc/group.
+func setUser(s *specs.Spec, sc *runtimeapi.LinuxContainerSecurityContext, imageUser, rootfs string) error {
+	user := imageUser
+	if sc.GetRunAsUsername() != "" {
+		user = sc.GetRunAsUsername()
+	}
+	if sc.GetRunAsUser() != nil {
+		user = strconv.FormatInt(sc.GetRunAsUser().GetValue(), 10)
+	}
+	name, group, _ := strings.Cut(user, ":")
+	uid, gid := uint32(0), uint32(0)
+	uname := ""
+	if name != "" {
+		if v, err := strconv.ParseUint(name, 10, 32); err == nil {
+			uid = uint32(v)
+			if e, ok := lookupPasswd(rootfs, func(f []string) bool { return f[2] == name }); ok {
+				gid, uname = e.gid, e.name
+			}
+		} else {
+			e, ok := lookupPasswd(rootfs, func(f []string) bool { return f[0] == name })
+			if !ok {
+				return fmt.Errorf("user %q not found in the image's /etc/passwd", name)
+			}
+			uid, gid, uname = e.uid, e.gid, e.name
+		}
+	}
+	if group != "" {
+		if v, err := strconv.ParseUint(group, 10, 32); err == nil {
+			gid = uint32(v)
+		} else {
+			g, ok := lookupGroup(rootfs, group)
+			if !ok {
+				return fmt.Errorf("group %q not found in the image's /etc/group", group)
+			}
+			gid = g
+		}
+	}
+	if sc.GetRunAsGroup() != nil {
+		gid = uint32(sc.GetRunAsGroup().GetValue())
+	}
+	s.Process.User = specs.User{UID: uid, GID: gid}
+	seen := map[uint32]bool{gid: true}
+	if uname != "" {
+		for _, g := range memberOf(rootfs, uname) {
+			if !seen[g] {
+				seen[g] = true
+				s.Process.User.AdditionalGids = append(s.Process.User.AdditionalGids, g)
+			}
+		}
+	}
+	for _, g := range sc.GetSupplementalGroups() {
+		if !seen[uint32(g)] {
+			seen[uint32(g)] = true
+			s.Process.User.AdditionalGids = append(s.Process.User.AdditionalGids, uint32(g))
+		}
+	}
+	if uname != "" || uid == 0 {
+		home := "/"
+		if e, ok := lookupPasswd(rootfs, func(f []string) bool { return f[2] == strconv.Itoa(int(uid)) }); ok && e.home != "" {
+			home = e.home
+		}
+		hasHome := false
+		for _, kv := range s.Process.Env {
+			if strings.HasPrefix(kv, "HOME=") {
+				hasHome = true
+			}
+		}
+		if !hasHome {
+			s.Process.Env = append(s.Process.Env, "HOME="+home)
+		}
+	}
+	return nil
+}
+
+type passwdEntry struct {
+	name     string
+	uid, gid uint32
+	home     string
+}
+
+// readDB reads a colon-separated database file inside the rootfs, never following a symlink out
+// of it.
+func readDB(rootfs, rel string, each func(f []string) bool) {
+	p, err := securePath(rootfs, rel)
+	if err != nil {
+		return
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if each(strings.Split(line, ":")) {
+			return
+		}
+	}
+}
+
+func lookupPasswd(rootfs string, match func(f []string) bool) (passwdEntry, bool) {
+	var out passwdEntry
+	found := false
+	readDB(rootfs, "etc/passwd", func(f []string) bool {
+		if len(f) < 7 || !match(f) {
+			return false
+		}
+		uid, err1 := strconv.ParseUint(f[2], 10, 32)
+		gid, err2 := strconv.ParseUint(f[3], 10, 32)
+		if err1 != nil || err2 != nil {
+			return false
+		}
+		out, found = passwdEntry{name: f[0], uid: uint32(uid), gid: uint32(gid), home: f[5]}, true
+		return true
+	})
+	return out, found
+}
+
+func lookupGroup(rootfs, name string) (uint32, bool) {
+	var gid uint32
+	found := false
+	readDB(rootfs, "etc/group", func(f []string) bool {
+		if len(f) < 3 || f[0] != name {
+			return false
+		}
+		v, err := strconv.ParseUint(f[2], 10, 32)
+		if err != nil {
+			return false
+		}
+		gid, found = uint32(v), true
+		return true
+	})
+	return gid, found
+}
+
+func memberOf(rootfs, user string) []uint32 {
+	var out []uint32
+	readDB(rootfs, "etc/group", func(f []string) bool {
+		if len(f) < 4 {
+			return false
+		}
+		for _, m := range strings.Split(f[3], ",") {
+			if m == user {
+				if v, err := strconv.ParseUint(f[2], 10, 32); err == nil {
+					out = append(out, uint32(v))
+				}
+			}
+		}
+		return false
+	})
+	return out
+}
+
+// securePath resolves rel inside rootfs, refusing symlinks that lead outside it.
+func securePath(rootfs, rel string) (string, error) {
+	cur := rootfs
+	parts := strings.Split(filepath.Clean("/"+rel), "/")
+	for i := 0; i < len(parts); i++ {
+		if parts[i] == "" {
+			continue
+		}
+		next := filepath.Join(cur, parts[i])
+		fi, err := os.Lstat(next)
+		if err != nil {
+			return "", err
+		}
+		if fi.Mode()&os.ModeSymlink != 0 {
+			target, err := os.Readlink(next)
+			if err != nil {
+				return "", err
+			}
+			if filepath.IsAbs(target) {
+				cur = rootfs
+			}
+			rest := append(strings.Split(filepath.Clean(target), "/"), parts[i+1:]...)
+			parts = append(parts[:i+1], rest...)
+			if len(parts) > 255 {
+				return "", fmt.Errorf("too many symlinks resolving %s", rel)
+			}
+			continue
+		}
+		if !strings.HasPrefix(next, rootfs) {
+			return "", fmt.Errorf("%s escapes the rootfs", rel)
+		}
+		cur = next
+	}
+	return cur, nil
+}

@@ -1,0 +1,449 @@
+// Package shim is the per-pod process that owns a pod's containers. The runtime daemon starts one
+// shim per pod sandbox; the shim creates the pause container and the pod's containers through
+// libcontainer, holds their stdio, writes their logs and records their exit codes. It runs in its
+// own session, so the daemon can be killed and restarted without losing a container or a log
+// line: the new daemon reconnects to the shim's socket.
+//
+// The daemon and the shim speak net/rpc (gob) over a unix socket in the pod's state directory.
+package shim
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/rpc"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"ingot.dev/ingot/runtime/logs"
+	"ingot.dev/ingot/runtime/oci"
+)
+
+// SocketName is the shim's socket inside its directory.
+const SocketName = "shim.sock"
+
+// Server is the shim's state: the containers of one pod.
+type Server struct {
+	dir     string // state directory: socket, libcontainer state, exit files
+	log     *slog.Logger
+	maxLine int
+
+	mu   sync.Mutex
+	ctrs map[string]*container
+	quit chan struct{}
+}
+
+type container struct {
+	id      string
+	lc      *libcontainer.Container
+	proc    *libcontainer.Process
+	logw    *logs.Writer
+	pid     int
+	started time.Time
+	exited  chan struct{}
+	exit    Exit
+	streams sync.WaitGroup
+}
+
+// Exit is how a container's main process ended.
+type Exit struct {
+	Code     int
+	Signal   int
+	Finished time.Time
+}
+
+// CreateArgs asks for a container. Spec is the OCI spec as JSON.
+type CreateArgs struct {
+	ID      string
+	Spec    []byte
+	LogPath string // empty: output discarded (the pause container)
+	Start   bool   // start at once (the pause container) instead of waiting for Start
+}
+
+// State reports a container.
+type State struct {
+	ID       string
+	Pid      int
+	Running  bool
+	Created  bool // created, not started
+	Exited   bool
+	Exit     Exit
+	Started  time.Time
+	NotFound bool
+}
+
+// ExecArgs runs a command in a running container.
+type ExecArgs struct {
+	ID      string
+	Process []byte // OCI process as JSON
+	Timeout time.Duration
+}
+
+// ExecResult is an ExecSync answer.
+type ExecResult struct {
+	Stdout, Stderr []byte
+	ExitCode       int
+	TimedOut       bool
+}
+
+// SignalArgs sends a signal to a container's main process (All: every process in it).
+type SignalArgs struct {
+	ID     string
+	Signal int
+	All    bool
+}
+
+// Serve runs a shim in the calling process until Shutdown. It never returns before that.
+func Serve(dir string, log *slog.Logger, maxLine int) error {
+	// Orphans of exec'd processes come back to the shim, which reaps them.
+	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE, syscall.SIGINT, syscall.SIGTERM)
+	s := &Server{dir: dir, log: log, maxLine: maxLine, ctrs: map[string]*container{}, quit: make(chan struct{})}
+	srv := rpc.NewServer()
+	if err := srv.RegisterName("Shim", &service{s}); err != nil {
+		return err
+	}
+	sock := filepath.Join(dir, SocketName)
+	os.Remove(sock)
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("shim: listen %s: %w", sock, err)
+	}
+	go func() {
+		<-s.quit
+		l.Close()
+	}()
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			select {
+			case <-s.quit:
+				return nil
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			log.Warn("shim accept", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		go srv.ServeConn(conn)
+	}
+}
+
+func (s *Server) get(id string) (*container, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.ctrs[id]
+	if !ok {
+		return nil, fmt.Errorf("container %s: %w", id, os.ErrNotExist)
+	}
+	return c, nil
+}
+
+func (s *Server) create(a CreateArgs) (int, error) {
+	s.mu.Lock()
+	if _, ok := s.ctrs[a.ID]; ok {
+		s.mu.Unlock()
+		return 0, fmt.Errorf("container %s: %w", a.ID, os.ErrExist)
+	}
+	s.mu.Unlock()
+	var spec specs.Spec
+	if err := json.Unmarshal(a.Spec, &spec); err != nil {
+		return 0, fmt.Errorf("container %s: spec: %w", a.ID, err)
+	}
+	lc, err := oci.Create(filepath.Join(s.dir, "runc"), a.ID, &spec)
+	if err != nil {
+		return 0, err
+	}
+	p, err := oci.Process(spec.Process, true)
+	if err != nil {
+		lc.Destroy()
+		return 0, err
+	}
+	c := &container{id: a.ID, lc: lc, proc: p, exited: make(chan struct{})}
+	var childEnds []*os.File
+	if a.LogPath != "" {
+		w, err := logs.Open(a.LogPath, logs.Options{MaxLineSize: s.maxLine})
+		if err != nil {
+			lc.Destroy()
+			return 0, err
+		}
+		c.logw = w
+		for _, name := range []logs.Stream{logs.Stdout, logs.Stderr} {
+			r, wr, err := os.Pipe()
+			if err != nil {
+				lc.Destroy()
+				return 0, err
+			}
+			childEnds = append(childEnds, wr)
+			if name == logs.Stdout {
+				p.Stdout = wr
+			} else {
+				p.Stderr = wr
+			}
+			c.streams.Add(1)
+			go func() {
+				defer c.streams.Done()
+				defer r.Close()
+				if err := w.Copy(name, r); err != nil {
+					s.log.Warn("container log", "container", a.ID, "stream", string(name), "err", err)
+				}
+			}()
+		}
+	}
+	devnull, _ := os.Open(os.DevNull)
+	p.Stdin = devnull
+	if err := lc.Start(p); err != nil {
+		for _, f := range childEnds {
+			f.Close()
+		}
+		devnull.Close()
+		lc.Destroy()
+		return 0, fmt.Errorf("container %s: start init: %w", a.ID, err)
+	}
+	// The container holds its own copies now; ours would keep the log streams open forever.
+	for _, f := range childEnds {
+		f.Close()
+	}
+	devnull.Close()
+	pid, _ := p.Pid()
+	c.pid = pid
+	s.mu.Lock()
+	s.ctrs[a.ID] = c
+	s.mu.Unlock()
+	go s.wait(c)
+	if a.Start {
+		if err := s.start(a.ID); err != nil {
+			return pid, err
+		}
+	}
+	return pid, nil
+}
+
+func (s *Server) wait(c *container) {
+	st, _ := c.proc.Wait()
+	c.streams.Wait() // every byte the process wrote reaches the log before the exit is visible
+	ex := Exit{Finished: time.Now()}
+	if st != nil {
+		if ws, ok := st.Sys().(syscall.WaitStatus); ok {
+			if ws.Signaled() {
+				ex.Signal = int(ws.Signal())
+				ex.Code = 128 + ex.Signal
+			} else {
+				ex.Code = ws.ExitStatus()
+			}
+		}
+	}
+	if c.logw != nil {
+		c.logw.Close()
+	}
+	s.mu.Lock()
+	c.exit = ex
+	s.mu.Unlock()
+	data, _ := json.Marshal(ex)
+	os.WriteFile(filepath.Join(s.dir, c.id+".exit"), data, 0o600)
+	close(c.exited)
+}
+
+func (s *Server) start(id string) error {
+	c, err := s.get(id)
+	if err != nil {
+		return err
+	}
+	if err := c.lc.Exec(); err != nil {
+		return fmt.Errorf("container %s: start: %w", id, err)
+	}
+	s.mu.Lock()
+	c.started = time.Now()
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Server) state(id string) State {
+	c, err := s.get(id)
+	if err != nil {
+		return State{ID: id, NotFound: true}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := State{ID: id, Pid: c.pid, Started: c.started}
+	select {
+	case <-c.exited:
+		st.Exited, st.Exit = true, c.exit
+	default:
+		st.Running = !c.started.IsZero()
+		st.Created = c.started.IsZero()
+	}
+	return st
+}
+
+func (s *Server) signal(a SignalArgs) error {
+	c, err := s.get(a.ID)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-c.exited:
+		return nil // already gone: signalling is a no-op, as the CRI stop contract wants
+	default:
+	}
+	sig := syscall.Signal(a.Signal)
+	if a.All {
+		pids, err := c.lc.Processes()
+		if err == nil {
+			for _, p := range pids {
+				unix.Kill(p, sig)
+			}
+			return nil
+		}
+	}
+	if err := c.lc.Signal(sig); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
+		// A created-but-not-started container has no running init to signal via libcontainer.
+		if c.pid > 0 {
+			return unix.Kill(c.pid, sig)
+		}
+		return fmt.Errorf("container %s: signal %d: %w", a.ID, a.Signal, err)
+	}
+	return nil
+}
+
+func (s *Server) remove(id string) error {
+	c, err := s.get(id)
+	if err != nil {
+		return nil // removal is idempotent
+	}
+	select {
+	case <-c.exited:
+	default:
+		c.lc.Signal(unix.SIGKILL)
+		if c.pid > 0 {
+			unix.Kill(c.pid, unix.SIGKILL)
+		}
+		select {
+		case <-c.exited:
+		case <-time.After(10 * time.Second):
+			return fmt.Errorf("container %s: did not exit after SIGKILL", id)
+		}
+	}
+	if err := c.lc.Destroy(); err != nil {
+		return fmt.Errorf("container %s: destroy: %w", id, err)
+	}
+	s.mu.Lock()
+	delete(s.ctrs, id)
+	s.mu.Unlock()
+	os.Remove(filepath.Join(s.dir, id+".exit"))
+	return nil
+}
+
+func (s *Server) exec(a ExecArgs) (ExecResult, error) {
+	c, err := s.get(a.ID)
+	if err != nil {
+		return ExecResult{}, err
+	}
+	var proc specs.Process
+	if err := json.Unmarshal(a.Process, &proc); err != nil {
+		return ExecResult{}, fmt.Errorf("exec in %s: process: %w", a.ID, err)
+	}
+	p, err := oci.Process(&proc, false)
+	if err != nil {
+		return ExecResult{}, err
+	}
+	var out, errb limitedBuffer
+	out.max, errb.max = 16<<20, 16<<20
+	p.Stdout, p.Stderr = &out, &errb
+	if err := c.lc.Run(p); err != nil {
+		return ExecResult{}, fmt.Errorf("exec in %s: %w", a.ID, err)
+	}
+	done := make(chan *os.ProcessState, 1)
+	go func() {
+		st, _ := p.Wait()
+		done <- st
+	}()
+	var timeout <-chan time.Time
+	if a.Timeout > 0 {
+		timeout = time.After(a.Timeout)
+	}
+	res := ExecResult{}
+	var st *os.ProcessState
+	select {
+	case st = <-done:
+	case <-timeout:
+		p.Signal(unix.SIGKILL)
+		st = <-done
+		res.TimedOut = true
+	}
+	res.Stdout, res.Stderr = out.Bytes(), errb.Bytes()
+	if st != nil {
+		if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			res.ExitCode = 128 + int(ws.Signal())
+		} else {
+			res.ExitCode = st.ExitCode()
+		}
+	}
+	return res, nil
+}
+
+func (s *Server) reopen(id string) error {
+	c, err := s.get(id)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-c.exited:
+		return fmt.Errorf("container %s is not running", id)
+	default:
+	}
+	if c.logw == nil {
+		return fmt.Errorf("container %s has no log", id)
+	}
+	return c.logw.Reopen()
+}
+
+// shutdown kills and destroys every container, then ends Serve.
+func (s *Server) shutdown() {
+	s.mu.Lock()
+	var ids []string
+	for id := range s.ctrs {
+		ids = append(ids, id)
+	}
+	s.mu.Unlock()
+	for _, id := range ids {
+		if err := s.remove(id); err != nil {
+			s.log.Warn("shim shutdown", "container", id, "err", err)
+		}
+	}
+	close(s.quit)
+}
+
+type limitedBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+	max int
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if room := b.max - len(b.buf); room > 0 {
+		b.buf = append(b.buf, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (b *limitedBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]byte(nil), b.buf...)
+}
