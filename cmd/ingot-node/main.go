@@ -1,23 +1,54 @@
-// Command ingot-node is the node's one static binary. As PID 1 it is the init (init/pid1); later
-// issues add the CRI runtime, the shim and the pause process as subcommands chosen by argv.
+// Command ingot-node is the node's one static binary. It dispatches on how it is started: as PID 1
+// it is the init (init/pid1); otherwise the first argument picks the role: `runtime` (the CRI
+// daemon), `shim` (one per pod), `pause` (the process holding a pod's namespaces), and `init`,
+// libcontainer's re-execution of this binary as a container's first process.
 package main
 
 import (
+	"flag"
 	"fmt"
 	"os"
 
 	"ingot.dev/ingot/init/pid1"
+	"ingot.dev/ingot/runtime/daemon"
+	"ingot.dev/ingot/runtime/oci"
+	"ingot.dev/ingot/runtime/pause"
+	"ingot.dev/ingot/runtime/shim"
 )
 
 func main() {
+	// First: when libcontainer re-executes us as a container's init, nothing else may run.
+	oci.MaybeInit()
 	if os.Getpid() == 1 {
 		pid1.Main("libseccomp " + seccompVersion())
 		return // not reached: pid1.Main never returns
 	}
-	if len(os.Args) > 1 && os.Args[1] == "version" {
-		fmt.Printf("ingot-node (libseccomp %s)\n", seccompVersion())
-		return
+	if len(os.Args) < 2 {
+		usage()
 	}
-	fmt.Fprintln(os.Stderr, "usage: ingot-node version (as PID 1 it runs the node's init)")
+	switch os.Args[1] {
+	case "runtime":
+		os.Exit(daemon.Main(os.Args[2:]))
+	case "shim":
+		fs := flag.NewFlagSet("shim", flag.ExitOnError)
+		dir := fs.String("dir", "", "the pod's shim directory")
+		socket := fs.String("socket", "", "the shim's unix socket")
+		maxLine := fs.Int("max-log-line", 16384, "max_container_log_line_size")
+		fs.Parse(os.Args[2:])
+		if err := shim.Main(*dir, *socket, *maxLine); err != nil {
+			fmt.Fprintln(os.Stderr, "ingot-node shim:", err)
+			os.Exit(1)
+		}
+	case "pause":
+		os.Exit(pause.Run())
+	case "version":
+		fmt.Printf("ingot-node (libseccomp %s)\n", seccompVersion())
+	default:
+		usage()
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: ingot-node runtime|shim|pause|version (as PID 1 it runs the node's init)")
 	os.Exit(2)
 }

@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -99,6 +100,22 @@ func (s *Server) PullImage(ctx context.Context, r *runtimeapi.PullImageRequest) 
 
 // RemoveImage removes an image; removing one that is not there is not an error (CRI proto).
 func (s *Server) RemoveImage(ctx context.Context, r *runtimeapi.RemoveImageRequest) (*runtimeapi.RemoveImageResponse, error) {
+	// Layers are shared read-only lower directories of running containers' rootfs: removing an
+	// image a container still uses would pull the ground from under it.
+	if img, err := s.opts.Images.Get(r.GetImage().GetImage()); err == nil {
+		s.mu.Lock()
+		var user string
+		for _, c := range s.containers {
+			if c.ImageID == img.ID {
+				user = c.ID
+				break
+			}
+		}
+		s.mu.Unlock()
+		if user != "" {
+			return nil, s.grpcErr("RemoveImage", fmt.Errorf("image %s is used by container %s: %w", img.ID, user, errdefs.ErrPrecondition))
+		}
+	}
 	err := s.opts.Images.Remove(r.GetImage().GetImage())
 	if err != nil && errdefs.Code(err) != errdefs.Code(errdefs.ErrNotFound) {
 		return nil, s.grpcErr("RemoveImage", err, "image", r.GetImage().GetImage())

@@ -15,7 +15,7 @@ func (s *Server) recover(ctx context.Context) error {
 	}
 	for _, rec := range sbs {
 		sb := &sandbox{Sandbox: rec}
-		if c, err := shim.Dial(rec.ShimDir); err == nil {
+		if c, err := shim.Dial(rec.ShimDir, rec.ShimSocket); err == nil {
 			sb.shim = c
 		} else {
 			s.log.Warn("pod's shim is gone; marking the pod not ready", "pod", rec.ID, "err", err)

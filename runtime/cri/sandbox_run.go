@@ -64,6 +64,12 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 func (s *Server) podDir(id string) string  { return filepath.Join(s.opts.Root, "pods", id) }
 func (s *Server) shimDir(id string) string { return filepath.Join(s.opts.State, "pods", id) }
 
+// shimSocket is short: unix socket paths are limited to 108 bytes. 20 hex digits of a random id
+// do not collide in practice.
+func (s *Server) shimSocket(id string) string {
+	return filepath.Join(s.opts.State, "s", id[:20]+".sock")
+}
+
 func (s *Server) runSandbox(ctx context.Context, id string, cfg *runtimeapi.PodSandboxConfig, handler string) (_ *sandbox, retErr error) {
 	raw, err := proto.Marshal(cfg)
 	if err != nil {
@@ -73,7 +79,7 @@ func (s *Server) runSandbox(ctx context.Context, id string, cfg *runtimeapi.PodS
 	rec := store.Sandbox{
 		ID: id, Name: cfg.GetMetadata().GetName(), Namespace: cfg.GetMetadata().GetNamespace(),
 		UID: cfg.GetMetadata().GetUid(), Attempt: cfg.GetMetadata().GetAttempt(), Config: raw,
-		CreatedAt: time.Now().UnixNano(), ShimDir: s.shimDir(id), Handler: handler,
+		CreatedAt: time.Now().UnixNano(), ShimDir: s.shimDir(id), ShimSocket: s.shimSocket(id), Handler: handler,
 		HostNetwork:  nsOpts.GetNetwork() == runtimeapi.NamespaceMode_NODE,
 		CgroupParent: cfg.GetLinux().GetCgroupParent(),
 	}
@@ -93,7 +99,7 @@ func (s *Server) runSandbox(ctx context.Context, id string, cfg *runtimeapi.PodS
 			return nil, fmt.Errorf("pod log directory %s: %w", cfg.GetLogDirectory(), err)
 		}
 	}
-	client, err := shim.Spawn(ctx, s.opts.Exe, rec.ShimDir, "--max-log-line", fmt.Sprint(s.opts.MaxLogLine))
+	client, err := shim.Spawn(ctx, s.opts.Exe, rec.ShimDir, rec.ShimSocket, "--max-log-line", fmt.Sprint(s.opts.MaxLogLine))
 	if err != nil {
 		return nil, err
 	}

@@ -88,14 +88,14 @@ func sameRegistry(refHost, endpointHost string) bool {
 
 // client talks to one endpoint for one repository during one pull.
 type client struct {
-	ep     Endpoint
-	caps   Capability
-	repo   name.Repository
-	auth   authn.Authenticator
-	rt     *rewriteTransport
-	once   sync.Once
-	http   *http.Client
-	err    error // the handshake's error: an endpoint that failed it is not asked again this pull
+	ep   Endpoint
+	caps Capability
+	repo name.Repository
+	auth authn.Authenticator
+	rt   *rewriteTransport
+	once sync.Once
+	http *http.Client
+	err  error // the handshake's error: an endpoint that failed it is not asked again this pull
 }
 
 func newClient(ep Endpoint, ref reference, reqAuth authn.Authenticator) (*client, error) {

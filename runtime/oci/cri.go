@@ -77,7 +77,7 @@ func nsPath(pid int, ns string) string { return fmt.Sprintf("/proc/%d/ns/%s", pi
 // SandboxSpec is the spec of a pod's pause container: it holds the pod's namespaces and does
 // nothing else. rootfs holds the pause binary at /pause.
 func SandboxSpec(cfg *runtimeapi.PodSandboxConfig, rootfs, cgroupsPath string) *specs.Spec {
-	s := Default(rootfs, []string{"/pause"})
+	s := Default(rootfs, []string{"/pause", "pause"})
 	s.Root.Readonly = true
 	s.Process.Capabilities = &specs.LinuxCapabilities{} // the pause process needs none
 	s.Process.NoNewPrivileges = true

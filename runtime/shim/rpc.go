@@ -36,17 +36,19 @@ type Client struct {
 	Dir string
 }
 
-// Dial connects to the shim whose directory is dir.
-func Dial(dir string) (*Client, error) {
-	conn, err := net.DialTimeout("unix", filepath.Join(dir, SocketName), 5*time.Second)
+// Dial connects to the shim listening on socket; dir is its directory, for messages.
+func Dial(dir, socket string) (*Client, error) {
+	conn, err := net.DialTimeout("unix", socket, 5*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("shim %s: %w", dir, err)
 	}
 	return &Client{rpc: rpc.NewClient(conn), Dir: dir}, nil
 }
 
-// Spawn starts a shim (exe shim --dir dir) in its own session and connects to it.
-func Spawn(ctx context.Context, exe, dir string, args ...string) (*Client, error) {
+// Spawn starts a shim (exe shim --dir dir --socket socket) in its own session and connects to
+// it. The socket is separate from the directory because a unix socket path is limited to 108
+// bytes and pod directories are long.
+func Spawn(ctx context.Context, exe, dir, socket string, args ...string) (*Client, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("shim %s: %w", dir, err)
 	}
@@ -55,8 +57,11 @@ func Spawn(ctx context.Context, exe, dir string, args ...string) (*Client, error
 		return nil, fmt.Errorf("shim %s: %w", dir, err)
 	}
 	defer logf.Close()
-	os.Remove(filepath.Join(dir, SocketName))
-	cmd := exec.Command(exe, append([]string{"shim", "--dir", dir}, args...)...)
+	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil {
+		return nil, fmt.Errorf("shim socket directory: %w", err)
+	}
+	os.Remove(socket)
+	cmd := exec.Command(exe, append([]string{"shim", "--dir", dir, "--socket", socket}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = "/"
 	// Its own session: the daemon's death or a signal to the daemon's group leaves it running.
@@ -67,7 +72,7 @@ func Spawn(ctx context.Context, exe, dir string, args ...string) (*Client, error
 	go cmd.Wait() // reap it if it exits while we live; otherwise init does
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		c, err := Dial(dir)
+		c, err := Dial(dir, socket)
 		if err == nil {
 			return c, nil
 		}

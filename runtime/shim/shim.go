@@ -29,9 +29,6 @@ import (
 	"ingot.dev/ingot/runtime/oci"
 )
 
-// SocketName is the shim's socket inside its directory.
-const SocketName = "shim.sock"
-
 // Server is the shim's state: the containers of one pod.
 type Server struct {
 	dir     string // state directory: socket, libcontainer state, exit files
@@ -104,7 +101,7 @@ type SignalArgs struct {
 }
 
 // Serve runs a shim in the calling process until Shutdown. It never returns before that.
-func Serve(dir string, log *slog.Logger, maxLine int) error {
+func Serve(dir, sock string, log *slog.Logger, maxLine int) error {
 	// Orphans of exec'd processes come back to the shim, which reaps them.
 	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE, syscall.SIGINT, syscall.SIGTERM)
@@ -113,7 +110,6 @@ func Serve(dir string, log *slog.Logger, maxLine int) error {
 	if err := srv.RegisterName("Shim", &service{s}); err != nil {
 		return err
 	}
-	sock := filepath.Join(dir, SocketName)
 	os.Remove(sock)
 	l, err := net.Listen("unix", sock)
 	if err != nil {
@@ -122,6 +118,7 @@ func Serve(dir string, log *slog.Logger, maxLine int) error {
 	go func() {
 		<-s.quit
 		l.Close()
+		os.Remove(sock)
 	}()
 	for {
 		conn, err := l.Accept()
@@ -446,4 +443,13 @@ func (b *limitedBuffer) Bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return append([]byte(nil), b.buf...)
+}
+
+// Main runs a shim process for the pod directory dir, logging to stderr.
+func Main(dir, socket string, maxLine int) error {
+	if dir == "" || socket == "" {
+		return errors.New("shim: --dir and --socket are required")
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("shim", filepath.Base(dir))
+	return Serve(dir, socket, log, maxLine)
 }

@@ -30,6 +30,7 @@ type Sandbox struct {
 	Ready        bool
 	CreatedAt    int64 // unix nanoseconds
 	ShimDir      string
+	ShimSocket   string
 	PausePid     int
 	CgroupParent string
 	Handler      string

@@ -36,6 +36,10 @@ import (
 // a symlink, link outside the layer, or create a device node without root.
 var ErrRejected = errors.New("layer entry rejected")
 
+// ErrCorrupt marks a layer stream that is not a well-formed layer: bad compression or tar data, a
+// missing end-of-archive marker, or content that does not match the expected diffID.
+var ErrCorrupt = errors.New("corrupt layer")
+
 // Options tune Apply.
 type Options struct {
 	// DiffID, when set ("sha256:<hex>"), is the digest the uncompressed stream must have (the image
@@ -87,7 +91,7 @@ func apply(ctx context.Context, r io.Reader, dir string, opts Options, privilege
 		return Result{}, fmt.Errorf("apply layer to %s: %w", dir, err)
 	}
 	if opts.DiffID != "" && res.DiffID != opts.DiffID {
-		return Result{}, fmt.Errorf("apply layer to %s: uncompressed content is %s, the image config says %s", dir, res.DiffID, opts.DiffID)
+		return Result{}, fmt.Errorf("apply layer to %s: %w: uncompressed content is %s, the image config says %s", dir, ErrCorrupt, res.DiffID, opts.DiffID)
 	}
 	if err := os.Rename(tmp, dir); err != nil {
 		return Result{}, fmt.Errorf("apply layer to %s: %w", dir, err)
@@ -138,19 +142,19 @@ func decompress(r io.Reader) (io.Reader, func(), error) {
 	case Gzip:
 		zr, err := gzip.NewReader(br)
 		if err != nil {
-			return nil, nil, fmt.Errorf("gzip: %w", err)
+			return nil, nil, fmt.Errorf("%w: gzip: %w", ErrCorrupt, err)
 		}
 		return zr, func() { zr.Close() }, nil
 	case Zstd:
 		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
 		if err != nil {
-			return nil, nil, fmt.Errorf("zstd: %w", err)
+			return nil, nil, fmt.Errorf("%w: zstd: %w", ErrCorrupt, err)
 		}
 		return zr, zr.Close, nil
 	case Uncompressed:
 		return br, func() {}, nil
 	default:
-		return nil, nil, fmt.Errorf("%s-compressed layers are not supported (only gzip, zstd or plain tar)", c)
+		return nil, nil, fmt.Errorf("%w: %s-compressed layers are not supported (only gzip, zstd or plain tar)", ErrCorrupt, c)
 	}
 }
 
@@ -178,28 +182,67 @@ func extract(ctx context.Context, r io.Reader, root string, opts Options, privil
 			break
 		}
 		if err != nil {
-			return Result{}, fmt.Errorf("read tar: %w", err)
+			return Result{}, readError(ctx, err)
 		}
 		if err := ctx.Err(); err != nil {
 			return Result{}, err
 		}
-		if err := x.entry(hdr, tr); err != nil {
+		if err := x.entry(hdr, &streamReader{tr}); err != nil {
+			var se *streamError
+			if errors.As(err, &se) {
+				err = readError(ctx, se.err)
+			}
 			return Result{}, fmt.Errorf("entry %q: %w", hdr.Name, err)
 		}
 	}
 	// The diffID covers the whole stream, including the tar trailer and any padding after it.
 	if _, err := io.Copy(io.Discard, tee); err != nil {
-		return Result{}, fmt.Errorf("read tar: %w", err)
+		return Result{}, readError(ctx, err)
 	}
 	// archive/tar takes a stream cut at a header boundary for a complete one.
 	if tail < 512 {
-		return Result{}, fmt.Errorf("read tar: stream ends without the end-of-archive marker (truncated)")
+		return Result{}, fmt.Errorf("%w: tar stream ends without its end-of-archive marker (truncated)", ErrCorrupt)
 	}
 	if err := x.finish(); err != nil {
 		return Result{}, err
 	}
 	return Result{DiffID: digestString(h), Size: x.size, Inodes: x.inodes}, nil
 }
+
+// readError classifies an error reading the layer stream: cancellation stays cancellation, a
+// decoding failure is corruption; a failing source (disk, network) is neither.
+func readError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	var src *sourceError
+	if errors.As(err, &src) {
+		return fmt.Errorf("read layer: %w", src.err)
+	}
+	return fmt.Errorf("%w: %w", ErrCorrupt, err)
+}
+
+// streamReader marks errors reading an entry's content, so they are not taken for write errors.
+type streamReader struct{ r io.Reader }
+
+func (s *streamReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = &streamError{err}
+	}
+	return n, err
+}
+
+type streamError struct{ err error }
+
+func (e *streamError) Error() string { return e.err.Error() }
+func (e *streamError) Unwrap() error { return e.err }
+
+// sourceError marks an error of the underlying reader, as opposed to one of decoding its bytes.
+type sourceError struct{ err error }
+
+func (e *sourceError) Error() string { return e.err.Error() }
+func (e *sourceError) Unwrap() error { return e.err }
 
 func digestString(h hash.Hash) string { return "sha256:" + hex.EncodeToString(h.Sum(nil)) }
 
@@ -227,9 +270,13 @@ type ctxReader struct {
 
 func (c *ctxReader) Read(p []byte) (int, error) {
 	if err := c.ctx.Err(); err != nil {
-		return 0, err
+		return 0, &sourceError{err}
 	}
-	return c.r.Read(p)
+	n, err := c.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = &sourceError{err}
+	}
+	return n, err
 }
 
 // cleanPath turns a tar entry name into a slash-separated path relative to the layer root ("" is

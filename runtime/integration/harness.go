@@ -1,0 +1,210 @@
+// Package integration runs the real runtime daemon (bin/ingot-node-<arch> runtime) on the host,
+// in a private mount namespace, against an in-process test registry, and drives it with an
+// unmodified crictl. Root only; the tier fails instead of skipping under CI=true.
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"ingot.dev/ingot/image/debpkg"
+	"ingot.dev/ingot/internal/critools"
+	"ingot.dev/ingot/internal/testgate"
+	"ingot.dev/ingot/internal/testimages"
+)
+
+// Runtime is one daemon under test.
+type Runtime struct {
+	t      testing.TB
+	Dir    string // root, state, config and logs live here
+	Socket string
+	Config string
+	crictl string
+	cmd    *exec.Cmd
+	done   chan struct{}
+}
+
+var (
+	registryOnce sync.Once
+	registryAddr string
+	registryErr  error
+)
+
+// Registry builds the test images for the host arch (cached) and serves them once per process.
+func Registry(t testing.TB) string {
+	t.Helper()
+	registryOnce.Do(func() {
+		imgs, err := testimages.Build(context.Background(), testimages.Options{})
+		if err != nil {
+			registryErr = err
+			return
+		}
+		registryAddr, _, registryErr = testimages.Serve(context.Background(), imgs)
+	})
+	if registryErr != nil {
+		testgate.Skip(t, "cannot build or serve the test images: "+registryErr.Error())
+	}
+	return registryAddr
+}
+
+// NodeBinary is bin/ingot-node-<host arch> ($INGOT_BIN or <repo>/bin).
+func NodeBinary(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv("INGOT_BIN")
+	if dir == "" {
+		wd, _ := os.Getwd()
+		for d := wd; d != "/"; d = filepath.Dir(d) {
+			if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+				dir = filepath.Join(d, "bin")
+				break
+			}
+		}
+	}
+	bin := filepath.Join(dir, "ingot-node-"+runtime.GOARCH)
+	if _, err := os.Stat(bin); err != nil {
+		testgate.Skip(t, "the node binary "+bin+" is not built (run make build)")
+	}
+	return bin
+}
+
+// Start runs a daemon with a config.toml whose registry mirrors point at the test registry.
+func Start(t testing.TB) *Runtime {
+	t.Helper()
+	testgate.RequireRoot(t)
+	testgate.RequireCommand(t, "unshare")
+	bin := NodeBinary(t)
+	addr := Registry(t)
+	crictl, err := critools.Crictl(context.Background(), debpkg.DefaultCache())
+	if err != nil {
+		testgate.Skip(t, "cannot build crictl: "+err.Error())
+	}
+	dir, err := os.MkdirTemp("", "ingot-rt-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Runtime{t: t, Dir: dir, Socket: filepath.Join(dir, "state", "ingot.sock"), Config: filepath.Join(dir, "config.toml"), crictl: crictl}
+	cfg := fmt.Sprintf("version = 2\nroot = %q\nstate = %q\n\n[grpc]\n  address = %q\n\n", filepath.Join(dir, "root"), filepath.Join(dir, "state"), r.Socket) +
+		testimages.MirrorsTOML(addr)
+	if err := os.WriteFile(r.Config, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "crictl.yaml"), []byte(fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 60\n", r.Socket, r.Socket)), 0o644)
+	t.Cleanup(r.cleanup)
+	r.start(bin)
+	return r
+}
+
+func (r *Runtime) start(bin string) {
+	r.t.Helper()
+	logf, err := os.OpenFile(filepath.Join(r.Dir, "daemon.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	// A private mount namespace: overlay and shm mounts never show up on the host.
+	r.cmd = exec.Command("unshare", "--mount", "--propagation", "private", bin, "runtime", "--config", r.Config)
+	r.cmd.Stdout, r.cmd.Stderr = logf, logf
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.done = make(chan struct{})
+	go func() { r.cmd.Wait(); logf.Close(); close(r.done) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := r.Crictl("version"); err == nil {
+			return
+		}
+		select {
+		case <-r.done:
+			r.t.Fatalf("runtime exited at start:\n%s", r.Log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("runtime did not answer within 30s:\n%s", r.Log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Restart starts the daemon again after Kill.
+func (r *Runtime) Restart() { r.start(NodeBinary(r.t)) }
+
+// Kill sends SIGKILL to the daemon (not to its shims, which run in their own sessions).
+func (r *Runtime) Kill() {
+	r.cmd.Process.Signal(syscall.SIGKILL)
+	<-r.done
+	// unshare execs the daemon, so the process killed is the daemon itself.
+}
+
+// Log is the daemon's output so far.
+func (r *Runtime) Log() string {
+	data, _ := os.ReadFile(filepath.Join(r.Dir, "daemon.log"))
+	return string(data)
+}
+
+// Crictl runs crictl against the daemon and returns its standard output; on failure the error
+// carries its standard error.
+func (r *Runtime) Crictl(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, r.crictl, append([]string{"--config", filepath.Join(r.Dir, "crictl.yaml")}, args...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		err = fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return strings.TrimSpace(string(out)), err
+}
+
+// MustCrictl runs crictl and fails the test on error.
+func (r *Runtime) MustCrictl(args ...string) string {
+	r.t.Helper()
+	out, err := r.Crictl(args...)
+	if err != nil {
+		r.t.Fatalf("crictl %s: %v\n%s\ndaemon log:\n%s", strings.Join(args, " "), err, out, tail(r.Log(), 3000))
+	}
+	return out
+}
+
+// cleanup removes every pod (so shims and containers end), stops the daemon and the directory.
+func (r *Runtime) cleanup() {
+	select {
+	case <-r.done:
+		r.start(NodeBinary(r.t))
+	default:
+	}
+	if out, err := r.Crictl("pods", "-q"); err == nil {
+		for _, id := range strings.Fields(out) {
+			r.Crictl("stopp", id)
+			r.Crictl("rmp", id)
+		}
+	}
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-r.done:
+	case <-time.After(10 * time.Second):
+		r.cmd.Process.Kill()
+		<-r.done
+	}
+	if r.t.Failed() {
+		r.t.Logf("daemon log:\n%s", tail(r.Log(), 4000))
+	}
+	os.RemoveAll(r.Dir)
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
