@@ -54,6 +54,10 @@ vet: ## gofmt and go vet
 test: deps build vet ## the whole suite: unit, root and VM tiers (CI=true makes every skip a failure)
 	INGOT_BIN=$(CURDIR)/bin go test -count=1 -timeout 55m -p 1 ./...
 
+.PHONY: critest
+critest: bin/ingot-node-$(ARCH) ## CRI conformance: critest vs the runtime here, in private namespaces (root; CRITEST_ARGS=-ginkgo.focus=…)
+	go run ./internal/critest/cmd/critest -node $(CURDIR)/bin/ingot-node-$(ARCH) -cache $(CACHE) $(if $(CRITEST_ARGS),-- $(CRITEST_ARGS))
+
 bench: deps build ## boot benchmarks: QEMU start to node ready per arch and boot path, and the floor
 	INGOT_BIN=$(CURDIR)/bin go test -run '^$$' -bench Boot -benchtime 3x -timeout 30m ./qemu/vmtest
 

@@ -32,7 +32,31 @@ type Profile struct {
 	Sysctls     map[string]string `toml:"sysctls"` // e.g. "net.ipv4.ip_forward" = "1"
 	Bundles     []string          `toml:"bundles"` // extra payloads, see BundleBusybox
 	Disk        Disk              `toml:"disk"`
+	Runtime     Runtime           `toml:"runtime"`
+	Network     Network           `toml:"network"`
 	Services    []Service         `toml:"service"` // [[service]] tables
+}
+
+// Runtime configures ingot's CRI runtime, which init starts and supervises.
+type Runtime struct {
+	// Enabled starts the runtime at boot; the node is ready once its socket answers. Default true.
+	Enabled bool `toml:"enabled"`
+	// Config is a containerd config.toml (version 2 or 3), written to /etc/ingot/config.toml.
+	// It is validated at build time, so a bad config never reaches a node. Empty: defaults.
+	Config string `toml:"config"`
+}
+
+// Network is the node's static network configuration, applied by init before services start.
+type Network struct {
+	Interfaces []Interface `toml:"interface"` // [[network.interface]] tables
+}
+
+// Interface is one link brought up with static addresses.
+type Interface struct {
+	Name      string   `toml:"name"`      // e.g. "eth0"
+	Addresses []string `toml:"addresses"` // CIDR, e.g. "10.0.2.15/24"
+	Gateway   string   `toml:"gateway"`   // default route via this address; "" none
+	MTU       int      `toml:"mtu"`       // 0 keeps the driver's
 }
 
 // Kernel selects the kernel and what init does with it at boot.
@@ -69,8 +93,12 @@ const (
 	RestartNever     = "never"
 )
 
-// BundleBusybox adds Debian's busybox-static for the target arch.
-const BundleBusybox = "busybox"
+// Bundles: BundleBusybox adds Debian's busybox-static for the target arch; BundleCrictl adds
+// crictl (cri-tools, built from the Go module proxy) and an /etc/crictl.yaml for the socket.
+const (
+	BundleBusybox = "busybox"
+	BundleCrictl  = "crictl"
+)
 
 // Defaults and lower bounds.
 const (
@@ -94,6 +122,7 @@ func defaults() *Profile {
 		Hostname: DefaultHostname,
 		Kernel:   Kernel{Package: DefaultKernelPackage},
 		Disk:     Disk{ESPMiB: DefaultESPMiB, StateMiB: DefaultStateMiB},
+		Runtime:  Runtime{Enabled: true},
 	}
 }
 

@@ -14,7 +14,10 @@ func TestBuiltins(t *testing.T) {
 	if got, want := Names(), []string{"dev", "minimal"}; !slices.Equal(got, want) {
 		t.Fatalf("Names() = %q, want %q", got, want)
 	}
-	wantModules := []string{"virtio_pci", "virtio_blk", "virtio_rng", "button", "evdev"}
+	wantModules := map[string][]string{
+		"minimal": {"virtio_pci", "virtio_blk", "virtio_rng", "button", "evdev"},
+		"dev":     {"virtio_pci", "virtio_blk", "virtio_rng", "virtio_net", "overlay", "button", "evdev"},
+	}
 	for _, name := range Names() {
 		p, raw, err := Builtin(name)
 		if err != nil {
@@ -29,8 +32,8 @@ func TestBuiltins(t *testing.T) {
 		if !strings.Contains(string(raw), "# ") {
 			t.Errorf("%s: raw TOML has no comments", name)
 		}
-		if !slices.Equal(p.Kernel.Modules, wantModules) {
-			t.Errorf("%s: modules = %q, want %q", name, p.Kernel.Modules, wantModules)
+		if !slices.Equal(p.Kernel.Modules, wantModules[name]) {
+			t.Errorf("%s: modules = %q, want %q", name, p.Kernel.Modules, wantModules[name])
 		}
 		if got := p.Kernel.PackageFor("arm64"); got != "linux-image-cloud-arm64" {
 			t.Errorf("%s: kernel package for arm64 = %q", name, got)
@@ -41,12 +44,12 @@ func TestBuiltins(t *testing.T) {
 	}
 
 	min, _, _ := Builtin("minimal")
-	if len(min.Services) != 0 || len(min.Bundles) != 0 {
+	if len(min.Services) != 0 || len(min.Bundles) != 0 || min.Runtime.Enabled {
 		t.Errorf("minimal: services %v, bundles %v; want none", min.Services, min.Bundles)
 	}
 
 	dev, _, _ := Builtin("dev")
-	if dev.Hostname != "ingot-dev" || !slices.Equal(dev.Bundles, []string{"busybox"}) || len(dev.Services) != 1 {
+	if dev.Hostname != "ingot-dev" || !slices.Equal(dev.Bundles, []string{"busybox", "crictl"}) || len(dev.Services) != 1 || !dev.Runtime.Enabled {
 		t.Fatalf("dev: hostname %q, bundles %q, %d services", dev.Hostname, dev.Bundles, len(dev.Services))
 	}
 	sh := dev.Services[0]
@@ -138,8 +141,12 @@ func TestParseErrors(t *testing.T) {
 			`x.toml:5: service[0].env[1]: invalid value "oops" (want KEY=VALUE, KEY of letters, digits and '_')`, 5, "service[0].env[1]"},
 		{"bad hostname", "name = \"x\"\nhostname = \"-node.example\"\n",
 			`x.toml:2: hostname: invalid value "-node.example" (want an RFC 1123 hostname: dot-separated labels of 1-63 lowercase letters, digits and '-', not starting or ending with '-')`, 2, "hostname"},
+		{"bad runtime config", "name = \"x\"\n[runtime]\nconfig = \"\"\"\nversion = 2\n[plugins.\\\"io.containerd.grpc.v1.cri\\\"]\nmax_container_log_line_size = \\\"big\\\"\n\"\"\"\n",
+			`x.toml:3: runtime.config: the embedded config.toml:3: plugins."io.containerd.grpc.v1.cri".max_container_log_line_size: want an integer, got string`, 3, "runtime.config"},
+		{"bad interface address", "name = \"x\"\n[[network.interface]]\nname = \"eth0\"\naddresses = [\"10.0.2.300/24\"]\n",
+			`x.toml:4: network.interface[0].addresses[0]: invalid address "10.0.2.300/24" (want CIDR like 10.0.2.15/24)`, 4, "network.interface[0].addresses[0]"},
 		{"unknown bundle", "name = \"x\"\nbundles = [\"busybox\", \"toybox\"]\n",
-			`x.toml:2: bundles[1]: unknown bundle "toybox" (known: busybox)`, 2, "bundles[1]"},
+			`x.toml:2: bundles[1]: unknown bundle "toybox" (known: busybox, crictl)`, 2, "bundles[1]"},
 		{"bad sysctl value", "name = \"x\"\n[sysctls]\n\"net.ipv4.ip_forward\" = \"\"\n",
 			`x.toml:3: sysctls."net.ipv4.ip_forward": invalid value "" (want a non-empty single line)`, 3, `sysctls."net.ipv4.ip_forward"`},
 		{"bad sysctl name", "name = \"x\"\nsysctls = { \"net..x\" = \"1\" }\n",

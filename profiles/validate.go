@@ -3,9 +3,12 @@ package profiles
 import (
 	"fmt"
 	"maps"
+	"net/netip"
 	"path"
 	"slices"
 	"strings"
+
+	"ingot.dev/ingot/runtime/config"
 )
 
 // Validate checks p's semantics. It does not apply defaults (Parse does), so
@@ -41,7 +44,7 @@ func (p *Profile) validate() *Error {
 			return &Error{Key: key, Msg: fmt.Sprintf("invalid value %q (want a non-empty single line)", v)}
 		}
 	}
-	knownBundles := []string{BundleBusybox}
+	knownBundles := []string{BundleBusybox, BundleCrictl}
 	for i, b := range p.Bundles {
 		key := fmt.Sprintf("bundles[%d]", i)
 		if !slices.Contains(knownBundles, b) {
@@ -56,6 +59,31 @@ func (p *Profile) validate() *Error {
 	}
 	if p.Disk.StateMiB < MinStateMiB {
 		return &Error{Key: "disk.state_mib", Msg: fmt.Sprintf("%d MiB is too small (minimum %d)", p.Disk.StateMiB, MinStateMiB)}
+	}
+	if p.Runtime.Config != "" {
+		_, _, err := config.Parse("config.toml", []byte(p.Runtime.Config))
+		if err != nil {
+			return &Error{Key: "runtime.config", Msg: "the embedded " + strings.ReplaceAll(err.Error(), "\n", "; ")}
+		}
+	}
+	for i, ifc := range p.Network.Interfaces {
+		key := fmt.Sprintf("network.interface[%d]", i)
+		if ifc.Name == "" || len(ifc.Name) > 15 || strings.ContainsAny(ifc.Name, "/ \t") {
+			return &Error{Key: key + ".name", Msg: fmt.Sprintf("invalid interface name %q", ifc.Name)}
+		}
+		for j, a := range ifc.Addresses {
+			if _, err := netip.ParsePrefix(a); err != nil {
+				return &Error{Key: fmt.Sprintf("%s.addresses[%d]", key, j), Msg: fmt.Sprintf("invalid address %q (want CIDR like 10.0.2.15/24)", a)}
+			}
+		}
+		if ifc.Gateway != "" {
+			if _, err := netip.ParseAddr(ifc.Gateway); err != nil {
+				return &Error{Key: key + ".gateway", Msg: fmt.Sprintf("invalid gateway %q", ifc.Gateway)}
+			}
+		}
+		if ifc.MTU < 0 || ifc.MTU > 65535 {
+			return &Error{Key: key + ".mtu", Msg: fmt.Sprintf("invalid MTU %d", ifc.MTU)}
+		}
 	}
 	console := -1
 	for i := range p.Services {

@@ -24,6 +24,7 @@ import (
 	"ingot.dev/ingot/image/initramfs"
 	"ingot.dev/ingot/image/kernel"
 	"ingot.dev/ingot/image/uki"
+	"ingot.dev/ingot/internal/critools"
 	"ingot.dev/ingot/profiles"
 )
 
@@ -359,11 +360,21 @@ func (j *job) rootfs(ctx context.Context, node []byte, k *kernel.Kernel, mods []
 	if err := t.File("/etc/ingot/modules.load", []byte(strings.Join(load, "\n")+"\n"), 0o644); err != nil {
 		return nil, nil, err
 	}
+	if cfg := j.o.Profile.Runtime.Config; cfg != "" {
+		// Validated with the profile; the node reads it as its containerd config.toml.
+		if err := t.File("/etc/ingot/config.toml", []byte(cfg), 0o644); err != nil {
+			return nil, nil, err
+		}
+	}
 
 	for _, b := range j.o.Profile.Bundles {
 		switch b {
 		case profiles.BundleBusybox:
 			if err := j.busybox(ctx, t); err != nil {
+				return nil, nil, err
+			}
+		case profiles.BundleCrictl:
+			if err := j.crictl(ctx, t); err != nil {
 				return nil, nil, err
 			}
 		default:
@@ -399,6 +410,25 @@ func (j *job) busybox(ctx context.Context, t *initramfs.Tree) error {
 	}
 	profile := "# written by ingot build\nexport PS1='\\h:\\w\\$ '\nalias ll='ls -l'\n"
 	return t.File("/etc/profile", []byte(profile), 0o644)
+}
+
+// crictl adds cri-tools' crictl for the target arch (built from the Go module proxy into the
+// cache) and a crictl.yaml pointing at the runtime's socket.
+func (j *job) crictl(ctx context.Context, t *initramfs.Tree) error {
+	bin, err := critools.CrictlFor(ctx, j.o.Cache, j.a.Name)
+	if err != nil {
+		return fmt.Errorf("bundle crictl: %w", err)
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		return fmt.Errorf("bundle crictl: %w", err)
+	}
+	j.addInput("crictl "+critools.Version, critools.Version, data)
+	if err := t.File("/bin/crictl", data, 0o755); err != nil {
+		return err
+	}
+	yaml := "runtime-endpoint: unix:///run/ingot/ingot.sock\nimage-endpoint: unix:///run/ingot/ingot.sock\ntimeout: 30\n"
+	return t.File("/etc/crictl.yaml", []byte(yaml), 0o644)
 }
 
 func writeAtomic(path string, data []byte) error {

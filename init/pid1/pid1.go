@@ -178,6 +178,7 @@ func (n *Node) Plan(p *profiles.Profile, modules []string) boot.Plan {
 			boot.Hostname(p.Hostname),
 			boot.WriteFile{Path: "/etc/hostname", Data: p.Hostname + "\n", Mode: 0o644},
 		}},
+		boot.Phase{Name: "network", Steps: networkSteps(p.Network)},
 		boot.Phase{Name: "var-layout", Steps: []boot.Step{
 			boot.Dir{Path: "/var/lib/ingot", Mode: 0o700},
 			boot.Dir{Path: "/var/log", Mode: 0o755},
@@ -253,6 +254,11 @@ func (n *Node) boot(ctx context.Context) error {
 
 	n.sup = supervise.New(n.log, os.Stdout)
 	n.goSafe(func() { n.sup.Run(ctx) })
+	if prof.Runtime.Enabled {
+		if _, err := n.sup.Start(ctx, runtimeSpec()); err != nil {
+			return fmt.Errorf("start the CRI runtime: %w", err)
+		}
+	}
 	tty := consoleTTY()
 	for _, s := range prof.Services {
 		spec, err := serviceSpec(s, tty)
@@ -262,6 +268,10 @@ func (n *Node) boot(ctx context.Context) error {
 		if _, err := n.sup.Start(ctx, spec); err != nil {
 			return fmt.Errorf("start service %s: %w", s.Name, err)
 		}
+	}
+	if prof.Runtime.Enabled {
+		// Ready means the runtime answers: the kubelet and tests can use it from here on.
+		n.waitRuntime(ctx, RuntimeSocket)
 	}
 	fmt.Fprintf(os.Stdout, "ingot: node ready t=%d\n", console.SinceBoot().Milliseconds())
 	return nil

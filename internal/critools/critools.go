@@ -34,9 +34,26 @@ func CrictlFor(ctx context.Context, cache, arch string) (string, error) {
 	return bin, goInstall(ctx, dir, "sigs.k8s.io/cri-tools/cmd/crictl@"+Version, arch)
 }
 
+// Critest returns the path of critest, building it into cache if needed. critest is not a main
+// package but cri-tools' test binary (cmd/critest holds only a _test.go file), so it is compiled
+// with `go test -c`, the way cri-tools' own Makefile builds it. It takes a few minutes cold.
+func Critest(ctx context.Context, cache string) (string, error) {
+	dir := filepath.Join(cache, "tools", "critest-"+Version)
+	bin := filepath.Join(dir, "critest")
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	return bin, goBuild(ctx, dir, "sigs.k8s.io/cri-tools/cmd/critest@"+Version, "", true)
+}
+
 // goInstall builds pkg ("path@version") for arch ("" = the host's) into dir, through a throwaway
 // module so the build uses cri-tools' own dependency versions and never touches ingot's go.mod.
 func goInstall(ctx context.Context, dir, pkg, arch string) error {
+	return goBuild(ctx, dir, pkg, arch, false)
+}
+
+// goBuild is goInstall; testBinary compiles the package's tests (go test -c) instead.
+func goBuild(ctx context.Context, dir, pkg, arch string, testBinary bool) error {
 	path, version, ok := strings.Cut(pkg, "@")
 	if !ok {
 		return fmt.Errorf("build %s: no version", pkg)
@@ -50,10 +67,14 @@ func goInstall(ctx context.Context, dir, pkg, arch string) error {
 	}
 	defer os.RemoveAll(work)
 	out := filepath.Join(work, filepath.Base(path))
+	build := []string{"go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, path}
+	if testBinary {
+		build = []string{"go", "test", "-c", "-trimpath", "-o", out, path}
+	}
 	for _, step := range [][]string{
 		{"go", "mod", "init", "ingot.dev/critools-build"},
 		{"go", "get", "sigs.k8s.io/cri-tools@" + version},
-		{"go", "build", "-trimpath", "-o", out, path},
+		build,
 	} {
 		c := exec.CommandContext(ctx, step[0], step[1:]...)
 		c.Dir = work

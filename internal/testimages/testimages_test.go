@@ -438,6 +438,7 @@ func run(t *testing.T, script string) (string, string, int) {
 	cmd := exec.CommandContext(ctx, "sh", "-c", script)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.WaitDelay = 5 * time.Second // a stray grandchild must not hold the pipes open
 	err := cmd.Run()
 	code := 0
 	var ee *exec.ExitError

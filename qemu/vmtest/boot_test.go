@@ -37,7 +37,7 @@ func TestBoot(t *testing.T) {
 				vm := Boot(t, img, boot)
 				took := vm.WaitReady(bootTimeout)
 				t.Logf("%s %s: QEMU start to %q: %d ms", archName, boot, ReadyLine, took.Milliseconds())
-				vm.WaitFor("# ", shellTimeout)
+				vm.Prompt(shellTimeout)
 
 				mounts := vm.MustShell("cat /proc/mounts", shellTimeout)
 				if !strings.Contains(mounts, "cgroup2 /sys/fs/cgroup cgroup2") {
@@ -68,23 +68,12 @@ func TestBoot(t *testing.T) {
 				}
 				vm.WaitFor("ingot: reboot", powerTimeout)
 				vm.WaitReady(bootTimeout)
-				vm.WaitFor("# ", shellTimeout)
+				vm.Prompt(shellTimeout)
 				if got := vm.MustShell("cat /var/persist", shellTimeout); got != token {
 					t.Fatalf("/var/persist after reboot = %q, want %q", got, token)
 				}
 
-				if archName == "arm64" && boot == qemu.BootDirect {
-					// arm64 virt without firmware has no ACPI power button and Debian's kernel has no
-					// gpio-keys driver: system_powerdown reaches nothing. Power off via PID 1's
-					// signal instead (busybox poweroff sends SIGUSR2), the same shutdown path.
-					if err := vm.Console.Send("poweroff\n"); err != nil {
-						t.Fatal(err)
-					}
-				} else {
-					if err := vm.Powerdown(); err != nil {
-						t.Fatal(err)
-					}
-				}
+				vm.PowerOff(archName, boot)
 				start := time.Now()
 				vm.WaitExit(powerTimeout)
 				t.Logf("%s %s: power off took %d ms", archName, boot, time.Since(start).Milliseconds())

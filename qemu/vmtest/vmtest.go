@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -57,12 +58,18 @@ func RequireVM(t testing.TB, archName string) arch.Arch {
 // NodeBinary is the node binary for an arch.
 func NodeBinary(archName string) string { return filepath.Join(BinDir(), "ingot-node-"+archName) }
 
-// Build builds a built-in profile for an arch into dir.
+// Build builds a built-in profile (or a profile file) for an arch into dir.
 func Build(t testing.TB, profile, archName, dir string) *build.Manifest {
 	t.Helper()
 	p, raw, err := profiles.Builtin(profile)
 	if err != nil {
-		t.Fatal(err)
+		raw, err = os.ReadFile(profile)
+		if err != nil {
+			t.Fatalf("profile %s: %v", profile, err)
+		}
+		if p, err = profiles.Parse(profile, raw); err != nil {
+			t.Fatal(err)
+		}
 	}
 	m, err := build.Run(context.Background(), build.Options{
 		Profile: p, ProfileTOML: raw, Arch: archName, Out: dir, Cache: debpkg.DefaultCache(), NodeBinary: NodeBinary(archName),
@@ -83,7 +90,7 @@ func Image(t testing.TB, profile, archName string) string {
 	t.Helper()
 	imagesMu.Lock()
 	defer imagesMu.Unlock()
-	key := profile + "-" + archName
+	key := strings.TrimSuffix(filepath.Base(profile), ".toml") + "-" + archName
 	if dir, ok := images[key]; ok {
 		return dir
 	}
@@ -107,12 +114,20 @@ type VM struct {
 // Boot starts an image with a fresh copy of its disk. The VM is killed when the test ends.
 func Boot(t testing.TB, image, boot string) *VM {
 	t.Helper()
+	return BootWith(t, qemu.Config{Image: image, Boot: boot})
+}
+
+// BootWith starts a VM from cfg (Image and Boot set; Disk and RunDir are filled in).
+func BootWith(t testing.TB, cfg qemu.Config) *VM {
+	t.Helper()
+	image := cfg.Image
 	run := t.TempDir()
 	disk := filepath.Join(run, "disk.raw")
 	if err := qemu.CopySparse(filepath.Join(image, build.FileDisk), disk); err != nil {
 		t.Fatal(err)
 	}
-	vm, err := qemu.Start(context.Background(), qemu.Config{Image: image, Boot: boot, Disk: disk, RunDir: run})
+	cfg.Disk, cfg.RunDir = disk, run
+	vm, err := qemu.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,6 +160,16 @@ func (v *VM) WaitReady(timeout time.Duration) time.Duration {
 	return time.Since(v.Started)
 }
 
+// Prompt presses enter and waits for the console shell's prompt (which may have been printed
+// before the ready line, while the runtime was still starting).
+func (v *VM) Prompt(timeout time.Duration) {
+	v.t.Helper()
+	if err := v.Console.Send("\n"); err != nil {
+		v.t.Fatal(err)
+	}
+	v.WaitFor("# ", timeout)
+}
+
 // Shell runs a command in the console shell and returns its output. The markers are built by the
 // shell (`"@@"E`), so the echo of the typed line never matches them.
 func (v *VM) Shell(cmd string, timeout time.Duration) (string, int) {
@@ -174,6 +199,23 @@ func (v *VM) MustShell(cmd string, timeout time.Duration) string {
 		v.t.Fatalf("guest command %q exited %d:\n%s", cmd, code, out)
 	}
 	return out
+}
+
+// PowerOff asks the node to power off: the ACPI power button (system_powerdown), except on arm64
+// booted directly, where virt without firmware has no ACPI power button and Debian's kernel no
+// gpio-keys driver; there busybox's poweroff in the console shell signals PID 1 (SIGUSR2), which
+// takes the same shutdown path.
+func (v *VM) PowerOff(archName, boot string) {
+	v.t.Helper()
+	var err error
+	if archName == "arm64" && boot == qemu.BootDirect {
+		err = v.Console.Send("poweroff\n")
+	} else {
+		err = v.Powerdown()
+	}
+	if err != nil {
+		v.t.Fatal(err)
+	}
 }
 
 // WaitExit waits for QEMU to exit.
@@ -240,3 +282,5 @@ func FloorImage(t testing.TB, image, dir string) {
 		must(os.WriteFile(filepath.Join(dir, name), data, 0o644))
 	}
 }
+
+func hostArch() string { return runtime.GOARCH }

@@ -31,6 +31,7 @@ func Main(args []string) int {
 	root := fs.String("root", "", "override the config's root directory")
 	state := fs.String("state", "", "override the config's state directory")
 	socket := fs.String("socket", "", "override the config's CRI socket path")
+	cgroupRoot := fs.String("cgroup-root", "", "parent cgroup of pods that name none (default /ingot.pods); tests use a private one")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -52,7 +53,7 @@ func Main(args []string) int {
 	log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.Log.Level}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := Run(ctx, cfg, log); err != nil {
+	if err := run(ctx, cfg, log, *cgroupRoot); err != nil {
 		fmt.Fprintln(os.Stderr, "ingot-node runtime:", err)
 		return 1
 	}
@@ -76,6 +77,10 @@ func loadConfig(path string, log *slog.Logger) (*config.Config, error) {
 
 // Run serves the CRI until ctx ends.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	return run(ctx, cfg, log, "")
+}
+
+func run(ctx context.Context, cfg *config.Config, log *slog.Logger, cgroupRoot string) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find own executable: %w", err)
@@ -91,7 +96,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	defer store.Close()
 	srv, err := cri.New(ctx, cri.Options{
 		Root: cfg.RootDir, State: cfg.StateDir, Exe: exe, MaxLogLine: cfg.MaxContainerLogLineSize,
-		Images: imageAdapter{store}, Log: log,
+		Images: imageAdapter{store}, Log: log, CgroupRoot: cgroupRoot,
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,96 @@
+package pid1
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"ingot.dev/ingot/init/boot"
+	"ingot.dev/ingot/init/cgroup"
+	"ingot.dev/ingot/init/supervise"
+	"ingot.dev/ingot/netsetup/link"
+	"ingot.dev/ingot/profiles"
+)
+
+// RuntimeSocket is the CRI socket the runtime serves (runtime/config's default).
+const RuntimeSocket = "/run/ingot/ingot.sock"
+
+// runtimeSpec supervises `/init runtime`, the CRI daemon (this same binary).
+func runtimeSpec() supervise.Spec {
+	return supervise.Spec{
+		Name:      "runtime",
+		Path:      "/init",
+		Args:      []string{"runtime"},
+		Env:       []string{"PATH=/bin:/sbin:/usr/bin:/usr/sbin"},
+		Dir:       "/",
+		Restart:   supervise.Always,
+		CgroupDir: filepath.Join(cgroup.Root, cgroup.Services, "runtime"),
+	}
+}
+
+// waitRuntime blocks until the runtime answers a CRI Status call, saying so on the console every
+// 10 s while it does not.
+func (n *Node) waitRuntime(ctx context.Context, socket string) {
+	start := time.Now()
+	last := start
+	for {
+		if err := criStatus(ctx, socket); err == nil {
+			n.log.Info("CRI runtime ready", "socket", socket, "took", time.Since(start).Round(time.Millisecond))
+			return
+		} else if time.Since(last) > 10*time.Second {
+			n.log.Warn("still waiting for the CRI runtime", "socket", socket, "err", err)
+			last = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func criStatus(ctx context.Context, socket string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	resp, err := runtimeapi.NewRuntimeServiceClient(conn).Status(ctx, &runtimeapi.StatusRequest{})
+	if err != nil {
+		return err
+	}
+	for _, c := range resp.GetStatus().GetConditions() {
+		if c.GetType() == runtimeapi.RuntimeReady && !c.GetStatus() {
+			return fmt.Errorf("runtime not ready: %s", c.GetMessage())
+		}
+	}
+	return nil
+}
+
+// networkSteps brings up loopback and the profile's static interfaces.
+func networkSteps(nw profiles.Network) []boot.Step {
+	steps := []boot.Step{boot.Func{Name: "link lo up", Fn: func(context.Context) error { return link.Loopback() }}}
+	for _, ifc := range nw.Interfaces {
+		c := link.Config{Name: ifc.Name, MTU: ifc.MTU}
+		for _, a := range ifc.Addresses {
+			c.Addresses = append(c.Addresses, netip.MustParsePrefix(a)) // validated with the profile
+		}
+		if ifc.Gateway != "" {
+			c.Gateway = netip.MustParseAddr(ifc.Gateway)
+		}
+		desc := fmt.Sprintf("link %s up %v", ifc.Name, ifc.Addresses)
+		if ifc.Gateway != "" {
+			desc += " via " + ifc.Gateway
+		}
+		steps = append(steps, boot.Func{Name: desc, Fn: func(context.Context) error { return link.Apply(c, 2*time.Second) }})
+	}
+	return steps
+}

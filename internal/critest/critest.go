@@ -1,0 +1,193 @@
+// Package critest runs the CRI conformance suite (critest from sigs.k8s.io/cri-tools, built
+// unmodified by internal/critools) against ingot's runtime on this host, and summarises it.
+//
+// The runtime (ingot-node runtime) and critest run together inside namespaces this package
+// creates with unshare: a private mount namespace (made rshared inside, for the mount
+// propagation specs), a private IPC namespace (critest's `ipcmk` segments for the HostIpc specs
+// stay there), a private UTS namespace and a private PID namespace whose init is this program's
+// own small init (Inner), never ingot-node, which would act as a node's PID 1. The network
+// namespace is the host's: the runtime pulls from the in-process test registry on the host's
+// loopback, and the HostNetwork specs talk to critest through it. Pods get their own network
+// namespaces with loopback only.
+//
+// Images come from internal/testimages, served by an in-process registry that the runtime's
+// config.toml names as the mirror of every registry critest pulls from.
+//
+// Everything the run creates is removed when it ends: the pid namespace's death ends every shim
+// and container, the mount namespace takes the overlay and shm mounts with it, the run's own
+// cgroup root (a --cgroup-root under every cgroup hierarchy) is removed, and the state
+// directories go. Only the logs directory stays.
+//
+// It is a test tool: it must never be imported by the node binary.
+package critest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"time"
+
+	"ingot.dev/ingot/internal/critools"
+	"ingot.dev/ingot/internal/testimages"
+)
+
+// Options configure a run.
+type Options struct {
+	Node  string // the ingot-node binary for this host's architecture
+	Cache string // ingot's cache: critest and the test images are built into it once
+	// Logs is where critest.log, report.json and daemon.log are written; "" makes a new
+	// directory under the system's temporary directory.
+	Logs    string
+	Verbose bool     // ginkgo -v: every spec's steps, not only failures
+	Args    []string // more critest flags, e.g. -ginkgo.focus=Image
+	Timeout time.Duration
+	Out     io.Writer // critest's output as it runs; nil discards it
+	Log     func(format string, args ...any)
+}
+
+// innerConfig is what the namespace init needs; the host side writes it as JSON.
+type innerConfig struct {
+	Node, Config, Socket, CgroupRoot, DaemonLog string
+	Critest                                     string
+	Args                                        []string
+}
+
+// InnerArg is the first argument with which the program re-executes itself as the namespace init.
+const InnerArg = "__critest-init"
+
+// Run builds critest and the test images, runs the suite against the runtime in private
+// namespaces and returns the summary. An error means the run itself could not happen or clean up;
+// failing specs are in the summary.
+func Run(ctx context.Context, o Options) (Summary, error) {
+	logf := o.Log
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	if o.Timeout == 0 {
+		o.Timeout = time.Hour
+	}
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+	if os.Geteuid() != 0 {
+		return Summary{}, errors.New("critest needs root: it runs the container runtime on this host")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		return Summary{}, fmt.Errorf("critest needs unshare (util-linux): %w", err)
+	}
+	if _, err := os.Stat(o.Node); err != nil {
+		return Summary{}, fmt.Errorf("the node binary: %w (build it with make bin/ingot-node-%s)", err, runtime.GOARCH)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return Summary{}, fmt.Errorf("find own executable: %w", err)
+	}
+
+	logf("building critest %s (cached after the first time)", critools.Version)
+	bin, err := critools.Critest(ctx, o.Cache)
+	if err != nil {
+		return Summary{}, err
+	}
+	logf("building the test images (cached after the first time)")
+	imgs, err := testimages.Build(ctx, testimages.Options{Cache: o.Cache})
+	if err != nil {
+		return Summary{}, err
+	}
+	addr, stop, err := testimages.Serve(ctx, imgs)
+	if err != nil {
+		return Summary{}, err
+	}
+	defer stop()
+
+	dir, err := os.MkdirTemp("", "ingot-critest-run-")
+	if err != nil {
+		return Summary{}, err
+	}
+	defer os.RemoveAll(dir)
+	if o.Logs == "" {
+		if o.Logs, err = os.MkdirTemp("", "ingot-critest-logs-"); err != nil {
+			return Summary{}, err
+		}
+	} else if err := os.MkdirAll(o.Logs, 0o755); err != nil {
+		return Summary{}, err
+	}
+	ic := innerConfig{
+		Node: o.Node, Config: filepath.Join(dir, "config.toml"), Socket: filepath.Join(dir, "ingot.sock"),
+		CgroupRoot: "/ingot-critest-" + randomHex(6), DaemonLog: filepath.Join(o.Logs, "daemon.log"),
+		Critest: bin,
+	}
+	report := filepath.Join(o.Logs, "report.json")
+	os.Remove(report)
+	ic.Args = append([]string{"-ginkgo.no-color", "-ginkgo.json-report=" + report}, o.Args...)
+	if o.Verbose {
+		ic.Args = append(ic.Args, "-ginkgo.v")
+	}
+	if err := os.WriteFile(ic.Config, []byte(configTOML(dir, ic.Socket, addr)), 0o644); err != nil {
+		return Summary{}, err
+	}
+	spec, _ := json.Marshal(ic)
+	specPath := filepath.Join(dir, "init.json")
+	if err := os.WriteFile(specPath, spec, 0o600); err != nil {
+		return Summary{}, err
+	}
+
+	logf("running critest; logs in %s", o.Logs)
+	runErr := runNamespaced(ctx, o, self, specPath)
+	cgErr := removeCgroups(ic.CgroupRoot)
+	sum, repErr := ReadReport(report)
+	if repErr != nil {
+		return sum, errors.Join(runErr, repErr, cgErr)
+	}
+	return sum, cgErr
+}
+
+// runNamespaced runs the namespace init (this program, InnerArg) under unshare, copying its
+// output to o.Out and critest.log.
+func runNamespaced(ctx context.Context, o Options, self, spec string) error {
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	logFile, err := os.Create(filepath.Join(o.Logs, "critest.log"))
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	out := io.MultiWriter(o.Out, logFile)
+	// --kill-child: if unshare dies, so does the namespace init, and with it every process of
+	// the pid namespace.
+	cmd := exec.CommandContext(ctx, "unshare", "--mount", "--propagation", "private", "--ipc", "--uts",
+		"--pid", "--fork", "--mount-proc", "--kill-child", "--", self, InnerArg, spec)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = 30 * time.Second
+	err = cmd.Run()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && exit.ExitCode() == exitSpecsFailed {
+		return nil // critest ran; some specs failed: the report says which
+	}
+	if err != nil {
+		return fmt.Errorf("critest in private namespaces: %w", err)
+	}
+	return nil
+}
+
+// configTOML is the runtime's config.toml: state under dir, the test registry as the mirror of
+// every registry critest names.
+func configTOML(dir, socket, registry string) string {
+	return fmt.Sprintf("version = 2\nroot = %q\nstate = %q\n\n[grpc]\n  address = %q\n\n",
+		filepath.Join(dir, "root"), filepath.Join(dir, "state"), socket) + testimages.MirrorsTOML(registry)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,68 @@
+package link
+
+import (
+	"net/netip"
+	"runtime"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"ingot.dev/ingot/internal/testgate"
+)
+
+// TestApplyInPrivateNetns configures a veth link inside a network namespace of its own (the
+// host's network is never touched) and applies the same config twice.
+func TestApplyInPrivateNetns(t *testing.T) {
+	testgate.RequireRoot(t)
+	done := make(chan error, 1)
+	go func() {
+		// This thread enters a new netns and is never handed back to the scheduler.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			done <- err
+			return
+		}
+		done <- func() error {
+			if err := Loopback(); err != nil {
+				return err
+			}
+			// veth, not dummy: the dummy driver is not always built (it is not on the build hosts).
+			if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "peer0"}); err != nil {
+				return err
+			}
+			c := Config{Name: "eth0", Addresses: []netip.Prefix{netip.MustParsePrefix("10.0.2.15/24")},
+				Gateway: netip.MustParseAddr("10.0.2.2"), MTU: 1400}
+			for i := 0; i < 2; i++ {
+				if err := Apply(c, 0); err != nil {
+					return err
+				}
+			}
+			l, err := netlink.LinkByName("eth0")
+			if err != nil {
+				return err
+			}
+			addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4)
+			if len(addrs) != 1 || addrs[0].IPNet.String() != "10.0.2.15/24" || l.Attrs().MTU != 1400 {
+				t.Errorf("addresses %v, mtu %d", addrs, l.Attrs().MTU)
+			}
+			routes, _ := netlink.RouteList(l, netlink.FAMILY_V4)
+			hasDefault := false
+			for _, r := range routes {
+				if r.Dst == nil || r.Dst.String() == "0.0.0.0/0" {
+					hasDefault = r.Gw.String() == "10.0.2.2"
+				}
+			}
+			if !hasDefault {
+				t.Errorf("no default route via 10.0.2.2: %v", routes)
+			}
+			if err := Apply(Config{Name: "nope"}, 0); err == nil {
+				t.Error("a missing link was accepted")
+			}
+			return nil
+		}()
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

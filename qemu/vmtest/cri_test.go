@@ -1,0 +1,75 @@
+package vmtest
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"ingot.dev/ingot/image/debpkg"
+	"ingot.dev/ingot/internal/testgate"
+	"ingot.dev/ingot/internal/testimages"
+	"ingot.dev/ingot/qemu"
+)
+
+// TestCRIInVM boots an image with the runtime on each architecture, pulls busybox from the
+// test registry through a guestfwd rule (the guest reaches nothing else), runs a pod whose
+// container prints a line, and reads that line back with crictl logs.
+func TestCRIInVM(t *testing.T) {
+	testgate.Short(t, "VM boots")
+	for _, archName := range []string{"amd64", "arm64"} {
+		t.Run(archName, func(t *testing.T) {
+			RequireVM(t, archName)
+			imgs, err := testimages.Build(context.Background(), testimages.Options{Arches: []string{archName}})
+			if err != nil {
+				testgate.Skip(t, "cannot build the test images: "+err.Error())
+			}
+			addr, stop, err := testimages.Serve(context.Background(), imgs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stop()
+			_, port, _ := strings.Cut(addr, ":")
+			// The host's own busybox from the cache relays each guest connection to the registry.
+			f := &debpkg.Fetcher{Cache: debpkg.DefaultCache(), Arch: hostArch()}
+			p, err := f.Fetch(context.Background(), "busybox-static")
+			if err != nil {
+				testgate.Skip(t, "cannot fetch busybox-static for the relay: "+err.Error())
+			}
+			root, err := f.Unpack(context.Background(), p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			relay := fmt.Sprintf("tcp:10.0.2.100:5000-cmd:%s nc 127.0.0.1 %s", filepath.Join(root, "bin/busybox"), port)
+
+			img := Image(t, "testdata/cri.toml", archName)
+			vm := BootWith(t, qemu.Config{Image: img, Boot: qemu.BootDirect, GuestFwd: []string{relay}})
+			took := vm.WaitReady(bootTimeout)
+			t.Logf("%s: QEMU start to %q with the runtime: %d ms", archName, ReadyLine, took.Milliseconds())
+			vm.Prompt(shellTimeout)
+			const long = 4 * time.Minute
+			vm.MustShell("crictl pull registry.k8s.io/e2e-test-images/busybox:1.29-2", long)
+			vm.MustShell(`echo '{"metadata":{"name":"vm","namespace":"default","uid":"vm-uid"},"log_directory":"/var/log/pods/vm","linux":{}}' > /tmp/pod.json`, shellTimeout)
+			vm.MustShell(`echo '{"metadata":{"name":"hello"},"image":{"image":"registry.k8s.io/e2e-test-images/busybox:1.29-2"},"command":["/bin/sh","-c","echo hello-from-a-vm-pod; sleep 600"],"log_path":"hello.log","linux":{}}' > /tmp/ctr.json`, shellTimeout)
+			vm.MustShell("POD=$(crictl runp /tmp/pod.json) && CTR=$(crictl create $POD /tmp/ctr.json /tmp/pod.json) && crictl start $CTR", long)
+			deadline := time.Now().Add(long)
+			for {
+				// Shell returns only what the command printed, never the typed line.
+				out, _ := vm.Shell("crictl logs $CTR 2>&1", long)
+				if strings.Contains(out, "hello-from-a-vm-pod") {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the pod's log line never appeared; last crictl logs: %q", out)
+				}
+				time.Sleep(2 * time.Second)
+			}
+			vm.MustShell("crictl rmp -f $POD", long)
+			vm.PowerOff(archName, qemu.BootDirect)
+			vm.WaitExit(powerTimeout)
+			vm.AssertCleanConsole()
+		})
+	}
+}
