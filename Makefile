@@ -48,7 +48,7 @@ unit: ## unit tests only (no root, no VM)
 	go test -short ./...
 
 vet: ## gofmt and go vet
-	@test -z "$$(gofmt -l cmd init image profiles qemu internal)" || { gofmt -l cmd init image profiles qemu internal; exit 1; }
+	@test -z "$$(gofmt -l cmd init image profiles qemu internal runtime netsetup)" || { gofmt -l cmd init image profiles qemu internal runtime netsetup; exit 1; }
 	go vet ./...
 
 test: deps build vet ## the whole suite: unit, root and VM tiers (CI=true makes every skip a failure)
@@ -58,7 +58,8 @@ test: deps build vet ## the whole suite: unit, root and VM tiers (CI=true makes 
 critest: bin/ingot-node-$(ARCH) ## CRI conformance: critest vs the runtime here, in private namespaces (root; CRITEST_ARGS=-ginkgo.focus=…)
 	go run ./internal/critest/cmd/critest -node $(CURDIR)/bin/ingot-node-$(ARCH) -cache $(CACHE) $(if $(CRITEST_ARGS),-- $(CRITEST_ARGS))
 
-bench: deps build ## boot benchmarks: QEMU start to node ready per arch and boot path, and the floor
+bench: deps build ## benchmarks: pod start latency and runtime memory (host); VM boot to node ready per arch and path, and the floor
+	INGOT_BIN=$(CURDIR)/bin go test -run '^$$' -bench PodStart -benchtime 50x -timeout 10m ./runtime/integration
 	INGOT_BIN=$(CURDIR)/bin go test -run '^$$' -bench Boot -benchtime 3x -timeout 30m ./qemu/vmtest
 
 clean: ## remove bin/ and out/ (the download cache stays)

@@ -430,12 +430,16 @@ func extract(t *testing.T, img v1.Image, dir string) {
 	}
 }
 
-// run runs a shell script on the host and returns its stdout, stderr and exit code.
-func run(t *testing.T, script string) (string, string, int) {
+// inRoot runs script with root's /bin/sh in a chroot, inside new mount and PID namespaces (plus
+// those in flags, e.g. "-i -n") with /proc and /dev mounted, and returns stdout, stderr and the
+// exit code.
+func inRoot(t *testing.T, root, flags, script string) (string, string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "sh", "-c", script)
+	cmd := exec.CommandContext(ctx, "sh", "-c", "exec unshare -m -p -f "+flags+
+		` sh -c 'mount -t proc proc "$ROOT/proc" && mount --rbind /dev "$ROOT/dev" && exec chroot "$ROOT" /bin/sh -c "$SCRIPT"'`)
+	cmd.Env = append(os.Environ(), "ROOT="+root, "SCRIPT="+script)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.WaitDelay = 5 * time.Second // a stray grandchild must not hold the pipes open
@@ -482,27 +486,28 @@ func TestImagesBehaveAsCritestExpects(t *testing.T) {
 
 	bb := rootfs("registry.k8s.io/e2e-test-images/busybox:1.29-2")
 	t.Run("dynamic sh runs", func(t *testing.T) {
-		out, stderr, code := run(t, "chroot "+bb+" /bin/sh -c 'echo $(id -u):$(id -nu)'")
+		out, stderr, code := inRoot(t, bb, "", "echo $(id -u):$(id -nu)")
 		if code != 0 || out != "0:root\n" {
 			t.Errorf("sh: %q %q exit %d", out, stderr, code)
 		}
 	})
 	t.Run("MaskedPaths /bin/ls", func(t *testing.T) {
-		_, stderr, code := run(t, "unshare -m sh -c 'mount --bind /dev/null "+bb+"/bin/ls && chroot "+bb+" /bin/sh -c ls'")
+		// What runc does for a masked file: bind /dev/null over it.
+		_, stderr, code := inRoot(t, bb, "", "mount --bind /dev/null /bin/ls && /bin/sh -c ls")
 		if code == 0 || stderr != "/bin/sh: ls: Permission denied\n" {
 			t.Errorf("masked ls: stderr %q exit %d", stderr, code)
 		}
 	})
 	t.Run("ipcmk and ipcs", func(t *testing.T) {
-		out, stderr, code := run(t, "unshare -i chroot "+bb+" /bin/sh -c 'ipcmk -M 1048576 && ipcs -m'")
-		if code != 0 || !strings.HasPrefix(out, "Shared memory id: ") || !strings.Contains(out, "1048576") ||
-			!strings.Contains(out, "------ Shared Memory Segments --------") {
+		out, stderr, code := inRoot(t, bb, "-i", "ipcs -m && ipcmk -M 1048576 && ipcs -m")
+		empty, rest, _ := strings.Cut(out, "Shared memory id: ")
+		if code != 0 || strings.ContainsAny(empty, "0123456789") || !strings.Contains(rest, "1048576") ||
+			!strings.Contains(empty, "------ Shared Memory Segments --------") {
 			t.Errorf("ipcmk/ipcs: %q %q exit %d", out, stderr, code)
 		}
 	})
 	t.Run("pgrep", func(t *testing.T) {
-		out, stderr, code := run(t, "unshare -m -p -f sh -c 'mount -t proc proc "+bb+"/proc && chroot "+bb+
-			" /bin/sh -c \"sleep 30 & sleep 0.2; pgrep sleep; pgrep nosuchprocess || echo none; kill %1\"'")
+		out, stderr, code := inRoot(t, bb, "", "sleep 30 & sleep 0.2; pgrep sleep; pgrep nosuchprocess || echo none")
 		if code != 0 || !strings.HasSuffix(out, "\nnone\n") || len(strings.Fields(out)) != 2 {
 			t.Errorf("pgrep: %q %q exit %d", out, stderr, code)
 		}
@@ -510,17 +515,20 @@ func TestImagesBehaveAsCritestExpects(t *testing.T) {
 
 	ng := rootfs("registry.k8s.io/e2e-test-images/nginx:1.14-2")
 	t.Run("nginx", func(t *testing.T) {
-		script := "unshare -m -p -n -f sh -c 'mount -t proc proc " + ng + "/proc && chroot " + ng + ` /bin/sh -c "` +
-			`ip link set lo up; nginx -g \"daemon off;\" & ` +
-			`while [ ! -f /var/run/nginx.pid ]; do sleep 0.1; done; ` +
-			`cat /proc/1/cmdline /proc/\$(cat /var/run/nginx.pid)/cmdline | tr \"\\\\0\" \" \"; echo; ` +
-			`[ \"\$(pidof nginx)\" = \"\$(cat /var/run/nginx.pid)\" ] && echo pidof-ok; ` +
-			`wget -q -O - http://127.0.0.1:80/ | grep -o \"Welcome to nginx\"; kill \$(cat /var/run/nginx.pid)"'`
-		out, stderr, code := run(t, script)
+		out, stderr, code := inRoot(t, ng, "-n", `ip link set lo up; nginx -g "daemon off;" &
+while [ ! -f /var/run/nginx.pid ]; do sleep 0.1; done
+pid=$(cat /var/run/nginx.pid)
+tr "\0" " " < /proc/$pid/cmdline; echo
+[ "$(pidof nginx)" = "$pid" ] && echo pidof-ok
+wget -q -O - http://127.0.0.1:80/ | grep -o "Welcome to nginx"
+kill $pid; wait`)
 		for _, want := range []string{"nginx: master process nginx -g daemon off;", "pidof-ok", "Welcome to nginx"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("nginx: output lacks %q: %q %q exit %d", want, out, stderr, code)
 			}
+		}
+		if code != 0 {
+			t.Errorf("nginx did not stop cleanly on SIGTERM: exit %d, %q", code, stderr)
 		}
 	})
 }

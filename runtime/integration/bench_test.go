@@ -1,0 +1,146 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// BenchmarkPodStart measures, against the real daemon, the latency from RunPodSandbox to a
+// running container (RunPodSandbox + CreateContainer + StartContainer over gRPC, as the kubelet
+// calls them) and reports its median and p95, the daemon's idle RSS, and the memory each running
+// pod adds (daemon growth plus the pod's shim and pause processes).
+//
+//	make bench   (or: go test -run '^$' -bench PodStart ./runtime/integration)
+func BenchmarkPodStart(b *testing.B) {
+	r := Start(b)
+	r.MustCrictl("pull", busybox)
+	conn, err := grpc.NewClient("unix://"+r.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	ctx := context.Background()
+	daemonPid := r.cmd.Process.Pid
+	time.Sleep(500 * time.Millisecond)
+	idle := rssKiB(daemonPid)
+
+	var lat []time.Duration
+	var pods []string
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		pcfg := &runtimeapi.PodSandboxConfig{
+			Metadata:     &runtimeapi.PodSandboxMetadata{Name: fmt.Sprintf("bench-%d", i), Namespace: "bench", Uid: fmt.Sprintf("bench-uid-%d", i)},
+			LogDirectory: filepath.Join(r.Dir, "logs", fmt.Sprint(i)),
+			Linux:        &runtimeapi.LinuxPodSandboxConfig{},
+		}
+		ccfg := &runtimeapi.ContainerConfig{
+			Metadata: &runtimeapi.ContainerMetadata{Name: "sleep"},
+			Image:    &runtimeapi.ImageSpec{Image: busybox},
+			Command:  []string{"/bin/sleep", "3600"},
+			LogPath:  "sleep.log",
+			Linux:    &runtimeapi.LinuxContainerConfig{},
+		}
+		start := time.Now()
+		pr, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pcfg})
+		if err != nil {
+			b.Fatal(err)
+		}
+		cr, err := rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pr.PodSandboxId, Config: ccfg, SandboxConfig: pcfg})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+		pods = append(pods, pr.PodSandboxId)
+	}
+	b.StopTimer()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "ms-median")
+	b.ReportMetric(float64(lat[(len(lat)*95)/100].Microseconds())/1000, "ms-p95")
+	b.ReportMetric(float64(idle), "KiB-idle-rss")
+	if len(pods) > 0 {
+		grown := rssKiB(daemonPid) - idle
+		rss, pss := podProcesses(daemonPid)
+		b.ReportMetric(float64(grown+rss)/float64(len(pods)), "KiB-rss/pod")
+		b.ReportMetric(float64(grown+pss)/float64(len(pods)), "KiB-pss/pod")
+	}
+	for _, id := range pods {
+		rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id})
+		rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id})
+	}
+}
+
+// rssKiB reads a process's resident set size.
+func rssKiB(pid int) int { return procKiB(fmt.Sprintf("/proc/%d/status", pid), "VmRSS:") }
+
+// pssKiB reads a process's proportional set size: shared pages (the same binary mapped by every
+// shim) count once across the processes sharing them, so a sum of PSS is the memory really used.
+func pssKiB(pid int) int { return procKiB(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss:") }
+
+func procKiB(path, field string) int {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, field); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			return n
+		}
+	}
+	return 0
+}
+
+// podProcesses sums the RSS and PSS of the daemon's shims and of each shim's pause process
+// (container processes are the workload, not the runtime's cost).
+func podProcesses(daemonPid int) (rss, pss int) {
+	children := map[int][]int{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
+		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(f) > 1 {
+			ppid, _ := strconv.Atoi(f[1])
+			children[ppid] = append(children[ppid], pid)
+		}
+	}
+	for _, shim := range children[daemonPid] {
+		if !strings.Contains(cmdline(shim), "\x00shim\x00") {
+			continue
+		}
+		rss, pss = rss+rssKiB(shim), pss+pssKiB(shim)
+		for _, c := range children[shim] {
+			if strings.Contains(cmdline(c), "pause") {
+				rss, pss = rss+rssKiB(c), pss+pssKiB(c)
+			}
+		}
+	}
+	return rss, pss
+}
+
+func cmdline(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return string(b)
+}
