@@ -34,7 +34,8 @@ import (
 )
 
 // sources are this package's code and the stand-ins' code: the stand-ins are built from them, and
-// all of it goes into the cache key, so a change to a recipe or a stand-in rebuilds the images.
+// all of it but the tests goes into the cache key, so a change to a recipe or a stand-in rebuilds
+// the images.
 //
 //go:embed *.go cmd
 var sources embed.FS
@@ -127,7 +128,6 @@ type inputs struct {
 	shell         tree     // Debian's dynamic busybox as /bin/sh, with the libc it needs
 	standin       []byte   // cmd/standin for arch
 	webserver     []byte   // cmd/webserver for arch
-	key           string   // cache key
 }
 
 func buildArch(ctx context.Context, opts Options, arch string) (map[string]v1.Image, error) {
@@ -171,7 +171,7 @@ func buildArch(ctx context.Context, opts Options, arch string) (map[string]v1.Im
 		}
 	}
 
-	in := &inputs{arch: arch, key: key}
+	in := &inputs{arch: arch}
 	if in.busyboxStatic, err = os.ReadFile(filepath.Join(dirs["busybox-static"], "bin/busybox")); err != nil {
 		return nil, fmt.Errorf("test images for %s: %w", arch, err)
 	}
@@ -195,13 +195,14 @@ func buildArch(ctx context.Context, opts Options, arch string) (map[string]v1.Im
 		return nil, err
 	}
 	log.Info("built test images", "images", len(imgs))
+	pruneCache(dir, log)
 	// Serve from the cache: its layers are files, not tar streams compressed again on every read.
 	return loadLayout(dir)
 }
 
 func hashSources(h io.Writer) error {
 	return fs.WalkDir(sources, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+		if err != nil || d.IsDir() || strings.HasSuffix(p, "_test.go") {
 			return err
 		}
 		b, err := sources.ReadFile(p)
@@ -437,6 +438,9 @@ func storeLayout(dir string, imgs map[string]v1.Image) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return err
+	}
 	p, err := layout.Write(tmp, empty.Index)
 	if err != nil {
 		return fmt.Errorf("write test images to %s: %w", tmp, err)
@@ -458,6 +462,25 @@ func storeLayout(dir string, imgs map[string]v1.Image) error {
 		return fmt.Errorf("store test images in %s: %w", dir, err)
 	}
 	return nil
+}
+
+// staleAfter is how long a superseded cache entry is kept: a test binary built from the previous
+// sources may still be reading it.
+const staleAfter = time.Hour
+
+// pruneCache removes the architecture's other cache entries once they are stale.
+func pruneCache(current string, log *slog.Logger) {
+	arch, _, _ := strings.Cut(filepath.Base(current), "-")
+	old, _ := filepath.Glob(filepath.Join(filepath.Dir(current), arch+"-*"))
+	for _, d := range old {
+		fi, err := os.Stat(d)
+		if d == current || err != nil || time.Since(fi.ModTime()) < staleAfter {
+			continue
+		}
+		if err := os.RemoveAll(d); err != nil {
+			log.Warn("remove stale test images", "dir", d, "err", err)
+		}
+	}
 }
 
 func loadLayout(dir string) (map[string]v1.Image, error) {

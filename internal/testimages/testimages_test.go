@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"debug/elf"
 	"errors"
 	"io"
 	"os"
@@ -372,6 +373,87 @@ func TestBuildIsReproducible(t *testing.T) {
 		if a != b {
 			t.Errorf("%s: %s from the cache, %s rebuilt", fresh[i].Ref, a, b)
 		}
+	}
+}
+
+// TestBuildBothArches builds the multi-platform set and checks the arm64 half is arm64 throughout,
+// down to the dynamic shell's interpreter.
+func TestBuildBothArches(t *testing.T) {
+	buildHost(t) // gates, and fetches the host's packages
+	f := &debpkg.Fetcher{Cache: debpkg.DefaultCache(), Arch: "arm64"}
+	if runtime.GOARCH != "arm64" {
+		f.Arch = "amd64"
+	}
+	other := f.Arch
+	for _, d := range debs {
+		if _, err := f.Fetch(t.Context(), d); err != nil {
+			testgate.Skip(t, "Debian package "+d+" for "+other+" is not available: "+err.Error())
+		}
+	}
+	imgs, err := Build(t.Context(), Options{Arches: []string{"amd64", "arm64"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := find(t, imgs, "registry.k8s.io/e2e-test-images/busybox:1.29-2").Index
+	m, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Manifests) != 2 || m.Manifests[0].Platform.String() != "linux/amd64" || m.Manifests[1].Platform.String() != "linux/arm64/v8" {
+		t.Fatalf("platforms: %+v", m.Manifests)
+	}
+	img, err := idx.Image(m.Manifests[1].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil || cfg.Architecture != "arm64" || cfg.Variant != "v8" {
+		t.Fatalf("arm64 config: %+v, %v", cfg, err)
+	}
+	rc := mutate.Extract(img)
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	machine := map[string]elf.Machine{}
+	links := map[string]string{}
+	interp := ""
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		links[h.Name] = h.Linkname
+		if h.Typeflag != tar.TypeReg || !strings.HasPrefix(h.Name, "bin/") {
+			continue
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ef, err := elf.NewFile(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("%s: %v", h.Name, err)
+		}
+		machine[h.Name] = ef.Machine
+		for _, p := range ef.Progs {
+			if p.Type == elf.PT_INTERP && h.Name == "bin/sh" {
+				ib, _ := io.ReadAll(p.Open())
+				interp = strings.TrimRight(string(ib), "\x00")
+			}
+		}
+	}
+	for _, bin := range []string{"bin/busybox", "bin/sh", "bin/ipcs"} {
+		if machine[bin] != elf.EM_AARCH64 {
+			t.Errorf("arm64 image: %s is %v", bin, machine[bin])
+		}
+	}
+	if interp != "/lib/ld-linux-aarch64.so.1" {
+		t.Errorf("arm64 /bin/sh interpreter %q", interp)
+	}
+	if _, ok := links[strings.TrimPrefix(interp, "/")]; !ok {
+		t.Errorf("arm64 image lacks the interpreter %s", interp)
 	}
 }
 
