@@ -20,14 +20,9 @@ var (
 	ErrUnimplemented = errors.New("not implemented by ingot")
 )
 
-// kinds lets other packages' sentinels count as one of ours (images.ErrNotFound, os.ErrNotExist…).
-type kind struct {
-	err  error
-	code codes.Code
-}
-
-// Code returns the gRPC code for err.
-func Code(err error, extra ...error) codes.Code {
+// Code returns the gRPC code for err. os.ErrNotExist and os.ErrExist count as not found and
+// already exists, so errors from the filesystem and the shim map without wrapping.
+func Code(err error) codes.Code {
 	switch {
 	case err == nil:
 		return codes.OK

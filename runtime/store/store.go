@@ -10,8 +10,6 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-
-	"ingot.dev/ingot/runtime/errdefs"
 )
 
 var (
@@ -136,6 +134,3 @@ func (s *Store) DeleteContainer(id string) error { return del(s.db, bucketContai
 
 // Containers lists every stored container.
 func (s *Store) Containers() ([]Container, error) { return all[Container](s.db, bucketContainers) }
-
-// ErrNotFound is returned for unknown ids.
-var ErrNotFound = fmt.Errorf("runtime record %w", errdefs.ErrNotFound)
