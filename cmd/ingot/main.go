@@ -17,6 +17,7 @@ import (
 	"ingot.dev/ingot/image/debpkg"
 	"ingot.dev/ingot/profiles"
 	"ingot.dev/ingot/qemu"
+	"ingot.dev/ingot/runtime/config"
 )
 
 const usage = `usage: ingot <command> [flags]
@@ -88,7 +89,20 @@ func loadProfile(nameOrPath string) (*profiles.Profile, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	warnRuntimeConfig(p)
 	return p, raw, nil
+}
+
+// warnRuntimeConfig prints the warnings of a profile's embedded config.toml (its errors already
+// failed the profile): keys ingot accepts but gives no meaning, and keys it does not know.
+func warnRuntimeConfig(p *profiles.Profile) {
+	if p.Runtime.Config == "" {
+		return
+	}
+	_, warnings, _ := config.Parse(p.Name+": runtime.config", []byte(p.Runtime.Config))
+	for _, w := range warnings {
+		fmt.Fprintf(os.Stderr, "warning: %s\n", w)
+	}
 }
 
 func cmdBuild(ctx context.Context, args []string) error {
@@ -234,6 +248,7 @@ func cmdProfiles(args []string) error {
 		if err != nil {
 			return err
 		}
+		warnRuntimeConfig(p)
 		fmt.Printf("%s: ok (profile %s)\n", args[1], p.Name)
 		return nil
 	}
