@@ -51,9 +51,10 @@ type Network struct {
 	Interfaces []Interface `toml:"interface"` // [[network.interface]] tables
 }
 
-// Interface is one link brought up with static addresses.
+// Interface is one link brought up with static addresses and/or DHCP.
 type Interface struct {
 	Name      string   `toml:"name"`      // e.g. "eth0"
+	DHCP      bool     `toml:"dhcp"`      // obtain (and keep renewing) an IPv4 lease
 	Addresses []string `toml:"addresses"` // CIDR, e.g. "10.0.2.15/24"
 	Gateway   string   `toml:"gateway"`   // default route via this address; "" none
 	MTU       int      `toml:"mtu"`       // 0 keeps the driver's

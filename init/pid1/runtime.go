@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"ingot.dev/ingot/init/boot"
 	"ingot.dev/ingot/init/cgroup"
 	"ingot.dev/ingot/init/supervise"
+	"ingot.dev/ingot/netsetup/dhcp"
 	"ingot.dev/ingot/netsetup/link"
 	"ingot.dev/ingot/profiles"
 )
@@ -75,8 +77,9 @@ func criStatus(ctx context.Context, socket string) error {
 	return nil
 }
 
-// networkSteps brings up loopback and the profile's static interfaces.
-func networkSteps(nw profiles.Network) []boot.Step {
+// networkSteps brings up loopback and the profile's interfaces: static addresses, then DHCP.
+func (n *Node) networkSteps(p *profiles.Profile) []boot.Step {
+	nw := p.Network
 	steps := []boot.Step{boot.Func{Name: "link lo up", Fn: func(context.Context) error { return link.Loopback() }}}
 	for _, ifc := range nw.Interfaces {
 		c := link.Config{Name: ifc.Name, MTU: ifc.MTU}
@@ -91,6 +94,34 @@ func networkSteps(nw profiles.Network) []boot.Step {
 			desc += " via " + ifc.Gateway
 		}
 		steps = append(steps, boot.Func{Name: desc, Fn: func(context.Context) error { return link.Apply(c, 2*time.Second) }})
+		if ifc.DHCP {
+			name := ifc.Name
+			steps = append(steps, boot.Func{Name: "dhcp on " + name, Fn: func(ctx context.Context) error {
+				return n.dhcp(ctx, name, p.Hostname == profiles.DefaultHostname)
+			}})
+		}
 	}
 	return steps
+}
+
+// dhcp obtains a lease for the interface, applies it and keeps renewing it in the background.
+// The lease's hostname is used when the profile left the hostname at its default.
+func (n *Node) dhcp(ctx context.Context, ifname string, useHostname bool) error {
+	actx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	lease, err := dhcp.Acquire(actx, ifname)
+	if err != nil {
+		return err
+	}
+	if err := dhcp.Apply(lease, "/etc/resolv.conf"); err != nil {
+		return err
+	}
+	n.log.Info("dhcp lease", "interface", ifname, "address", lease.Address.String(), "router", lease.Router.String(), "lease", lease.Duration)
+	if useHostname && lease.Hostname != "" {
+		if err := (boot.Hostname(lease.Hostname)).Do(ctx); err == nil {
+			os.WriteFile("/etc/hostname", []byte(lease.Hostname+"\n"), 0o644)
+		}
+	}
+	n.goSafe(func() { dhcp.Keep(ctx, n.log, lease, "/etc/resolv.conf") })
+	return nil
 }

@@ -14,7 +14,8 @@ import (
 	"ingot.dev/ingot/qemu"
 )
 
-// TestCRIInVM boots an image with the runtime on each architecture, pulls busybox from the
+// TestCRIInVM boots an image with the runtime on each architecture, takes its address by DHCP
+// from QEMU's user network, pulls busybox from the
 // test registry through a guestfwd rule (the guest reaches nothing else), runs a pod whose
 // container prints a line, and reads that line back with crictl logs.
 func TestCRIInVM(t *testing.T) {
@@ -49,6 +50,9 @@ func TestCRIInVM(t *testing.T) {
 			took := vm.WaitReady(bootTimeout)
 			t.Logf("%s: QEMU start to %q with the runtime: %d ms", archName, ReadyLine, took.Milliseconds())
 			vm.Prompt(shellTimeout)
+			if !strings.Contains(vm.Console.Output(), "dhcp lease interface=eth0 address=10.0.2.15/24") {
+				t.Fatalf("the node did not get 10.0.2.15 by DHCP:\n%s", tail(vm.Console.Output(), 3000))
+			}
 			const long = 4 * time.Minute
 			vm.MustShell("crictl pull registry.k8s.io/e2e-test-images/busybox:1.29-2", long)
 			vm.MustShell(`echo '{"metadata":{"name":"vm","namespace":"default","uid":"vm-uid"},"log_directory":"/var/log/pods/vm","linux":{}}' > /tmp/pod.json`, shellTimeout)
