@@ -7,7 +7,7 @@ CACHE      ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ingot
 SYSROOT_ARM64 := $(CACHE)/sysroot/arm64
 GOFLAGS_NODE := -trimpath -buildvcs=false -tags 'seccomp netgo osusergo'
 LDFLAGS_NODE := -s -w -linkmode external -extldflags '-static'
-NODE_SRC   := $(shell find cmd init profiles -name '*.go' -o -name '*.toml') go.mod go.sum
+NODE_SRC   := $(shell find cmd init profiles runtime netsetup -name '*.go' -o -name '*.toml') go.mod go.sum
 HOST_SRC   := $(shell find cmd image profiles qemu internal -name '*.go' -o -name '*.toml') go.mod go.sum
 
 .PHONY: help deps build image qemu test unit vet bench clean

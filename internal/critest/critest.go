@@ -113,6 +113,10 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 		return Summary{}, err
 	}
 	defer os.RemoveAll(dir)
+	// The runtime's root is below: containers in user namespaces must be able to walk to it.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return Summary{}, err
+	}
 	if o.Logs == "" {
 		if o.Logs, err = os.MkdirTemp("", "ingot-critest-logs-"); err != nil {
 			return Summary{}, err

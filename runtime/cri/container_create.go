@@ -3,9 +3,11 @@ package cri
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -85,11 +87,28 @@ func (s *Server) createContainer(ctx context.Context, id string, sb *sandbox, po
 	rootfs := filepath.Join(dir, "rootfs")
 	defer func() {
 		if retErr != nil {
-			unix.Unmount(rootfs, unix.MNT_DETACH)
+			unmountContainer(dir)
 			os.RemoveAll(dir)
 		}
 	}()
-	if err := mountRootfs(dir, layers); err != nil {
+	// In a pod with its own user namespace the rootfs must belong to that namespace's root:
+	// the layers are seen through idmapped mounts and the writable layer is chowned to it.
+	var owner *idOwner
+	uids, gids, err := oci.UserNamespace(podCfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errdefs.ErrInvalid, err)
+	}
+	if uids != nil {
+		owner = &idOwner{uid: int(uids[0].HostID), gid: int(gids[0].HostID)}
+		if layers, err = idmapLayers(dir, layers, fmt.Sprintf("/proc/%d/ns/user", sb.PausePid)); err != nil {
+			return nil, err
+		}
+	}
+	if err := mountRootfs(dir, layers, owner); err != nil {
+		return nil, err
+	}
+	vols, err := s.mountImageVolumes(dir, cfg.GetMounts())
+	if err != nil {
 		return nil, err
 	}
 	logPath := ""
@@ -101,7 +120,7 @@ func (s *Server) createContainer(ctx context.Context, id string, sb *sandbox, po
 	}
 	in := oci.ContainerInput{
 		Rootfs: rootfs, Image: img.Config, PausePid: sb.PausePid, Files: s.podFiles(sb),
-		CgroupsPath: filepath.Join(sb.CgroupParent, id),
+		CgroupsPath: filepath.Join(sb.CgroupParent, id), BoundingSet: s.bounding, ImageVolumes: vols,
 	}
 	if t := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetTargetId(); t != "" {
 		s.mu.Lock()
@@ -133,6 +152,7 @@ func (s *Server) createContainer(ctx context.Context, id string, sb *sandbox, po
 		ID: id, SandboxID: sb.ID, Name: cfg.GetMetadata().GetName(), Attempt: cfg.GetMetadata().GetAttempt(),
 		Config: raw, ImageID: img.ID, ImageRef: cfg.GetImage().GetImage(), CreatedAt: time.Now().UnixNano(),
 		State: store.Created, LogPath: logPath, Dir: dir,
+		UID: spec.Process.User.UID, GID: spec.Process.User.GID, Groups: spec.Process.User.AdditionalGids,
 	}
 	if err := s.store.PutContainer(rec); err != nil {
 		sb.shim.Remove(id)
@@ -141,12 +161,125 @@ func (s *Server) createContainer(ctx context.Context, id string, sb *sandbox, po
 	return rec, nil
 }
 
-// mountRootfs stacks the image layers (lowest first in layers) under a private upper layer.
-func mountRootfs(dir string, layers []string) error {
+// mountImageVolumes mounts, read-only, the filesystem of every image a CRI mount names (image
+// volumes) under dir/volumes, and returns where by container path.
+func (s *Server) mountImageVolumes(dir string, mounts []*runtimeapi.Mount) (map[string]string, error) {
+	out := map[string]string{}
+	for i, m := range mounts {
+		ref := m.GetImage().GetImage()
+		if ref == "" {
+			continue
+		}
+		img, err := s.opts.Images.Get(ref)
+		if err != nil {
+			return nil, fmt.Errorf("image volume at %s: %w", m.GetContainerPath(), err)
+		}
+		layers, err := s.opts.Images.Layers(img.ID)
+		if err != nil {
+			return nil, fmt.Errorf("image volume at %s: %w", m.GetContainerPath(), err)
+		}
+		target := filepath.Join(dir, "volumes", strconv.Itoa(i))
+		if err := mountLayersReadOnly(target, layers); err != nil {
+			return nil, fmt.Errorf("image volume at %s (%s): %w", m.GetContainerPath(), ref, err)
+		}
+		out[filepath.Clean(m.GetContainerPath())] = target
+	}
+	return out, nil
+}
+
+// mountLayersReadOnly shows an image's layers (lowest first) at target without a writable layer:
+// overlayfs with lower directories only is read-only; it needs two of them, so a one-layer image
+// is a read-only bind mount instead.
+func mountLayersReadOnly(target string, layers []string) error {
+	if len(layers) == 0 {
+		return fmt.Errorf("image has no layers: %w", errdefs.ErrInvalid)
+	}
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return err
+	}
+	if len(layers) == 1 {
+		if err := unix.Mount(layers[0], target, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind %s: %w", layers[0], err)
+		}
+		if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			unix.Unmount(target, unix.MNT_DETACH)
+			return fmt.Errorf("make %s read-only: %w", target, err)
+		}
+		return nil
+	}
+	lower := make([]string, len(layers))
+	for i, l := range layers {
+		lower[len(layers)-1-i] = l
+	}
+	if err := unix.Mount("overlay", target, "overlay", unix.MS_RDONLY, "lowerdir="+strings.Join(lower, ":")); err != nil {
+		return fmt.Errorf("mount overlay (%d layers): %w", len(layers), err)
+	}
+	return nil
+}
+
+// unmountContainer undoes what createContainer mounted under dir: image volumes, the rootfs and
+// the idmapped layers below it.
+func unmountContainer(dir string) error {
+	vols, _ := filepath.Glob(filepath.Join(dir, "volumes", "*"))
+	idmapped, _ := filepath.Glob(filepath.Join(dir, "idmap", "*"))
+	var errs []error
+	targets := append(append(vols, filepath.Join(dir, "rootfs")), idmapped...)
+	for _, target := range targets {
+		if err := unix.Unmount(target, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", target, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// idOwner is the host uid and gid that own a container's writable layer.
+type idOwner struct{ uid, gid int }
+
+// idmapLayers attaches an idmapped view of each layer under dir/idmap, mapped through the user
+// namespace at usernsPath (the pod's): files the host sees owned by 0 appear owned by the
+// namespace's root. It needs Linux 5.19 for overlayfs on idmapped layers. The returned
+// directories replace layers as overlayfs lower directories.
+func idmapLayers(dir string, layers []string, usernsPath string) ([]string, error) {
+	userns, err := os.Open(usernsPath)
+	if err != nil {
+		return nil, fmt.Errorf("the pod's user namespace: %w", err)
+	}
+	defer userns.Close()
+	out := make([]string, 0, len(layers))
+	for i, l := range layers {
+		target := filepath.Join(dir, "idmap", strconv.Itoa(i))
+		if err := os.MkdirAll(target, 0o755); err != nil {
+			return nil, err
+		}
+		fd, err := unix.OpenTree(unix.AT_FDCWD, l, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+		if err != nil {
+			return nil, fmt.Errorf("idmapped layer %s: open_tree: %w", l, err)
+		}
+		err = unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(userns.Fd())})
+		if err == nil {
+			err = unix.MoveMount(fd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH)
+		}
+		unix.Close(fd)
+		if err != nil {
+			return nil, fmt.Errorf("idmapped layer %s (the filesystem may not support idmapped mounts): %w", l, err)
+		}
+		out = append(out, target)
+	}
+	return out, nil
+}
+
+// mountRootfs stacks the image layers (lowest first in layers) under a private upper layer,
+// owned by owner when the container runs in a user namespace of its pod.
+func mountRootfs(dir string, layers []string, owner *idOwner) error {
 	upper, work, rootfs := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "rootfs")
 	for _, d := range []string{upper, work, rootfs} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("container directory: %w", err)
+		}
+		if owner != nil {
+			if err := os.Chown(d, owner.uid, owner.gid); err != nil {
+				return fmt.Errorf("container directory: %w", err)
+			}
 		}
 	}
 	if len(layers) == 0 {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -54,6 +53,9 @@ func (s *Server) StopContainer(ctx context.Context, r *runtimeapi.StopContainerR
 	s.mu.Lock()
 	c, err := s.resolveContainer(r.GetContainerId())
 	s.mu.Unlock()
+	if errdefs.Code(err) == errdefs.Code(errdefs.ErrNotFound) {
+		return &runtimeapi.StopContainerResponse{}, nil // CRI: stopping what is gone is not an error
+	}
 	if err != nil {
 		return nil, s.grpcErr("StopContainer", err)
 	}
@@ -129,13 +131,14 @@ func (s *Server) refresh(c *store.Container) {
 	}
 	s.mu.Unlock()
 	var st struct {
-		ok, exited, notFound bool
-		code                 int
-		finished             time.Time
+		ok, exited, notFound, oom bool
+		code                      int
+		finished                  time.Time
 	}
 	if sb.shim != nil {
 		if v, err := sb.shim.State(c.ID); err == nil {
 			st.ok, st.exited, st.notFound, st.code, st.finished = true, v.Exited, v.NotFound, v.Exit.Code, v.Exit.Finished
+			st.oom = v.Exit.OOMKilled
 		}
 	}
 	s.mu.Lock()
@@ -144,7 +147,10 @@ func (s *Server) refresh(c *store.Container) {
 	case st.ok && st.exited:
 		c.State, c.ExitCode, c.FinishedAt = store.Exited, int32(st.code), st.finished.UnixNano()
 		c.Reason = "Completed"
-		if st.code != 0 {
+		switch {
+		case st.oom:
+			c.Reason = "OOMKilled" // the kubelet's name for it
+		case st.code != 0:
 			c.Reason = "Error"
 		}
 		changed = true
@@ -191,9 +197,8 @@ func (s *Server) removeContainer(ctx context.Context, c *store.Container) error 
 			return err
 		}
 	}
-	rootfs := filepath.Join(c.Dir, "rootfs")
-	if err := unix.Unmount(rootfs, unix.MNT_DETACH); err != nil && err != unix.EINVAL && !os.IsNotExist(err) {
-		return fmt.Errorf("unmount rootfs of %s: %w", c.ID, err)
+	if err := unmountContainer(c.Dir); err != nil {
+		return fmt.Errorf("container %s: %w", c.ID, err)
 	}
 	if err := os.RemoveAll(c.Dir); err != nil {
 		return fmt.Errorf("remove container directory %s: %w", c.Dir, err)

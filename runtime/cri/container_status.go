@@ -54,10 +54,38 @@ func (s *Server) ContainerStatus(ctx context.Context, r *runtimeapi.ContainerSta
 		CreatedAt: rec.CreatedAt, StartedAt: rec.StartedAt, FinishedAt: rec.FinishedAt,
 		ExitCode: rec.ExitCode, Image: cfg.GetImage(), ImageRef: imageRef, ImageId: imageID,
 		Reason: rec.Reason, Message: rec.Message, Labels: cfg.GetLabels(), Annotations: cfg.GetAnnotations(),
-		Mounts: cfg.GetMounts(), LogPath: rec.LogPath,
+		Mounts: s.statusMounts(cfg.GetMounts()), LogPath: rec.LogPath,
 		Resources: &runtimeapi.ContainerResources{Linux: cfg.GetLinux().GetResources()},
+		User:      containerUser(&rec),
 	}
 	return &runtimeapi.ContainerStatusResponse{Status: st}, nil
+}
+
+// containerUser is the identity the container's processes run with; the supplementary groups
+// include the primary group, as the kubelet reports them.
+func containerUser(c *store.Container) *runtimeapi.ContainerUser {
+	groups := []int64{int64(c.GID)}
+	for _, g := range c.Groups {
+		groups = append(groups, int64(g))
+	}
+	return &runtimeapi.ContainerUser{Linux: &runtimeapi.LinuxContainerUser{
+		Uid: int64(c.UID), Gid: int64(c.GID), SupplementalGroups: groups}}
+}
+
+// statusMounts are the container's mounts as asked, with each image volume's image_ref: the
+// ID of the image it resolved to.
+func (s *Server) statusMounts(mounts []*runtimeapi.Mount) []*runtimeapi.Mount {
+	out := make([]*runtimeapi.Mount, 0, len(mounts))
+	for _, m := range mounts {
+		if ref := m.GetImage().GetImage(); ref != "" {
+			m = proto.Clone(m).(*runtimeapi.Mount)
+			if img, err := s.opts.Images.Get(ref); err == nil {
+				m.Image.ImageRef = img.ID
+			}
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 // ListContainers lists containers filtered by id (or prefix), pod, state and labels.

@@ -25,7 +25,8 @@ func (s *Server) Status(ctx context.Context, r *runtimeapi.StatusRequest) (*runt
 		{Type: runtimeapi.NetworkReady, Status: false, Reason: "NoPodNetwork",
 			Message: "ingot's pod network (netsetup) is not configured: pods get loopback only"},
 	}
-	resp := &runtimeapi.StatusResponse{Status: &runtimeapi.RuntimeStatus{Conditions: conds}}
+	resp := &runtimeapi.StatusResponse{Status: &runtimeapi.RuntimeStatus{Conditions: conds},
+		RuntimeHandlers: s.handlers(), Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true}}
 	if r.GetVerbose() {
 		s.mu.Lock()
 		resp.Info = map[string]string{"pods": strconv.Itoa(len(s.sandboxes)), "containers": strconv.Itoa(len(s.containers)),
@@ -33,6 +34,18 @@ func (s *Server) Status(ctx context.Context, r *runtimeapi.StatusRequest) (*runt
 		s.mu.Unlock()
 	}
 	return resp, nil
+}
+
+// handlers are the runtime handlers RunPodSandbox accepts ("" is the default) and what each
+// supports. User namespaces are per pod (the pause process's); image and volume files keep their
+// host owners (no idmapped mounts yet), so they read as the overflow user inside.
+func (s *Server) handlers() []*runtimeapi.RuntimeHandler {
+	var out []*runtimeapi.RuntimeHandler
+	for _, name := range []string{"", "runc", "ingot"} {
+		out = append(out, &runtimeapi.RuntimeHandler{Name: name,
+			Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: s.rro, UserNamespaces: true}})
+	}
+	return out
 }
 
 // RuntimeConfig tells the kubelet which cgroup driver to use: cgroupfs (ingot has no systemd).

@@ -103,7 +103,10 @@ func (s *Server) runSandbox(ctx context.Context, id string, cfg *runtimeapi.PodS
 	if err != nil {
 		return nil, err
 	}
-	spec := oci.SandboxSpec(cfg, s.pauseRootfs(), filepath.Join(rec.CgroupParent, id))
+	spec, err := oci.SandboxSpec(cfg, s.pauseRootfs(), filepath.Join(rec.CgroupParent, id))
+	if err != nil {
+		return nil, fmt.Errorf("%w: pod %s: %w", errdefs.ErrInvalid, cfg.GetMetadata().GetName(), err)
+	}
 	data, err := json.Marshal(spec)
 	if err != nil {
 		return nil, err

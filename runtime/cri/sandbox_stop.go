@@ -3,11 +3,13 @@ package cri
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ingot.dev/ingot/runtime/errdefs"
+	"ingot.dev/ingot/runtime/oci"
 	"ingot.dev/ingot/runtime/store"
 )
 
@@ -86,6 +88,13 @@ func (s *Server) RemovePodSandbox(ctx context.Context, r *runtimeapi.RemovePodSa
 		time.Sleep(20 * time.Millisecond)
 	}
 	s.cleanupPod(sb.ID, sb.ShimDir)
+	// The pod's cgroup is ours to remove when we chose it; a kubelet-given parent is the
+	// kubelet's. libcontainer has removed the containers' cgroups below it already.
+	if sb.CgroupParent == filepath.Join(s.opts.CgroupRoot, sb.ID) {
+		if err := oci.RemoveCgroup(sb.CgroupParent); err != nil {
+			s.log.Warn("pod cgroup left behind", "pod", sb.ID, "err", err)
+		}
+	}
 	if err := s.store.DeleteSandbox(sb.ID); err != nil {
 		return nil, s.grpcErr("RemovePodSandbox", err, "pod", sb.ID)
 	}

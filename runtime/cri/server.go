@@ -18,10 +18,12 @@ import (
 	"strings"
 	"sync"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ingot.dev/ingot/runtime/errdefs"
+	"ingot.dev/ingot/runtime/oci"
 	"ingot.dev/ingot/runtime/shim"
 	"ingot.dev/ingot/runtime/store"
 )
@@ -52,6 +54,9 @@ type Server struct {
 	containers map[string]*store.Container
 	names      map[string]string // reserved pod and container names → id
 	podCIDR    string
+
+	bounding []string // the runtime's capability bounding set: what privileged containers get
+	rro      bool     // the kernel has mount_setattr: recursive read-only mounts work
 }
 
 type sandbox struct {
@@ -67,8 +72,18 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	if o.CgroupRoot == "" {
 		o.CgroupRoot = "/ingot.pods"
 	}
-	for _, d := range []string{o.Root, o.State, filepath.Join(o.Root, "pods"), filepath.Join(o.Root, "containers"), filepath.Join(o.State, "pods")} {
+	for _, d := range []string{o.State, filepath.Join(o.State, "pods")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("runtime directory %s: %w", d, err)
+		}
+	}
+	// Containers in a user namespace are not root on the host: they must be able to walk (not
+	// list) the way to their rootfs and pod files, as with containerd's 0711 root.
+	for _, d := range []string{o.Root, filepath.Join(o.Root, "pods"), filepath.Join(o.Root, "containers")} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, fmt.Errorf("runtime directory %s: %w", d, err)
+		}
+		if err := os.Chmod(d, 0o711); err != nil {
 			return nil, fmt.Errorf("runtime directory %s: %w", d, err)
 		}
 	}
@@ -77,7 +92,11 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{opts: o, log: o.Log, store: st, sandboxes: map[string]*sandbox{},
-		containers: map[string]*store.Container{}, names: map[string]string{}}
+		containers: map[string]*store.Container{}, names: map[string]string{}, rro: hasMountSetattr()}
+	if s.bounding, err = oci.BoundingSet(); err != nil {
+		st.Close()
+		return nil, err
+	}
 	if err := s.preparePause(); err != nil {
 		st.Close()
 		return nil, err
@@ -143,6 +162,13 @@ func (s *Server) preparePause() error {
 		return err
 	}
 	return os.Rename(tmp, dst)
+}
+
+// hasMountSetattr probes for mount_setattr(2) (Linux 5.12), which recursive read-only mounts
+// need: with a bad descriptor it fails with EBADF where it exists and ENOSYS where it does not.
+func hasMountSetattr() bool {
+	err := unix.MountSetattr(-1, "", unix.AT_EMPTY_PATH, &unix.MountAttr{})
+	return err != unix.ENOSYS
 }
 
 func (s *Server) pauseRootfs() string { return filepath.Join(s.opts.Root, "pause") }

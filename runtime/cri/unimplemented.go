@@ -27,24 +27,12 @@ func (s *Server) PortForward(ctx context.Context, r *runtimeapi.PortForwardReque
 	return nil, unimplemented("PortForward", "interactive streaming and pod networking are not built")
 }
 
-func (s *Server) ContainerStats(ctx context.Context, r *runtimeapi.ContainerStatsRequest) (*runtimeapi.ContainerStatsResponse, error) {
-	return nil, unimplemented("ContainerStats", "container statistics (runtime/stats) are not built")
-}
-
-func (s *Server) ListContainerStats(ctx context.Context, r *runtimeapi.ListContainerStatsRequest) (*runtimeapi.ListContainerStatsResponse, error) {
-	return nil, unimplemented("ListContainerStats", "container statistics (runtime/stats) are not built")
-}
-
 func (s *Server) PodSandboxStats(ctx context.Context, r *runtimeapi.PodSandboxStatsRequest) (*runtimeapi.PodSandboxStatsResponse, error) {
 	return nil, unimplemented("PodSandboxStats", "pod statistics (runtime/stats) are not built")
 }
 
 func (s *Server) ListPodSandboxStats(ctx context.Context, r *runtimeapi.ListPodSandboxStatsRequest) (*runtimeapi.ListPodSandboxStatsResponse, error) {
 	return nil, unimplemented("ListPodSandboxStats", "pod statistics (runtime/stats) are not built")
-}
-
-func (s *Server) UpdateContainerResources(ctx context.Context, r *runtimeapi.UpdateContainerResourcesRequest) (*runtimeapi.UpdateContainerResourcesResponse, error) {
-	return nil, unimplemented("UpdateContainerResources", "changing a running container's cgroup limits is not built")
 }
 
 func (s *Server) CheckpointContainer(ctx context.Context, r *runtimeapi.CheckpointContainerRequest) (*runtimeapi.CheckpointContainerResponse, error) {

@@ -21,15 +21,18 @@ var (
 )
 
 // Code returns the gRPC code for err. os.ErrNotExist and os.ErrExist count as not found and
-// already exists, so errors from the filesystem and the shim map without wrapping.
+// already exists, so errors from the filesystem and the shim map without wrapping; a kind the
+// runtime chose (ErrInvalid around a missing file the request named) wins over them.
 func Code(err error) codes.Code {
 	switch {
 	case err == nil:
 		return codes.OK
-	case errors.Is(err, ErrNotFound), errors.Is(err, os.ErrNotExist):
+	case errors.Is(err, ErrNotFound):
 		return codes.NotFound
 	case errors.Is(err, ErrInvalid):
 		return codes.InvalidArgument
+	case errors.Is(err, os.ErrNotExist):
+		return codes.NotFound
 	case errors.Is(err, ErrAlreadyExists), errors.Is(err, os.ErrExist):
 		return codes.AlreadyExists
 	case errors.Is(err, ErrPrecondition):

@@ -143,3 +143,44 @@ func TestKillDaemonAndRecover(t *testing.T) {
 		}
 	}
 }
+
+// TestCrictlStatsAndUpdate reads a running container's usage (crictl stats) and changes its
+// memory limit in place (crictl update), as the kubelet does for an in-place resize.
+func TestCrictlStatsAndUpdate(t *testing.T) {
+	testgate.Short(t, "the runtime integration tier")
+	r := Start(t)
+	r.MustCrictl("pull", busybox)
+	pod := r.MustCrictl("runp", podConfig(t, r, "stats"))
+	ctr := r.MustCrictl("create", pod, ctrConfig(t, r, "sleeper", "sleep", "300"), podConfig(t, r, "stats"))
+	r.MustCrictl("start", ctr)
+	var stats struct {
+		Stats []struct {
+			Attributes struct{ ID string }
+			Memory     struct{ WorkingSetBytes struct{ Value string } }
+		}
+	}
+	if err := json.Unmarshal([]byte(r.MustCrictl("stats", "-o", "json", "--id", ctr)), &stats); err != nil {
+		t.Fatal(err)
+	}
+	if len(stats.Stats) != 1 || stats.Stats[0].Attributes.ID != ctr || stats.Stats[0].Memory.WorkingSetBytes.Value == "" {
+		t.Fatalf("crictl stats: %+v", stats)
+	}
+	const limit = 48 << 20
+	r.MustCrictl("update", "--memory", fmt.Sprint(limit), ctr)
+	// cgroup v1 keeps the limit in memory.limit_in_bytes, v2 in memory.max.
+	var got string
+	for _, p := range []string{"/sys/fs/cgroup/memory", "/sys/fs/cgroup"} {
+		dir := filepath.Join(p, r.CgroupRoot, pod, ctr)
+		for _, f := range []string{"memory.limit_in_bytes", "memory.max"} {
+			if data, err := os.ReadFile(filepath.Join(dir, f)); err == nil {
+				got = strings.TrimSpace(string(data))
+			}
+		}
+	}
+	if got != fmt.Sprint(limit) {
+		t.Fatalf("memory limit after crictl update: %q, want %d", got, limit)
+	}
+	if out := r.MustCrictl("inspect", ctr); !strings.Contains(out, fmt.Sprint(limit)) {
+		t.Errorf("crictl inspect does not report the new limit:\n%s", out)
+	}
+}

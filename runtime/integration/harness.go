@@ -20,6 +20,7 @@ import (
 	"ingot.dev/ingot/internal/critools"
 	"ingot.dev/ingot/internal/testgate"
 	"ingot.dev/ingot/internal/testimages"
+	"ingot.dev/ingot/runtime/oci"
 )
 
 // Runtime is one daemon under test.
@@ -28,9 +29,11 @@ type Runtime struct {
 	Dir    string // root, state, config and logs live here
 	Socket string
 	Config string
-	crictl string
-	cmd    *exec.Cmd
-	done   chan struct{}
+	// CgroupRoot is the daemon's own parent cgroup for pods, removed at cleanup.
+	CgroupRoot string
+	crictl     string
+	cmd        *exec.Cmd
+	done       chan struct{}
 }
 
 var (
@@ -91,7 +94,8 @@ func Start(t testing.TB) *Runtime {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &Runtime{t: t, Dir: dir, Socket: filepath.Join(dir, "state", "ingot.sock"), Config: filepath.Join(dir, "config.toml"), crictl: crictl}
+	r := &Runtime{t: t, Dir: dir, Socket: filepath.Join(dir, "state", "ingot.sock"), Config: filepath.Join(dir, "config.toml"), crictl: crictl,
+		CgroupRoot: "/" + filepath.Base(dir)}
 	cfg := fmt.Sprintf("version = 2\nroot = %q\nstate = %q\n\n[grpc]\n  address = %q\n\n", filepath.Join(dir, "root"), filepath.Join(dir, "state"), r.Socket) +
 		testimages.MirrorsTOML(addr)
 	if err := os.WriteFile(r.Config, []byte(cfg), 0o644); err != nil {
@@ -110,7 +114,7 @@ func (r *Runtime) start(bin string) {
 		r.t.Fatal(err)
 	}
 	// A private mount namespace: overlay and shm mounts never show up on the host.
-	r.cmd = exec.Command("unshare", "--mount", "--propagation", "private", bin, "runtime", "--config", r.Config)
+	r.cmd = exec.Command("unshare", "--mount", "--propagation", "private", bin, "runtime", "--config", r.Config, "--cgroup-root", r.CgroupRoot)
 	r.cmd.Stdout, r.cmd.Stderr = logf, logf
 	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := r.cmd.Start(); err != nil {
@@ -198,6 +202,9 @@ func (r *Runtime) cleanup() {
 	}
 	if r.t.Failed() {
 		r.t.Logf("daemon log:\n%s", tail(r.Log(), 4000))
+	}
+	if err := oci.RemoveCgroup(r.CgroupRoot); err != nil {
+		r.t.Errorf("cgroups left behind: %v", err)
 	}
 	os.RemoveAll(r.Dir)
 }

@@ -74,9 +74,42 @@ func Env(c *runtimeapi.ContainerConfig, img ImageConfig) []string {
 
 func nsPath(pid int, ns string) string { return fmt.Sprintf("/proc/%d/ns/%s", pid, ns) }
 
+// UserNamespace checks a pod's user namespace options and returns its ID mappings: none for the
+// node's user namespace (the default), one uid and one gid range starting at container ID 0 for
+// a pod of its own. Containers cannot have user namespaces of their own (CRI: POD or NODE only).
+func UserNamespace(u *runtimeapi.UserNamespace) (uids, gids []specs.LinuxIDMapping, err error) {
+	if u == nil {
+		return nil, nil, nil // unset: the node's (POD is the enum's zero value, so ask explicitly)
+	}
+	switch u.GetMode() {
+	case runtimeapi.NamespaceMode_NODE:
+		return nil, nil, nil
+	case runtimeapi.NamespaceMode_POD:
+	default:
+		return nil, nil, fmt.Errorf("user namespace mode %v: only POD and NODE are supported", u.GetMode())
+	}
+	conv := func(kind string, m []*runtimeapi.IDMapping) ([]specs.LinuxIDMapping, error) {
+		if len(m) != 1 {
+			return nil, fmt.Errorf("user namespace: %d %s mappings, want exactly one", len(m), kind)
+		}
+		if m[0].GetContainerId() != 0 || m[0].GetLength() == 0 {
+			return nil, fmt.Errorf("user namespace: the %s mapping must start at container ID 0 and be non-empty (got %d+%d)",
+				kind, m[0].GetContainerId(), m[0].GetLength())
+		}
+		return []specs.LinuxIDMapping{{ContainerID: 0, HostID: m[0].GetHostId(), Size: m[0].GetLength()}}, nil
+	}
+	if uids, err = conv("uid", u.GetUids()); err != nil {
+		return nil, nil, err
+	}
+	if gids, err = conv("gid", u.GetGids()); err != nil {
+		return nil, nil, err
+	}
+	return uids, gids, nil
+}
+
 // SandboxSpec is the spec of a pod's pause container: it holds the pod's namespaces and does
 // nothing else. rootfs holds the pause binary at /pause.
-func SandboxSpec(cfg *runtimeapi.PodSandboxConfig, rootfs, cgroupsPath string) *specs.Spec {
+func SandboxSpec(cfg *runtimeapi.PodSandboxConfig, rootfs, cgroupsPath string) (*specs.Spec, error) {
 	s := Default(rootfs, []string{"/pause", "pause"})
 	s.Root.Readonly = true
 	s.Process.Capabilities = &specs.LinuxCapabilities{} // the pause process needs none
@@ -93,6 +126,15 @@ func SandboxSpec(cfg *runtimeapi.PodSandboxConfig, rootfs, cgroupsPath string) *
 		}
 		ns = append(ns, n)
 	}
+	uids, gids, err := UserNamespace(opts.GetUsernsOptions())
+	if err != nil {
+		return nil, err
+	}
+	if uids != nil {
+		// The pod's other namespaces are created inside (owned by) its user namespace.
+		ns = append([]specs.LinuxNamespace{{Type: specs.UserNamespace}}, ns...)
+		s.Linux.UIDMappings, s.Linux.GIDMappings = uids, gids
+	}
 	s.Linux.Namespaces = ns
 	if opts.GetNetwork() != runtimeapi.NamespaceMode_NODE {
 		s.Hostname = cfg.GetHostname()
@@ -100,7 +142,7 @@ func SandboxSpec(cfg *runtimeapi.PodSandboxConfig, rootfs, cgroupsPath string) *
 	s.Linux.CgroupsPath = cgroupsPath
 	s.Linux.Sysctl = cfg.GetLinux().GetSysctls()
 	s.Annotations = map[string]string{"io.kubernetes.cri.container-type": "sandbox"}
-	return s
+	return s, nil
 }
 
 // ContainerInput is everything ContainerSpec needs besides the CRI configs.
@@ -111,6 +153,12 @@ type ContainerInput struct {
 	TargetPid   int // for NamespaceMode_TARGET: the target container's init
 	CgroupsPath string
 	Files       PodFiles
+	// BoundingSet is the runtime's capability bounding set (BoundingSet()): what "privileged"
+	// and "ALL" grant. nil: every capability the kernel knows.
+	BoundingSet []string
+	// ImageVolumes maps the container path of each image volume (a CRI mount naming an image)
+	// to the directory where the runtime mounted that image's filesystem, read-only.
+	ImageVolumes map[string]string
 }
 
 // ContainerSpec builds the spec of an application container in a pod.
@@ -134,6 +182,14 @@ func ContainerSpec(sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfi
 	nsOpts := sc.GetNamespaceOptions()
 	podOpts := sb.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	var ns []specs.LinuxNamespace
+	uids, gids, err := UserNamespace(podOpts.GetUsernsOptions())
+	if err != nil {
+		return nil, fmt.Errorf("container %s: %w", c.GetMetadata().GetName(), err)
+	}
+	if uids != nil {
+		ns = append(ns, specs.LinuxNamespace{Type: specs.UserNamespace, Path: nsPath(in.PausePid, "user")})
+		s.Linux.UIDMappings, s.Linux.GIDMappings = uids, gids
+	}
 	ns = append(ns, specs.LinuxNamespace{Type: specs.MountNamespace})
 	if podOpts.GetNetwork() != runtimeapi.NamespaceMode_NODE {
 		ns = append(ns, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: nsPath(in.PausePid, "net")},
@@ -156,9 +212,13 @@ func ContainerSpec(sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfi
 	}
 	s.Linux.Namespaces = ns
 
-	// Capabilities.
+	// Capabilities and seccomp.
+	bounding := in.BoundingSet
+	if bounding == nil {
+		bounding = allCapabilities()
+	}
 	if sc.GetPrivileged() {
-		all := allCapabilities()
+		all := append([]string(nil), bounding...)
 		s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: all, Effective: all, Permitted: all}
 		s.Linux.MaskedPaths, s.Linux.ReadonlyPaths = nil, nil
 		for i := range s.Mounts {
@@ -168,8 +228,16 @@ func ContainerSpec(sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfi
 		}
 		s.Linux.Resources.Devices = []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}
 	} else {
-		caps := adjustCaps(DefaultCapabilities, sc.GetCapabilities())
+		caps, err := adjustCaps(DefaultCapabilities, sc.GetCapabilities(), bounding)
+		if err != nil {
+			return nil, fmt.Errorf("container %s: %w", c.GetMetadata().GetName(), err)
+		}
 		s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
+		// Seccomp is for unprivileged containers: a privileged one gets no filter, whatever it
+		// asks for (as with containerd).
+		if s.Linux.Seccomp, err = Seccomp(sc.GetSeccomp(), sc.GetSeccompProfilePath(), caps); err != nil {
+			return nil, fmt.Errorf("container %s: %w", c.GetMetadata().GetName(), err)
+		}
 		if p := sc.GetMaskedPaths(); p != nil {
 			s.Linux.MaskedPaths = p
 		}
@@ -198,28 +266,20 @@ func ContainerSpec(sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfi
 		s.Mounts = append(s.Mounts, specs.Mount{Destination: m.dst, Type: "bind", Source: m.src, Options: opts})
 	}
 	for _, m := range c.GetMounts() {
-		if !filepath.IsAbs(m.GetContainerPath()) {
-			return nil, fmt.Errorf("container %s: mount destination %q is not absolute", c.GetMetadata().GetName(), m.GetContainerPath())
+		mnt, err := mount(m, in.ImageVolumes)
+		if err != nil {
+			return nil, fmt.Errorf("container %s: %w", c.GetMetadata().GetName(), err)
 		}
-		if _, err := os.Stat(m.GetHostPath()); os.IsNotExist(err) {
-			// The kubelet's contract: a missing host path is created as a directory.
-			if err := os.MkdirAll(m.GetHostPath(), 0o755); err != nil {
-				return nil, fmt.Errorf("container %s: mount source %s: %w", c.GetMetadata().GetName(), m.GetHostPath(), err)
-			}
-		}
-		opts := []string{"rbind"}
+		s.Mounts = append(s.Mounts, mnt)
+		// The container's root must pass propagation on for its mounts to (runc's rule).
 		switch m.GetPropagation() {
 		case runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL:
-			opts = append(opts, "rshared")
+			s.Linux.RootfsPropagation = "rshared"
 		case runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:
-			opts = append(opts, "rslave")
-		default:
-			opts = append(opts, "rprivate")
+			if s.Linux.RootfsPropagation == "" {
+				s.Linux.RootfsPropagation = "rslave"
+			}
 		}
-		if m.GetReadonly() {
-			opts = append(opts, "ro")
-		}
-		s.Mounts = append(s.Mounts, specs.Mount{Destination: m.GetContainerPath(), Type: "bind", Source: m.GetHostPath(), Options: opts})
 	}
 
 	// Devices.
@@ -246,6 +306,14 @@ func ContainerSpec(sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfi
 	return s, nil
 }
 
+// Resources translates the CRI's container resources into the OCI cgroup limits, as
+// ContainerSpec does at create time (UpdateContainerResources uses it later).
+func Resources(r *runtimeapi.LinuxContainerResources) *specs.LinuxResources {
+	s := &specs.Spec{Process: &specs.Process{}, Linux: &specs.Linux{Resources: &specs.LinuxResources{}}}
+	setResources(s, r)
+	return s.Linux.Resources
+}
+
 func setResources(s *specs.Spec, r *runtimeapi.LinuxContainerResources) {
 	if r == nil {
 		return
@@ -267,6 +335,10 @@ func setResources(s *specs.Spec, r *runtimeapi.LinuxContainerResources) {
 	res.CPU = cpu
 	if v := r.GetMemoryLimitInBytes(); v > 0 {
 		res.Memory = &specs.LinuxMemory{Limit: &v}
+		// CRI's swap limit is memory plus swap, as cgroup v1's memsw and the OCI spec count it.
+		if sw := r.GetMemorySwapLimitInBytes(); sw > 0 {
+			res.Memory.Swap = &sw
+		}
 	}
 	if v := r.GetOomScoreAdj(); v != 0 {
 		// A process can only lower its OOM priority below its parent's with CAP_SYS_RESOURCE,
@@ -313,24 +385,27 @@ func device(hostPath, ctrPath string) (specs.LinuxDevice, error) {
 	return d, nil
 }
 
-func adjustCaps(base []string, c *runtimeapi.Capability) []string {
+// adjustCaps applies the CRI's added and dropped capabilities to base. "ALL" adds the runtime's
+// bounding set; naming a capability outside it is an error (the container could not get it).
+func adjustCaps(base []string, c *runtimeapi.Capability, bounding []string) ([]string, error) {
 	set := map[string]bool{}
 	for _, v := range base {
 		set[v] = true
 	}
-	norm := func(v string) string {
-		v = strings.ToUpper(v)
-		if !strings.HasPrefix(v, "CAP_") {
-			v = "CAP_" + v
-		}
-		return v
+	norm := normCap
+	inBounding := map[string]bool{}
+	for _, v := range bounding {
+		inBounding[v] = true
 	}
 	for _, v := range c.GetAddCapabilities() {
 		if strings.EqualFold(v, "ALL") {
-			for _, a := range allCapabilities() {
+			for _, a := range bounding {
 				set[a] = true
 			}
 			continue
+		}
+		if !inBounding[norm(v)] {
+			return nil, fmt.Errorf("capability %s: not held by the runtime (its bounding set lacks it)", norm(v))
 		}
 		set[norm(v)] = true
 	}
@@ -346,11 +421,71 @@ func adjustCaps(base []string, c *runtimeapi.Capability) []string {
 	}
 	var out []string
 	for _, v := range allCapabilities() {
-		if set[v] {
+		if set[v] && inBounding[v] {
 			out = append(out, v)
 		}
 	}
-	return out
+	return out, nil
+}
+
+// mount translates one CRI mount: a bind of a host path, or of an image volume.
+func mount(m *runtimeapi.Mount, imageVolumes map[string]string) (specs.Mount, error) {
+	dst := m.GetContainerPath()
+	if !filepath.IsAbs(dst) {
+		return specs.Mount{}, fmt.Errorf("mount destination %q is not absolute", dst)
+	}
+	src := m.GetHostPath()
+	if m.GetImage().GetImage() != "" {
+		// Image volumes are read-only by definition (CRI: the runtime should reject others).
+		if !m.GetReadonly() {
+			return specs.Mount{}, fmt.Errorf("image volume at %s must be read-only", dst)
+		}
+		root, ok := imageVolumes[filepath.Clean(dst)]
+		if !ok {
+			return specs.Mount{}, fmt.Errorf("image volume at %s (%s) is not mounted", dst, m.GetImage().GetImage())
+		}
+		src = root
+		if sub := m.GetImageSubPath(); sub != "" {
+			p, err := securePath(root, sub)
+			if err != nil {
+				return specs.Mount{}, fmt.Errorf("image volume at %s: sub-path %q: %w", dst, sub, err)
+			}
+			src = p
+		}
+	} else {
+		if src == "" {
+			return specs.Mount{}, fmt.Errorf("mount at %s has no host path", dst)
+		}
+		if _, err := os.Stat(src); os.IsNotExist(err) {
+			// The kubelet's contract: a missing host path is created as a directory.
+			if err := os.MkdirAll(src, 0o755); err != nil {
+				return specs.Mount{}, fmt.Errorf("mount source %s: %w", src, err)
+			}
+		}
+	}
+	opts := []string{"rbind"}
+	switch m.GetPropagation() {
+	case runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL:
+		opts = append(opts, "rshared")
+	case runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:
+		opts = append(opts, "rslave")
+	default:
+		opts = append(opts, "rprivate")
+	}
+	if m.GetRecursiveReadOnly() {
+		// CRI: recursive read-only needs read-only and private propagation.
+		if !m.GetReadonly() {
+			return specs.Mount{}, fmt.Errorf("mount at %s: recursive read-only needs read-only", dst)
+		}
+		if m.GetPropagation() != runtimeapi.MountPropagation_PROPAGATION_PRIVATE {
+			return specs.Mount{}, fmt.Errorf("mount at %s: recursive read-only needs private propagation, not %v", dst, m.GetPropagation())
+		}
+		opts = append(opts, "rro")
+	}
+	if m.GetReadonly() {
+		opts = append(opts, "ro")
+	}
+	return specs.Mount{Destination: dst, Type: "bind", Source: src, Options: opts}, nil
 }
 
 func allCapabilities() []string {
@@ -389,6 +524,10 @@ func firstNonEmpty(v ...string) string {
 // image's User ("name", "uid", "name:group", "uid:gid"); names are looked up in the container's
 // own /etc/passwd and /etc/group.
 func setUser(s *specs.Spec, sc *runtimeapi.LinuxContainerSecurityContext, imageUser, rootfs string) error {
+	// CRI: run_as_group is only valid with run_as_user or run_as_username.
+	if sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
+		return fmt.Errorf("run_as_group %d is set without run_as_user or run_as_username", sc.GetRunAsGroup().GetValue())
+	}
 	user := imageUser
 	if sc.GetRunAsUsername() != "" {
 		user = sc.GetRunAsUsername()
@@ -429,7 +568,9 @@ func setUser(s *specs.Spec, sc *runtimeapi.LinuxContainerSecurityContext, imageU
 	}
 	s.Process.User = specs.User{UID: uid, GID: gid}
 	seen := map[uint32]bool{gid: true}
-	if uname != "" {
+	// Merge (the default) adds the groups the image's /etc/group gives the user; Strict only
+	// those the security context names.
+	if uname != "" && sc.GetSupplementalGroupsPolicy() != runtimeapi.SupplementalGroupsPolicy_Strict {
 		for _, g := range memberOf(rootfs, uname) {
 			if !seen[g] {
 				seen[g] = true

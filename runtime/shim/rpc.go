@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"ingot.dev/ingot/runtime/oci"
 )
 
 // service is the net/rpc face of Server.
@@ -22,6 +24,8 @@ func (v *service) Signal(a SignalArgs, _ *struct{}) error     { return v.s.signa
 func (v *service) Remove(id string, _ *struct{}) error        { return v.s.remove(id) }
 func (v *service) Exec(a ExecArgs, r *ExecResult) (err error) { *r, err = v.s.exec(a); return }
 func (v *service) Reopen(id string, _ *struct{}) error        { return v.s.reopen(id) }
+func (v *service) Stats(id string, u *oci.Usage) (err error)  { *u, err = v.s.stats(id); return }
+func (v *service) Update(a UpdateArgs, _ *struct{}) error     { return v.s.update(a) }
 func (v *service) Shutdown(_ struct{}, _ *struct{}) error {
 	go func() {
 		time.Sleep(10 * time.Millisecond) // let the reply go out first
@@ -111,6 +115,12 @@ func (c *Client) Exec(a ExecArgs) (ExecResult, error) {
 	err := c.call("Exec", a, &r)
 	return r, err
 }
-func (c *Client) Reopen(id string) error { return c.call("Reopen", id, &struct{}{}) }
-func (c *Client) Shutdown() error        { return c.call("Shutdown", struct{}{}, &struct{}{}) }
-func (c *Client) Close() error           { return c.rpc.Close() }
+func (c *Client) Reopen(id string) error    { return c.call("Reopen", id, &struct{}{}) }
+func (c *Client) Update(a UpdateArgs) error { return c.call("Update", a, &struct{}{}) }
+func (c *Client) Stats(id string) (oci.Usage, error) {
+	var u oci.Usage
+	err := c.call("Stats", id, &u)
+	return u, err
+}
+func (c *Client) Shutdown() error { return c.call("Shutdown", struct{}{}, &struct{}{}) }
+func (c *Client) Close() error    { return c.rpc.Close() }

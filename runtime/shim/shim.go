@@ -54,9 +54,10 @@ type container struct {
 
 // Exit is how a container's main process ended.
 type Exit struct {
-	Code     int
-	Signal   int
-	Finished time.Time
+	Code      int
+	Signal    int
+	Finished  time.Time
+	OOMKilled bool // killed by the kernel's OOM killer (its cgroup's memory limit)
 }
 
 // CreateArgs asks for a container. Spec is the OCI spec as JSON.
@@ -91,6 +92,12 @@ type ExecResult struct {
 	Stdout, Stderr []byte
 	ExitCode       int
 	TimedOut       bool
+}
+
+// UpdateArgs changes a container's cgroup limits; Resources is an OCI LinuxResources as JSON.
+type UpdateArgs struct {
+	ID        string
+	Resources []byte
 }
 
 // SignalArgs sends a signal to a container's main process (All: every process in it).
@@ -238,6 +245,8 @@ func (s *Server) wait(c *container) {
 			if ws.Signaled() {
 				ex.Signal = int(ws.Signal())
 				ex.Code = 128 + ex.Signal
+				// The cgroup outlives the process until Remove: its OOM count is still there.
+				ex.OOMKilled = ws.Signal() == syscall.SIGKILL && oci.OOMKilled(c.lc)
 			} else {
 				ex.Code = ws.ExitStatus()
 			}
@@ -390,6 +399,33 @@ func (s *Server) exec(a ExecArgs) (ExecResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// update sets new cgroup limits (an OCI LinuxResources as JSON) on a created or running container.
+func (s *Server) update(a UpdateArgs) error {
+	c, err := s.get(a.ID)
+	if err != nil {
+		return err
+	}
+	var r specs.LinuxResources
+	if err := json.Unmarshal(a.Resources, &r); err != nil {
+		return fmt.Errorf("container %s: resources: %w", a.ID, err)
+	}
+	return oci.Update(c.lc, &r)
+}
+
+// stats reads a container's cgroup usage; a container that has exited reads as zero.
+func (s *Server) stats(id string) (oci.Usage, error) {
+	c, err := s.get(id)
+	if err != nil {
+		return oci.Usage{}, err
+	}
+	select {
+	case <-c.exited:
+		return oci.Usage{}, nil
+	default:
+	}
+	return oci.Stats(c.lc)
 }
 
 func (s *Server) reopen(id string) error {

@@ -53,6 +53,9 @@ type Container struct {
 	Message    string
 	LogPath    string
 	Dir        string // root/containers/<id>: rootfs mount point, upper and work dirs
+	// The identity the container's processes run with, resolved at create time.
+	UID, GID uint32
+	Groups   []uint32 // supplementary groups besides GID
 }
 
 // Container states.
