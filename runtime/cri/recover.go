@@ -39,6 +39,13 @@ func (s *Server) recover(ctx context.Context) error {
 	for _, c := range s.containers {
 		s.refresh(c)
 	}
+	if s.opts.Network != nil {
+		// Forget addresses and veths of pods this runtime no longer has (removed while it was down,
+		// or lost with a crash between Setup and the record).
+		if err := s.opts.Network.GC(ctx, func(id string) bool { _, ok := s.sandboxes[id]; return ok }); err != nil {
+			s.log.Warn("pod network garbage collection", "err", err)
+		}
+	}
 	if len(sbs) > 0 || len(ctrs) > 0 {
 		s.log.Info("recovered runtime state", "pods", len(sbs), "containers", len(ctrs))
 	}

@@ -20,11 +20,13 @@ func (s *Server) Version(ctx context.Context, r *runtimeapi.VersionRequest) (*ru
 // the runtime yet: pods get their own network namespace with loopback only, and NetworkReady says
 // so, as the kubelet expects from a runtime without a usable pod network.
 func (s *Server) Status(ctx context.Context, r *runtimeapi.StatusRequest) (*runtimeapi.StatusResponse, error) {
-	conds := []*runtimeapi.RuntimeCondition{
-		{Type: runtimeapi.RuntimeReady, Status: true},
-		{Type: runtimeapi.NetworkReady, Status: false, Reason: "NoPodNetwork",
-			Message: "ingot's pod network (netsetup) is not configured: pods get loopback only"},
+	network := &runtimeapi.RuntimeCondition{Type: runtimeapi.NetworkReady, Status: true}
+	if s.opts.Network == nil {
+		network.Status, network.Reason, network.Message = false, "NoPodNetwork", "the runtime runs without a pod network: pods get loopback only"
+	} else if err := s.opts.Network.Ready(ctx); err != nil {
+		network.Status, network.Reason, network.Message = false, "NetworkPluginNotReady", err.Error()
 	}
+	conds := []*runtimeapi.RuntimeCondition{{Type: runtimeapi.RuntimeReady, Status: true}, network}
 	resp := &runtimeapi.StatusResponse{Status: &runtimeapi.RuntimeStatus{Conditions: conds},
 		RuntimeHandlers: s.handlers(), Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true}}
 	if r.GetVerbose() {

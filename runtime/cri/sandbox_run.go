@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"ingot.dev/ingot/netsetup/netns"
+	"ingot.dev/ingot/netsetup/podnet"
 	"ingot.dev/ingot/runtime/errdefs"
 	"ingot.dev/ingot/runtime/oci"
 	"ingot.dev/ingot/runtime/shim"
@@ -103,7 +106,12 @@ func (s *Server) runSandbox(ctx context.Context, id string, cfg *runtimeapi.PodS
 	if err != nil {
 		return nil, err
 	}
-	spec, err := oci.SandboxSpec(cfg, s.pauseRootfs(), filepath.Join(rec.CgroupParent, id))
+	if err := s.setupNetwork(ctx, &rec, cfg); err != nil {
+		client.Shutdown()
+		client.Close()
+		return nil, err
+	}
+	spec, err := oci.SandboxSpec(cfg, s.pauseRootfs(), filepath.Join(rec.CgroupParent, id), rec.NetNS)
 	if err != nil {
 		return nil, fmt.Errorf("%w: pod %s: %w", errdefs.ErrInvalid, cfg.GetMetadata().GetName(), err)
 	}
@@ -189,6 +197,55 @@ func (s *Server) podFiles(sb *sandbox) oci.PodFiles {
 		f.Shm = "/dev/shm"
 	}
 	return f
+}
+
+// setupNetwork pins a network namespace for the pod and has the pod network configure it
+// (bridge, veth, address, hostPorts) before pause joins it. Host-network pods and runtimes without
+// a pod network skip this.
+func (s *Server) setupNetwork(ctx context.Context, rec *store.Sandbox, cfg *runtimeapi.PodSandboxConfig) error {
+	if rec.HostNetwork || s.opts.Network == nil {
+		return nil
+	}
+	path := filepath.Join(s.opts.State, "netns", rec.ID)
+	if err := netns.New(path); err != nil {
+		return fmt.Errorf("pod %s: network namespace: %w", rec.ID, err)
+	}
+	rec.NetNS = path
+	pn := podnet.PodNet{ID: rec.ID, Name: rec.Name, Namespace: rec.Namespace, UID: rec.UID, NetNS: path}
+	for _, pm := range cfg.GetPortMappings() {
+		pn.PortMappings = append(pn.PortMappings, podnet.PortMapping{Protocol: pm.GetProtocol().String(),
+			ContainerPort: pm.GetContainerPort(), HostPort: pm.GetHostPort(), HostIP: pm.GetHostIp()})
+	}
+	res, err := s.opts.Network.Setup(ctx, pn)
+	if err != nil {
+		s.opts.Network.Teardown(ctx, rec.ID, path)
+		netns.Remove(path)
+		if errors.Is(err, podnet.ErrInvalid) {
+			err = fmt.Errorf("%w: %w", errdefs.ErrInvalid, err)
+		}
+		return fmt.Errorf("pod %s: network: %w", rec.ID, err)
+	}
+	for _, ip := range res.IPs {
+		rec.IPs = append(rec.IPs, ip.Addr().String())
+	}
+	return nil
+}
+
+// teardownNetwork releases the pod's address, veth and hostPorts. It is idempotent; the pinned
+// namespace goes only when the pod is removed (remove = true).
+func (s *Server) teardownNetwork(ctx context.Context, sb *sandbox, remove bool) error {
+	if sb.NetNS == "" || s.opts.Network == nil {
+		return nil
+	}
+	if err := s.opts.Network.Teardown(ctx, sb.ID, sb.NetNS); err != nil {
+		return fmt.Errorf("pod %s: network teardown: %w", sb.ID, err)
+	}
+	if remove {
+		if err := netns.Remove(sb.NetNS); err != nil {
+			return fmt.Errorf("pod %s: remove network namespace: %w", sb.ID, err)
+		}
+	}
+	return nil
 }
 
 // cleanupPod removes what a failed or removed pod leaves on the node.

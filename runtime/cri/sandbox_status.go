@@ -36,7 +36,7 @@ func (s *Server) PodSandboxStatus(ctx context.Context, r *runtimeapi.PodSandboxS
 		Metadata:       cfg.GetMetadata(),
 		State:          sb.state(),
 		CreatedAt:      sb.CreatedAt,
-		Network:        &runtimeapi.PodSandboxNetworkStatus{},
+		Network:        networkStatus(sb),
 		Linux:          &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: nsOpts}},
 		Labels:         cfg.GetLabels(),
 		Annotations:    cfg.GetAnnotations(),
@@ -81,4 +81,20 @@ func labelsMatch(labels, selector map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// networkStatus reports the pod's addresses: the first is the primary, the rest additional.
+func networkStatus(sb *sandbox) *runtimeapi.PodSandboxNetworkStatus {
+	st := &runtimeapi.PodSandboxNetworkStatus{}
+	if !sb.Ready {
+		return st // a stopped pod's address is released
+	}
+	for i, ip := range sb.IPs {
+		if i == 0 {
+			st.Ip = ip
+			continue
+		}
+		st.AdditionalIps = append(st.AdditionalIps, &runtimeapi.PodIP{Ip: ip})
+	}
+	return st
 }

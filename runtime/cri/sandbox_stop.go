@@ -42,6 +42,10 @@ func (s *Server) stopSandbox(ctx context.Context, sb *sandbox) error {
 			return fmt.Errorf("stop pause of pod %s: %w", sb.ID, err)
 		}
 	}
+	// A stopped pod holds no address or hostPort (the kubelet may start a new sandbox at once).
+	if err := s.teardownNetwork(ctx, sb, false); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	sb.Ready = false
 	rec := sb.Sandbox
@@ -86,6 +90,9 @@ func (s *Server) RemovePodSandbox(ctx context.Context, r *runtimeapi.RemovePodSa
 		sb.shim.Close()
 		// The shim removes its socket when it exits; give it a moment before its directory goes.
 		time.Sleep(20 * time.Millisecond)
+	}
+	if err := s.teardownNetwork(ctx, sb, true); err != nil {
+		return nil, s.grpcErr("RemovePodSandbox", err, "pod", sb.ID)
 	}
 	s.cleanupPod(sb.ID, sb.ShimDir)
 	// The pod's cgroup is ours to remove when we chose it; a kubelet-given parent is the

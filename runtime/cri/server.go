@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"ingot.dev/ingot/netsetup/podnet"
 	"ingot.dev/ingot/runtime/errdefs"
 	"ingot.dev/ingot/runtime/oci"
 	"ingot.dev/ingot/runtime/shim"
@@ -36,8 +37,11 @@ type Options struct {
 	CgroupRoot string // parent cgroup of pods without a kubelet-given parent
 	MaxLogLine int
 	Images     ImageStore
-	Log        *slog.Logger
-	Version    string
+	// Network is the pod network (netsetup/podnet built in, or CNI plugins through
+	// netsetup/cniexec); nil: pods get loopback only and NetworkReady is false.
+	Network podnet.Provider
+	Log     *slog.Logger
+	Version string
 }
 
 // Server implements the CRI RuntimeService and ImageService.

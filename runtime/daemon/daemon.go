@@ -16,6 +16,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"ingot.dev/ingot/netsetup/podnet"
 	"ingot.dev/ingot/runtime/config"
 	"ingot.dev/ingot/runtime/cri"
 	"ingot.dev/ingot/runtime/images"
@@ -32,6 +33,8 @@ func Main(args []string) int {
 	state := fs.String("state", "", "override the config's state directory")
 	socket := fs.String("socket", "", "override the config's CRI socket path")
 	cgroupRoot := fs.String("cgroup-root", "", "parent cgroup of pods that name none (default /ingot.pods); tests use a private one")
+	nodeNetNS := fs.String("node-netns", "", "network namespace file the pod network treats as the node's (default: the runtime's own); tests use a private one")
+	podNetwork := fs.Bool("pod-network", true, "set up the pod network from the CNI configuration; false: pods get loopback only")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -53,7 +56,8 @@ func Main(args []string) int {
 	log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.Log.Level}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := run(ctx, cfg, log, *cgroupRoot); err != nil {
+	opts := runOptions{cgroupRoot: *cgroupRoot, nodeNetNS: *nodeNetNS, podNetwork: *podNetwork}
+	if err := run(ctx, cfg, log, opts); err != nil {
 		fmt.Fprintln(os.Stderr, "ingot-node runtime:", err)
 		return 1
 	}
@@ -77,10 +81,17 @@ func loadConfig(path string, log *slog.Logger) (*config.Config, error) {
 
 // Run serves the CRI until ctx ends.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
-	return run(ctx, cfg, log, "")
+	return run(ctx, cfg, log, runOptions{podNetwork: true})
 }
 
-func run(ctx context.Context, cfg *config.Config, log *slog.Logger, cgroupRoot string) error {
+// runOptions are the daemon's settings beyond config.toml (test isolation).
+type runOptions struct {
+	cgroupRoot string
+	nodeNetNS  string
+	podNetwork bool
+}
+
+func run(ctx context.Context, cfg *config.Config, log *slog.Logger, o runOptions) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find own executable: %w", err)
@@ -94,9 +105,16 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, cgroupRoot s
 		return err
 	}
 	defer store.Close()
+	var network podnet.Provider
+	if o.podNetwork {
+		if network, err = openNetwork(ctx, cfg, o.nodeNetNS, log); err != nil {
+			return err
+		}
+		defer network.Close()
+	}
 	srv, err := cri.New(ctx, cri.Options{
 		Root: cfg.RootDir, State: cfg.StateDir, Exe: exe, MaxLogLine: cfg.MaxContainerLogLineSize,
-		Images: imageAdapter{store}, Log: log, CgroupRoot: cgroupRoot,
+		Images: imageAdapter{store}, Log: log, CgroupRoot: o.cgroupRoot, Network: network,
 	})
 	if err != nil {
 		return err

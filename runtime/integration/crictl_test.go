@@ -70,6 +70,10 @@ func TestCrictlLifecycle(t *testing.T) {
 		t.Fatalf("inspecti:\n%s", out)
 	}
 	pod := r.MustCrictl("runp", podConfig(t, r, "life"))
+	// The built-in pod network (the default conflist: bridge cni0, 10.88.0.0/16) gave it an address.
+	if out := r.MustCrictl("inspectp", "-o", "go-template", "--template", "{{.status.network.ip}}", pod); !strings.HasPrefix(out, "10.88.") {
+		t.Fatalf("pod IP %q, want one from 10.88.0.0/16", out)
+	}
 	ctr := r.MustCrictl("create", pod, ctrConfig(t, r, "echo", "/bin/sh", "-c", "echo hello from ingot; echo to stderr >&2; sleep 300"), podConfig(t, r, "life"))
 	r.MustCrictl("start", ctr)
 	waitFor(t, "the container's log line", 30*time.Second, func() bool {
@@ -78,6 +82,9 @@ func TestCrictlLifecycle(t *testing.T) {
 	})
 	if out := r.MustCrictl("exec", "-s", ctr, "/bin/sh", "-c", "echo $((6*7)); hostname"); !strings.Contains(out, "42") || !strings.Contains(out, "life") {
 		t.Fatalf("exec output %q", out)
+	}
+	if out := r.MustCrictl("exec", "-s", ctr, "/bin/sh", "-c", "ip -4 addr show eth0; ip route"); !strings.Contains(out, "inet 10.88.") || !strings.Contains(out, "default via 10.88.0.1") {
+		t.Fatalf("pod network inside the container:\n%s", out)
 	}
 	if out := r.MustCrictl("inspect", ctr); !strings.Contains(out, "CONTAINER_RUNNING") {
 		t.Fatalf("inspect:\n%s", out)

@@ -20,6 +20,7 @@ import (
 	"ingot.dev/ingot/internal/critools"
 	"ingot.dev/ingot/internal/testgate"
 	"ingot.dev/ingot/internal/testimages"
+	"ingot.dev/ingot/netsetup/netns"
 	"ingot.dev/ingot/runtime/oci"
 )
 
@@ -114,7 +115,16 @@ func (r *Runtime) start(bin string) {
 		r.t.Fatal(err)
 	}
 	// A private mount namespace: overlay and shm mounts never show up on the host.
-	r.cmd = exec.Command("unshare", "--mount", "--propagation", "private", bin, "runtime", "--config", r.Config, "--cgroup-root", r.CgroupRoot)
+	// The pod network uses a private network namespace as the node's, so the host's network is
+	// never touched; the daemon itself stays in the host's to reach the test registry.
+	nodeNetNS := filepath.Join(r.Dir, "node.netns")
+	if !netns.Is(nodeNetNS) {
+		if err := netns.New(nodeNetNS); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+	r.cmd = exec.Command("unshare", "--mount", "--propagation", "private", bin, "runtime", "--config", r.Config,
+		"--cgroup-root", r.CgroupRoot, "--node-netns", nodeNetNS)
 	r.cmd.Stdout, r.cmd.Stderr = logf, logf
 	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := r.cmd.Start(); err != nil {
@@ -206,6 +216,7 @@ func (r *Runtime) cleanup() {
 	if err := oci.RemoveCgroup(r.CgroupRoot); err != nil {
 		r.t.Errorf("cgroups left behind: %v", err)
 	}
+	netns.Remove(filepath.Join(r.Dir, "node.netns"))
 	os.RemoveAll(r.Dir)
 }
 

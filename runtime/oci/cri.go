@@ -109,7 +109,9 @@ func UserNamespace(u *runtimeapi.UserNamespace) (uids, gids []specs.LinuxIDMappi
 
 // SandboxSpec is the spec of a pod's pause container: it holds the pod's namespaces and does
 // nothing else. rootfs holds the pause binary at /pause.
-func SandboxSpec(cfg *runtimeapi.PodSandboxConfig, rootfs, cgroupsPath string) (*specs.Spec, error) {
+// netnsPath, when set, is a pinned network namespace the pod network was set up in; the pause
+// process joins it instead of creating an empty one.
+func SandboxSpec(cfg *runtimeapi.PodSandboxConfig, rootfs, cgroupsPath, netnsPath string) (*specs.Spec, error) {
 	s := Default(rootfs, []string{"/pause", "pause"})
 	s.Root.Readonly = true
 	s.Process.Capabilities = &specs.LinuxCapabilities{} // the pause process needs none
@@ -123,6 +125,9 @@ func SandboxSpec(cfg *runtimeapi.PodSandboxConfig, rootfs, cgroupsPath string) (
 			n.Type == specs.IPCNamespace && opts.GetIpc() == runtimeapi.NamespaceMode_NODE,
 			n.Type == specs.PIDNamespace && opts.GetPid() == runtimeapi.NamespaceMode_NODE:
 			continue
+		}
+		if n.Type == specs.NetworkNamespace && netnsPath != "" {
+			n.Path = netnsPath
 		}
 		ns = append(ns, n)
 	}

@@ -330,12 +330,17 @@ func TestSandboxSpecUserNamespace(t *testing.T) {
 	cfg := &runtimeapi.PodSandboxConfig{Linux: &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
 		NamespaceOptions: &runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD,
 			Uids: []*runtimeapi.IDMapping{{HostId: 1000, Length: 65536}}, Gids: []*runtimeapi.IDMapping{{HostId: 1000, Length: 65536}}}}}}}
-	s, err := SandboxSpec(cfg, "/pause-root", "/ingot.pods/p/p")
+	s, err := SandboxSpec(cfg, "/pause-root", "/ingot.pods/p/p", "/run/ingot/netns/p")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s.Linux.Namespaces[0].Type != specs.UserNamespace || s.Linux.Namespaces[0].Path != "" || len(s.Linux.UIDMappings) != 1 {
 		t.Errorf("namespaces %v, uid mappings %v: want a new user namespace first", s.Linux.Namespaces, s.Linux.UIDMappings)
+	}
+	for _, n := range s.Linux.Namespaces {
+		if n.Type == specs.NetworkNamespace && n.Path != "/run/ingot/netns/p" {
+			t.Errorf("network namespace %+v: want the pinned pod network namespace", n)
+		}
 	}
 	c, err := ContainerSpec(cfg, &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "c"}, Command: []string{"sh"}},
 		ContainerInput{Rootfs: t.TempDir(), PausePid: 42})

@@ -33,6 +33,8 @@ type Sandbox struct {
 	CgroupParent string
 	Handler      string
 	HostNetwork  bool
+	NetNS        string   // pinned network namespace of the pod network; "" for host network
+	IPs          []string // pod addresses, first is the primary
 }
 
 // Container is a container as the runtime remembers it.
