@@ -15,7 +15,8 @@ import (
 )
 
 // TestCRIInVM boots an image with the runtime on each architecture, takes its address by DHCP
-// from QEMU's user network, pulls busybox from the
+// from QEMU's user network, checks that a pod on the built-in pod network reaches the host's
+// loopback service through the node, pulls busybox from the
 // test registry through a guestfwd rule (the guest reaches nothing else), runs a pod whose
 // container prints a line, and reads that line back with crictl logs.
 func TestCRIInVM(t *testing.T) {
@@ -69,6 +70,14 @@ func TestCRIInVM(t *testing.T) {
 					t.Fatalf("the pod's log line never appeared; last crictl logs: %q", out)
 				}
 				time.Sleep(2 * time.Second)
+			}
+			// The pod network: an address on cni0, and the pod reaches the host's loopback service
+			// through the node (masquerade) and QEMU's guestfwd rule.
+			if ip := vm.MustShell("crictl inspectp -o go-template --template '{{.status.network.ip}}' $POD", long); !strings.HasPrefix(ip, "10.88.") {
+				t.Fatalf("pod IP %q, want one from 10.88.0.0/16", ip)
+			}
+			if out := vm.MustShell("crictl exec -s $CTR /bin/sh -c 'timeout 30 wget -q -O - http://10.0.2.100:5000/v2/ && echo REACHED-HOST'", long); !strings.Contains(out, "REACHED-HOST") {
+				t.Fatalf("the pod did not reach the host's registry through the node: %q", out)
 			}
 			vm.MustShell("crictl rmp -f $POD", long)
 			vm.PowerOff(archName, qemu.BootDirect)
