@@ -59,7 +59,7 @@ critest: bin/ingot-node-$(ARCH) ## CRI conformance: critest vs the runtime here,
 	go run ./internal/critest/cmd/critest -node $(CURDIR)/bin/ingot-node-$(ARCH) -cache $(CACHE) $(if $(CRITEST_ARGS),-- $(CRITEST_ARGS))
 
 bench: deps build ## benchmarks: pod start latency and runtime memory (host); VM boot to node ready per arch and path, and the floor
-	INGOT_BIN=$(CURDIR)/bin go test -run '^$$' -bench PodStart -benchtime 50x -timeout 10m ./runtime/integration
+	INGOT_BIN=$(CURDIR)/bin go test -run '^$$' -bench 'PodStart|RunPodSandbox' -benchtime 50x -timeout 10m ./runtime/integration
 	INGOT_BIN=$(CURDIR)/bin go test -run '^$$' -bench Boot -benchtime 3x -timeout 30m ./qemu/vmtest
 
 clean: ## remove bin/ and out/ (the download cache stays)
