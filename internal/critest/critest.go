@@ -2,21 +2,24 @@
 // unmodified by internal/critools) against ingot's runtime on this host, and summarises it.
 //
 // The runtime (ingot-node runtime) and critest run together inside namespaces this package
-// creates with unshare: a private mount namespace (made rshared inside, for the mount
-// propagation specs), a private IPC namespace (critest's `ipcmk` segments for the HostIpc specs
-// stay there), a private UTS namespace and a private PID namespace whose init is this program's
-// own small init (Inner), never ingot-node, which would act as a node's PID 1. The network
-// namespace is the host's: the runtime pulls from the in-process test registry on the host's
-// loopback, and the HostNetwork specs talk to critest through it. Pods get their own network
-// namespaces with loopback only.
+// creates: a private network namespace that is the node's (only lo, up, until the runtime adds
+// its pod bridge, veths and nftables rules, so pod addresses, hostPorts on 127.0.0.1 and
+// hostNetwork pods behave as on a node), and, with unshare, a private mount namespace (made
+// rshared inside, for the mount propagation specs), a private IPC namespace (critest's `ipcmk`
+// segments for the HostIpc specs stay there), a private UTS namespace and a private PID
+// namespace whose init is this program's own small init (Inner), never ingot-node, which would
+// act as a node's PID 1. Nothing touches the host's network.
 //
-// Images come from internal/testimages, served by an in-process registry that the runtime's
-// config.toml names as the mirror of every registry critest pulls from.
+// Images come from internal/testimages, served by an in-process registry on the host's
+// loopback. The runtime reaches it through a relay: a socket listening on 127.0.0.1 inside the
+// node's namespace whose connections this process forwards to the registry. The runtime's
+// config.toml names the relay as the mirror of every registry critest pulls from.
 //
 // Everything the run creates is removed when it ends: the pid namespace's death ends every shim
 // and container, the mount namespace takes the overlay and shm mounts with it, the run's own
-// cgroup root (a --cgroup-root under every cgroup hierarchy) is removed, and the state
-// directories go. Only the logs directory stays.
+// cgroup root (a --cgroup-root under every cgroup hierarchy) is removed, the node's network
+// namespace goes with its pin and the relay's socket, and the state directories go. Only the
+// logs directory stays.
 //
 // It is a test tool: it must never be imported by the node binary.
 package critest
@@ -38,6 +41,7 @@ import (
 
 	"ingot.dev/ingot/internal/critools"
 	"ingot.dev/ingot/internal/testimages"
+	"ingot.dev/ingot/netsetup/netns"
 )
 
 // Options configure a run.
@@ -67,7 +71,7 @@ const InnerArg = "__critest-init"
 // Run builds critest and the test images, runs the suite against the runtime in private
 // namespaces and returns the summary. An error means the run itself could not happen or clean up;
 // failing specs are in the summary.
-func Run(ctx context.Context, o Options) (Summary, error) {
+func Run(ctx context.Context, o Options) (_ Summary, retErr error) {
 	logf := o.Log
 	if logf == nil {
 		logf = func(string, ...any) {}
@@ -81,8 +85,10 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	if os.Geteuid() != 0 {
 		return Summary{}, errors.New("critest needs root: it runs the container runtime on this host")
 	}
-	if _, err := exec.LookPath("unshare"); err != nil {
-		return Summary{}, fmt.Errorf("critest needs unshare (util-linux): %w", err)
+	for _, tool := range []string{"unshare", "nsenter"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return Summary{}, fmt.Errorf("critest needs %s (util-linux): %w", tool, err)
+		}
 	}
 	if _, err := os.Stat(o.Node); err != nil {
 		return Summary{}, fmt.Errorf("the node binary: %w (build it with make bin/ingot-node-%s)", err, runtime.GOARCH)
@@ -135,7 +141,17 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	if o.Verbose {
 		ic.Args = append(ic.Args, "-ginkgo.v")
 	}
-	if err := os.WriteFile(ic.Config, []byte(configTOML(dir, ic.Socket, addr)), 0o644); err != nil {
+	nodeNS := filepath.Join(dir, "node.netns")
+	if err := nodeNetNS(nodeNS); err != nil {
+		return Summary{}, err
+	}
+	rl, err := startRelay(nodeNS, addr)
+	if err != nil {
+		return Summary{}, errors.Join(err, netns.Remove(nodeNS))
+	}
+	// The relay's socket holds the namespace too: close it before unpinning.
+	defer func() { retErr = errors.Join(retErr, rl.Close(), netns.Remove(nodeNS)) }()
+	if err := os.WriteFile(ic.Config, []byte(configTOML(dir, ic.Socket, rl.Addr())), 0o644); err != nil {
 		return Summary{}, err
 	}
 	spec, _ := json.Marshal(ic)
@@ -145,7 +161,7 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	}
 
 	logf("running critest; logs in %s", o.Logs)
-	runErr := runNamespaced(ctx, o, self, specPath)
+	runErr := runNamespaced(ctx, o, self, specPath, nodeNS)
 	cgErr := removeCgroups(ic.CgroupRoot)
 	sum, repErr := ReadReport(report)
 	if repErr != nil {
@@ -154,9 +170,9 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	return sum, cgErr
 }
 
-// runNamespaced runs the namespace init (this program, InnerArg) under unshare, copying its
-// output to o.Out and critest.log.
-func runNamespaced(ctx context.Context, o Options, self, spec string) error {
+// runNamespaced runs the namespace init (this program, InnerArg) under unshare in the node's
+// network namespace, copying its output to o.Out and critest.log.
+func runNamespaced(ctx context.Context, o Options, self, spec, nodeNS string) error {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	logFile, err := os.Create(filepath.Join(o.Logs, "critest.log"))
@@ -165,9 +181,11 @@ func runNamespaced(ctx context.Context, o Options, self, spec string) error {
 	}
 	defer logFile.Close()
 	out := io.MultiWriter(o.Out, logFile)
+	// nsenter execs unshare in the node's network namespace (no fork: the pid is unshare's).
 	// --kill-child: if unshare dies, so does the namespace init, and with it every process of
 	// the pid namespace.
-	cmd := exec.CommandContext(ctx, "unshare", "--mount", "--propagation", "private", "--ipc", "--uts",
+	cmd := exec.CommandContext(ctx, "nsenter", "--net="+nodeNS, "--",
+		"unshare", "--mount", "--propagation", "private", "--ipc", "--uts",
 		"--pid", "--fork", "--mount-proc", "--kill-child", "--", self, InnerArg, spec)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -183,8 +201,8 @@ func runNamespaced(ctx context.Context, o Options, self, spec string) error {
 	return nil
 }
 
-// configTOML is the runtime's config.toml: state under dir, the test registry as the mirror of
-// every registry critest names.
+// configTOML is the runtime's config.toml: state under dir, the test registry (as the runtime
+// reaches it) as the mirror of every registry critest names.
 func configTOML(dir, socket, registry string) string {
 	return fmt.Sprintf("version = 2\nroot = %q\nstate = %q\n\n[grpc]\n  address = %q\n\n",
 		filepath.Join(dir, "root"), filepath.Join(dir, "state"), socket) + testimages.MirrorsTOML(registry)

@@ -5,11 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"ingot.dev/ingot/netsetup/netns"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -77,15 +75,8 @@ func inner(specPath string) error {
 		return err
 	}
 	defer logf.Close()
-	// The pod network treats a private network namespace as the node's: its bridge, veths and
-	// nftables rules never touch the host. (critest itself stays in the host's network namespace
-	// to reach the test registry, so it cannot reach pod addresses: the networking specs fail.)
-	nodeNetNS := filepath.Join(filepath.Dir(ic.Config), "node.netns")
-	if err := netns.New(nodeNetNS); err != nil {
-		return fmt.Errorf("node network namespace: %w", err)
-	}
-	defer netns.Remove(nodeNetNS)
-	daemon := exec.Command(ic.Node, "runtime", "--config", ic.Config, "--cgroup-root", ic.CgroupRoot, "--node-netns", nodeNetNS)
+	// The runtime's own network namespace is the node's (Run made it): no --node-netns.
+	daemon := exec.Command(ic.Node, "runtime", "--config", ic.Config, "--cgroup-root", ic.CgroupRoot)
 	daemon.Stdout, daemon.Stderr = logf, logf
 	daemon.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := daemon.Start(); err != nil {
