@@ -51,6 +51,24 @@ func New(path string) error {
 	return nil
 }
 
+// Pin bind-mounts an existing namespace (e.g. /proc/<pid>/ns/net) at path, so it outlives the
+// process and can be found by path. The parent directory is created; path must not exist yet.
+func Pin(source, path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("netns %s: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
+	if err != nil {
+		return fmt.Errorf("netns %s: %w", path, err)
+	}
+	f.Close()
+	if err := unix.Mount(source, path, "", unix.MS_BIND, ""); err != nil {
+		os.Remove(path)
+		return fmt.Errorf("netns %s: pin %s: %w", path, source, err)
+	}
+	return nil
+}
+
 // Remove unmounts and removes a namespace made by New. The namespace itself lives on while a
 // process is in it. A missing path is not an error.
 func Remove(path string) error {

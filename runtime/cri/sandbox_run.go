@@ -106,10 +106,16 @@ func (s *Server) runSandbox(ctx context.Context, id string, cfg *runtimeapi.PodS
 	if err != nil {
 		return nil, err
 	}
-	if err := s.setupNetwork(ctx, &rec, cfg); err != nil {
-		client.Shutdown()
-		client.Close()
-		return nil, err
+	// A pod with its own user namespace must own its network namespace too (mounting sysfs in a
+	// netns owned by another user namespace is refused), so pause creates it and the pod network
+	// is set up afterwards; every other pod gets its network before pause joins it.
+	userns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions().GetMode() == runtimeapi.NamespaceMode_POD
+	if !userns {
+		if err := s.setupNetwork(ctx, &rec, cfg, 0); err != nil {
+			client.Shutdown()
+			client.Close()
+			return nil, err
+		}
 	}
 	spec, err := oci.SandboxSpec(cfg, s.pauseRootfs(), filepath.Join(rec.CgroupParent, id), rec.NetNS)
 	if err != nil {
@@ -126,6 +132,13 @@ func (s *Server) runSandbox(ctx context.Context, id string, cfg *runtimeapi.PodS
 		return nil, fmt.Errorf("start pause for pod %s: %w", id, err)
 	}
 	rec.PausePid = pid
+	if userns {
+		if err := s.setupNetwork(ctx, &rec, cfg, pid); err != nil {
+			client.Shutdown()
+			client.Close()
+			return nil, err
+		}
+	}
 	rec.Ready = true
 	if err := s.store.PutSandbox(&rec); err != nil {
 		client.Shutdown()
@@ -199,15 +212,21 @@ func (s *Server) podFiles(sb *sandbox) oci.PodFiles {
 	return f
 }
 
-// setupNetwork pins a network namespace for the pod and has the pod network configure it
-// (bridge, veth, address, hostPorts) before pause joins it. Host-network pods and runtimes without
-// a pod network skip this.
-func (s *Server) setupNetwork(ctx context.Context, rec *store.Sandbox, cfg *runtimeapi.PodSandboxConfig) error {
+// setupNetwork pins a network namespace for the pod — a new one, or with pausePid the one pause
+// created — and has the pod network configure it (bridge, veth, address, hostPorts). Host-network
+// pods and runtimes without a pod network skip this.
+func (s *Server) setupNetwork(ctx context.Context, rec *store.Sandbox, cfg *runtimeapi.PodSandboxConfig, pausePid int) error {
 	if rec.HostNetwork || s.opts.Network == nil {
 		return nil
 	}
 	path := filepath.Join(s.opts.State, "netns", rec.ID)
-	if err := netns.New(path); err != nil {
+	var err error
+	if pausePid > 0 {
+		err = netns.Pin(fmt.Sprintf("/proc/%d/ns/net", pausePid), path)
+	} else {
+		err = netns.New(path)
+	}
+	if err != nil {
 		return fmt.Errorf("pod %s: network namespace: %w", rec.ID, err)
 	}
 	rec.NetNS = path
