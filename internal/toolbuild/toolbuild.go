@@ -1,0 +1,81 @@
+// Package toolbuild builds unmodified third-party Go programs (cri-tools, the CNI reference
+// plugins) at pinned versions from the Go module proxy into ingot's cache, outside the
+// repository, once per version and architecture. Each build runs in a throwaway module, so it
+// uses the program's own dependency versions and never touches ingot's go.mod.
+package toolbuild
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// Build describes programs of one module to build.
+type Build struct {
+	Module  string   // e.g. github.com/containernetworking/plugins
+	Version string   // e.g. v1.10.0
+	Pkgs    []string // import paths of main packages (or, with Test, of a test package)
+	Arch    string   // GOARCH; "" is the host's
+	Test    bool     // compile the package's tests (go test -c) instead of a main package
+}
+
+// Run builds every package into dir (one binary per package, named after its last path
+// element) unless they are all there already, and returns their paths in Pkgs order. The
+// binaries are built in a temporary directory and moved into dir only when all succeeded.
+func (b Build) Run(ctx context.Context, dir string) ([]string, error) {
+	var bins []string
+	missing := false
+	for _, p := range b.Pkgs {
+		bin := filepath.Join(dir, filepath.Base(p))
+		bins = append(bins, bin)
+		if _, err := os.Stat(bin); err != nil {
+			missing = true
+		}
+	}
+	if !missing {
+		return bins, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp(filepath.Dir(dir), ".build-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	steps := [][]string{
+		{"go", "mod", "init", "ingot.dev/toolbuild"},
+		{"go", "get", b.Module + "@" + b.Version},
+	}
+	for _, p := range b.Pkgs {
+		out := filepath.Join(work, "out", filepath.Base(p))
+		if b.Test {
+			steps = append(steps, []string{"go", "test", "-c", "-trimpath", "-o", out, p})
+		} else {
+			steps = append(steps, []string{"go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, p})
+		}
+	}
+	for _, step := range steps {
+		c := exec.CommandContext(ctx, step[0], step[1:]...)
+		c.Dir = work
+		c.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod")
+		if b.Arch != "" {
+			c.Env = append(c.Env, "GOARCH="+b.Arch)
+		}
+		if out, err := c.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("build %s@%s: %s: %w\n%s", b.Module, b.Version, strings.Join(step, " "), err, out)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	for i, p := range b.Pkgs {
+		if err := os.Rename(filepath.Join(work, "out", filepath.Base(p)), bins[i]); err != nil {
+			return nil, fmt.Errorf("build %s: %w", p, err)
+		}
+	}
+	return bins, nil
+}
