@@ -46,9 +46,15 @@ type Runtime struct {
 	Config string `toml:"config"`
 }
 
-// Network is the node's static network configuration, applied by init before services start.
+// Network is the node's network configuration, applied by init before services start, and the
+// pod network's CNI configuration.
 type Network struct {
 	Interfaces []Interface `toml:"interface"` // [[network.interface]] tables
+	// CNI is a CNI conflist (JSON) written to /etc/cni/net.d/10-ingot.conflist and checked at build
+	// time. Empty: the runtime's built-in default (bridge cni0, 10.88.0.0/16). A list naming plugin
+	// types ingot does not implement runs through their binaries in /opt/cni/bin (see
+	// BundleCNIPlugins).
+	CNI string `toml:"cni"`
 }
 
 // Interface is one link brought up with static addresses and/or DHCP.
@@ -96,9 +102,12 @@ const (
 
 // Bundles: BundleBusybox adds Debian's busybox-static for the target arch; BundleCrictl adds
 // crictl (cri-tools, built from the Go module proxy) and an /etc/crictl.yaml for the socket.
+// BundleCNIPlugins adds the CNI reference plugins (bridge, host-local, loopback, portmap, tuning)
+// to /opt/cni/bin.
 const (
-	BundleBusybox = "busybox"
-	BundleCrictl  = "crictl"
+	BundleBusybox    = "busybox"
+	BundleCrictl     = "crictl"
+	BundleCNIPlugins = "cni-plugins"
 )
 
 // Defaults and lower bounds.

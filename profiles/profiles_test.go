@@ -147,7 +147,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad interface address", "name = \"x\"\n[[network.interface]]\nname = \"eth0\"\naddresses = [\"10.0.2.300/24\"]\n",
 			`x.toml:4: network.interface[0].addresses[0]: invalid address "10.0.2.300/24" (want CIDR like 10.0.2.15/24)`, 4, "network.interface[0].addresses[0]"},
 		{"unknown bundle", "name = \"x\"\nbundles = [\"busybox\", \"toybox\"]\n",
-			`x.toml:2: bundles[1]: unknown bundle "toybox" (known: busybox, crictl)`, 2, "bundles[1]"},
+			`x.toml:2: bundles[1]: unknown bundle "toybox" (known: busybox, crictl, cni-plugins)`, 2, "bundles[1]"},
 		{"bad sysctl value", "name = \"x\"\n[sysctls]\n\"net.ipv4.ip_forward\" = \"\"\n",
 			`x.toml:3: sysctls."net.ipv4.ip_forward": invalid value "" (want a non-empty single line)`, 3, `sysctls."net.ipv4.ip_forward"`},
 		{"bad sysctl name", "name = \"x\"\nsysctls = { \"net..x\" = \"1\" }\n",

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"ingot.dev/ingot/netsetup/cniconf"
 	"ingot.dev/ingot/runtime/config"
 )
 
@@ -44,7 +45,7 @@ func (p *Profile) validate() *Error {
 			return &Error{Key: key, Msg: fmt.Sprintf("invalid value %q (want a non-empty single line)", v)}
 		}
 	}
-	knownBundles := []string{BundleBusybox, BundleCrictl}
+	knownBundles := []string{BundleBusybox, BundleCrictl, BundleCNIPlugins}
 	for i, b := range p.Bundles {
 		key := fmt.Sprintf("bundles[%d]", i)
 		if !slices.Contains(knownBundles, b) {
@@ -64,6 +65,11 @@ func (p *Profile) validate() *Error {
 		_, _, err := config.Parse("config.toml", []byte(p.Runtime.Config))
 		if err != nil {
 			return &Error{Key: "runtime.config", Msg: "the embedded " + strings.ReplaceAll(err.Error(), "\n", "; ")}
+		}
+	}
+	if p.Network.CNI != "" {
+		if _, err := cniconf.Parse("conflist", []byte(p.Network.CNI)); err != nil {
+			return &Error{Key: "network.cni", Msg: "the embedded " + strings.ReplaceAll(err.Error(), "\n", "; ")}
 		}
 	}
 	for i, ifc := range p.Network.Interfaces {

@@ -24,6 +24,7 @@ import (
 	"ingot.dev/ingot/image/initramfs"
 	"ingot.dev/ingot/image/kernel"
 	"ingot.dev/ingot/image/uki"
+	"ingot.dev/ingot/internal/cniplugins"
 	"ingot.dev/ingot/internal/critools"
 	"ingot.dev/ingot/profiles"
 )
@@ -360,6 +361,12 @@ func (j *job) rootfs(ctx context.Context, node []byte, k *kernel.Kernel, mods []
 	if err := t.File("/etc/ingot/modules.load", []byte(strings.Join(load, "\n")+"\n"), 0o644); err != nil {
 		return nil, nil, err
 	}
+	if list := j.o.Profile.Network.CNI; list != "" {
+		// Validated with the profile; the runtime loads the first conflist of /etc/cni/net.d.
+		if err := t.File("/etc/cni/net.d/10-ingot.conflist", []byte(list), 0o644); err != nil {
+			return nil, nil, err
+		}
+	}
 	if cfg := j.o.Profile.Runtime.Config; cfg != "" {
 		// Validated with the profile; the node reads it as its containerd config.toml.
 		if err := t.File("/etc/ingot/config.toml", []byte(cfg), 0o644); err != nil {
@@ -375,6 +382,10 @@ func (j *job) rootfs(ctx context.Context, node []byte, k *kernel.Kernel, mods []
 			}
 		case profiles.BundleCrictl:
 			if err := j.crictl(ctx, t); err != nil {
+				return nil, nil, err
+			}
+		case profiles.BundleCNIPlugins:
+			if err := j.cniPlugins(ctx, t); err != nil {
 				return nil, nil, err
 			}
 		default:
@@ -429,6 +440,25 @@ func (j *job) crictl(ctx context.Context, t *initramfs.Tree) error {
 	}
 	yaml := "runtime-endpoint: unix:///run/ingot/ingot.sock\nimage-endpoint: unix:///run/ingot/ingot.sock\ntimeout: 30\n"
 	return t.File("/etc/crictl.yaml", []byte(yaml), 0o644)
+}
+
+// cniPlugins adds the CNI reference plugins for the target arch to /opt/cni/bin.
+func (j *job) cniPlugins(ctx context.Context, t *initramfs.Tree) error {
+	bins, err := cniplugins.Build(ctx, j.o.Cache, j.a.Name)
+	if err != nil {
+		return fmt.Errorf("bundle cni-plugins: %w", err)
+	}
+	for _, b := range bins {
+		data, err := os.ReadFile(b)
+		if err != nil {
+			return fmt.Errorf("bundle cni-plugins: %w", err)
+		}
+		j.addInput("cni-plugin "+filepath.Base(b)+" "+cniplugins.Version, cniplugins.Version, data)
+		if err := t.File("/opt/cni/bin/"+filepath.Base(b), data, 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func writeAtomic(path string, data []byte) error {

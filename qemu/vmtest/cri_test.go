@@ -21,8 +21,23 @@ import (
 // container prints a line, and reads that line back with crictl logs.
 func TestCRIInVM(t *testing.T) {
 	testgate.Short(t, "VM boots")
-	for _, archName := range []string{"amd64", "arm64"} {
-		t.Run(archName, func(t *testing.T) {
+	for _, tc := range []struct {
+		name, profile, subnet string
+		builtin               bool // ingot's own pod network (masquerade: the pod reaches the host)
+	}{
+		{"builtin", "testdata/cri.toml", "10.88.", true},
+		// tuning is not built in, so the whole conflist runs through the reference plugins.
+		{"external-cni", "testdata/cni-external.toml", "10.77.", false},
+	} {
+		for _, archName := range []string{"amd64", "arm64"} {
+			t.Run(tc.name+"/"+archName, func(t *testing.T) { testCRIInVM(t, archName, tc.profile, tc.subnet, tc.builtin) })
+		}
+	}
+}
+
+func testCRIInVM(t *testing.T, archName, profile, subnet string, builtin bool) {
+	{
+		{
 			RequireVM(t, archName)
 			imgs, err := testimages.Build(context.Background(), testimages.Options{Arches: []string{archName}})
 			if err != nil {
@@ -46,7 +61,7 @@ func TestCRIInVM(t *testing.T) {
 			}
 			relay := fmt.Sprintf("tcp:10.0.2.100:5000-cmd:%s nc 127.0.0.1 %s", filepath.Join(root, "bin/busybox"), port)
 
-			img := Image(t, "testdata/cri.toml", archName)
+			img := Image(t, profile, archName)
 			vm := BootWith(t, qemu.Config{Image: img, Boot: qemu.BootDirect, GuestFwd: []string{relay}})
 			took := vm.WaitReady(bootTimeout)
 			t.Logf("%s: QEMU start to %q with the runtime: %d ms", archName, ReadyLine, took.Milliseconds())
@@ -73,16 +88,25 @@ func TestCRIInVM(t *testing.T) {
 			}
 			// The pod network: an address on cni0, and the pod reaches the host's loopback service
 			// through the node (masquerade) and QEMU's guestfwd rule.
-			if ip := vm.MustShell("crictl inspectp -o go-template --template '{{.status.network.ip}}' $POD", long); !strings.HasPrefix(ip, "10.88.") {
-				t.Fatalf("pod IP %q, want one from 10.88.0.0/16", ip)
+			ip := vm.MustShell("crictl inspectp -o go-template --template '{{.status.network.ip}}' $POD", long)
+			if !strings.HasPrefix(ip, subnet) {
+				t.Fatalf("pod IP %q, want one from %s0.0/16", ip, subnet)
 			}
-			if out := vm.MustShell("crictl exec -s $CTR /bin/sh -c 'timeout 30 wget -q -O - http://10.0.2.100:5000/v2/ && echo REACHED-HOST'", long); !strings.Contains(out, "REACHED-HOST") {
-				t.Fatalf("the pod did not reach the host's registry through the node: %q", out)
+			if builtin {
+				if out := vm.MustShell("crictl exec -s $CTR /bin/sh -c 'timeout 30 wget -q -O - http://10.0.2.100:5000/v2/ && echo REACHED-HOST'", long); !strings.Contains(out, "REACHED-HOST") {
+					t.Fatalf("the pod did not reach the host's registry through the node: %q", out)
+				}
+			} else {
+				// The reference bridge plugin: the node reaches the pod on the plugin's bridge.
+				vm.MustShell("ping -c 1 -W 10 "+ip, long)
+				if out := vm.MustShell("ls /var/lib/ingot/cni/cache/results 2>/dev/null || find /var/lib/ingot/cni -type f | head", long); out == "" {
+					t.Fatalf("no libcni result cached: the external plugins did not run")
+				}
 			}
 			vm.MustShell("crictl rmp -f $POD", long)
 			vm.PowerOff(archName, qemu.BootDirect)
 			vm.WaitExit(powerTimeout)
 			vm.AssertCleanConsole()
-		})
+		}
 	}
 }
