@@ -30,6 +30,8 @@ type Runtime struct {
 	Dir    string // root, state, config and logs live here
 	Socket string
 	Config string
+	// CNIConfDir is the runtime's CNI configuration directory (empty: the built-in default network).
+	CNIConfDir string
 	// CgroupRoot is the daemon's own parent cgroup for pods, removed at cleanup.
 	CgroupRoot string
 	crictl     string
@@ -97,7 +99,12 @@ func Start(t testing.TB) *Runtime {
 	}
 	r := &Runtime{t: t, Dir: dir, Socket: filepath.Join(dir, "state", "ingot.sock"), Config: filepath.Join(dir, "config.toml"), crictl: crictl,
 		CgroupRoot: "/" + filepath.Base(dir)}
+	// The CNI directories are the test's own: the host's /etc/cni/net.d must not decide the
+	// pods' network.
+	r.CNIConfDir = filepath.Join(dir, "cni", "net.d")
+	os.MkdirAll(r.CNIConfDir, 0o755)
 	cfg := fmt.Sprintf("version = 2\nroot = %q\nstate = %q\n\n[grpc]\n  address = %q\n\n", filepath.Join(dir, "root"), filepath.Join(dir, "state"), r.Socket) +
+		fmt.Sprintf("[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  conf_dir = %q\n  bin_dir = %q\n\n", r.CNIConfDir, filepath.Join(dir, "cni", "bin")) +
 		testimages.MirrorsTOML(addr)
 	if err := os.WriteFile(r.Config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -151,6 +158,19 @@ func (r *Runtime) start(bin string) {
 
 // Restart starts the daemon again after Kill.
 func (r *Runtime) Restart() { r.start(NodeBinary(r.t)) }
+
+// RestartFails starts the daemon again after Kill, expects it to exit at start, and returns
+// what it printed.
+func (r *Runtime) RestartFails() string {
+	r.t.Helper()
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", NodeBinary(r.t), "runtime", "--config", r.Config,
+		"--cgroup-root", r.CgroupRoot, "--node-netns", filepath.Join(r.Dir, "node.netns"))
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		r.t.Fatalf("the runtime started although it should not have:\n%s", out)
+	}
+	return string(out)
+}
 
 // Kill sends SIGKILL to the daemon (not to its shims, which run in their own sessions).
 func (r *Runtime) Kill() {
