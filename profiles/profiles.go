@@ -50,11 +50,42 @@ type Runtime struct {
 // pod network's CNI configuration.
 type Network struct {
 	Interfaces []Interface `toml:"interface"` // [[network.interface]] tables
+	Bonds      []Bond      `toml:"bond"`      // created first
+	Bridges    []Bridge    `toml:"bridge"`    // then bridges (members may be bonds)
+	VLANs      []VLAN      `toml:"vlan"`      // then VLANs; interfaces then configure any of these
+	Routes     []Route     `toml:"route"`     // added last
 	// CNI is a CNI conflist (JSON) written to /etc/cni/net.d/10-ingot.conflist and checked at build
 	// time. Empty: the runtime's built-in default (bridge cni0, 10.88.0.0/16). A list naming plugin
 	// types ingot does not implement runs through their binaries in /opt/cni/bin (see
 	// BundleCNIPlugins).
 	CNI string `toml:"cni"`
+}
+
+// Bond is a bonding link with member links.
+type Bond struct {
+	Name       string   `toml:"name"`
+	Mode       string   `toml:"mode"` // balance-rr, active-backup, balance-xor, broadcast, 802.3ad, balance-tlb, balance-alb
+	Interfaces []string `toml:"interfaces"`
+}
+
+// Bridge is a bridge with member links.
+type Bridge struct {
+	Name       string   `toml:"name"`
+	Interfaces []string `toml:"interfaces"`
+}
+
+// VLAN is an 802.1Q link on a parent link.
+type VLAN struct {
+	Name string `toml:"name"`
+	Link string `toml:"link"`
+	ID   int    `toml:"id"`
+}
+
+// Route is a static route.
+type Route struct {
+	To        string `toml:"to"`        // CIDR; "default" or "" is the default route
+	Via       string `toml:"via"`       // gateway address; "" for an on-link route
+	Interface string `toml:"interface"` // "" lets the kernel pick from the gateway
 }
 
 // Interface is one link brought up with static addresses and/or DHCP.

@@ -72,6 +72,55 @@ func (p *Profile) validate() *Error {
 			return &Error{Key: "network.cni", Msg: "the embedded " + strings.ReplaceAll(err.Error(), "\n", "; ")}
 		}
 	}
+	linkName := func(key, n string) *Error {
+		if n == "" || len(n) > 15 || strings.ContainsAny(n, "/ \t:") {
+			return &Error{Key: key, Msg: fmt.Sprintf("invalid link name %q", n)}
+		}
+		return nil
+	}
+	bondModes := []string{"balance-rr", "active-backup", "balance-xor", "broadcast", "802.3ad", "balance-tlb", "balance-alb"}
+	for i, b := range p.Network.Bonds {
+		key := fmt.Sprintf("network.bond[%d]", i)
+		if e := linkName(key+".name", b.Name); e != nil {
+			return e
+		}
+		if !slices.Contains(bondModes, b.Mode) {
+			return &Error{Key: key + ".mode", Msg: fmt.Sprintf("unknown bond mode %q (want one of %s)", b.Mode, strings.Join(bondModes, ", "))}
+		}
+	}
+	for i, b := range p.Network.Bridges {
+		if e := linkName(fmt.Sprintf("network.bridge[%d].name", i), b.Name); e != nil {
+			return e
+		}
+	}
+	for i, v := range p.Network.VLANs {
+		key := fmt.Sprintf("network.vlan[%d]", i)
+		if e := linkName(key+".name", v.Name); e != nil {
+			return e
+		}
+		if e := linkName(key+".link", v.Link); e != nil {
+			return e
+		}
+		if v.ID < 1 || v.ID > 4094 {
+			return &Error{Key: key + ".id", Msg: fmt.Sprintf("VLAN id %d out of range 1-4094", v.ID)}
+		}
+	}
+	for i, r := range p.Network.Routes {
+		key := fmt.Sprintf("network.route[%d]", i)
+		if r.To != "" && r.To != "default" {
+			if _, err := netip.ParsePrefix(r.To); err != nil {
+				return &Error{Key: key + ".to", Msg: fmt.Sprintf("invalid destination %q (want CIDR or \"default\")", r.To)}
+			}
+		}
+		if r.Via != "" {
+			if _, err := netip.ParseAddr(r.Via); err != nil {
+				return &Error{Key: key + ".via", Msg: fmt.Sprintf("invalid gateway %q", r.Via)}
+			}
+		}
+		if r.Via == "" && r.Interface == "" {
+			return &Error{Key: key, Msg: "a route needs a gateway (via) or an interface"}
+		}
+	}
 	for i, ifc := range p.Network.Interfaces {
 		key := fmt.Sprintf("network.interface[%d]", i)
 		if ifc.Name == "" || len(ifc.Name) > 15 || strings.ContainsAny(ifc.Name, "/ \t") {

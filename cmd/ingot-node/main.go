@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"ingot.dev/ingot/init/pid1"
+	"ingot.dev/ingot/netsetup/link"
 	"ingot.dev/ingot/runtime/daemon"
 	"ingot.dev/ingot/runtime/oci"
 	"ingot.dev/ingot/runtime/pause"
@@ -41,6 +42,14 @@ func main() {
 		}
 	case "pause":
 		os.Exit(pause.Run())
+	case "net":
+		// `ingot-node net show`: the node's links, addresses and routes as applied.
+		out, err := link.Show()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ingot-node net:", err)
+			os.Exit(1)
+		}
+		fmt.Print(out)
 	case "version":
 		fmt.Printf("ingot-node (libseccomp %s)\n", seccompVersion())
 	default:
@@ -49,6 +58,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: ingot-node runtime|shim|pause|version (as PID 1 it runs the node's init)")
+	fmt.Fprintln(os.Stderr, "usage: ingot-node runtime|shim|pause|net show|version (as PID 1 it runs the node's init)")
 	os.Exit(2)
 }

@@ -335,6 +335,8 @@ func (j *job) rootfs(ctx context.Context, node []byte, k *kernel.Kernel, mods []
 	add(t.File("/etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"), 0o644))
 	add(t.File("/etc/group", []byte("root:x:0:\ntty:x:5:\nnogroup:x:65534:\n"), 0o644))
 	add(t.File("/etc/os-release", uki.OSRelease(map[string]string{"ID": "ingot", "NAME": "ingot", "IMAGE_ID": j.o.Profile.Name}), 0o644))
+	// The node binary under its own name, for `ingot-node net show` and friends.
+	add(t.Symlink("/bin/ingot-node", "/init"))
 	// Merged /usr: everything lives in /bin.
 	for _, l := range []string{"/sbin", "/usr/bin", "/usr/sbin"} {
 		add(t.Symlink(l, "/bin"))

@@ -178,7 +178,9 @@ func (n *Node) Plan(p *profiles.Profile, modules []string) boot.Plan {
 			boot.Hostname(p.Hostname),
 			boot.WriteFile{Path: "/etc/hostname", Data: p.Hostname + "\n", Mode: 0o644},
 		}},
-		boot.Phase{Name: "network", Steps: n.networkSteps(p)},
+		// Optional: a link that fails to come up is reported, and the node still boots to a console
+		// and a runtime rather than powering off over a network setting.
+		boot.Phase{Name: "network", Optional: true, Steps: n.networkSteps(p)},
 		boot.Phase{Name: "var-layout", Steps: []boot.Step{
 			boot.Dir{Path: "/var/lib/ingot", Mode: 0o700},
 			boot.Dir{Path: "/var/log", Mode: 0o755},

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -80,7 +81,20 @@ func criStatus(ctx context.Context, socket string) error {
 // networkSteps brings up loopback and the profile's interfaces: static addresses, then DHCP.
 func (n *Node) networkSteps(p *profiles.Profile) []boot.Step {
 	nw := p.Network
+	const wait = 2 * time.Second
 	steps := []boot.Step{boot.Func{Name: "link lo up", Fn: func(context.Context) error { return link.Loopback() }}}
+	for _, b := range nw.Bonds {
+		steps = append(steps, boot.Func{Name: fmt.Sprintf("bond %s %s %v", b.Name, b.Mode, b.Interfaces),
+			Fn: func(context.Context) error { return link.Bond(b.Name, b.Mode, b.Interfaces, wait) }})
+	}
+	for _, b := range nw.Bridges {
+		steps = append(steps, boot.Func{Name: fmt.Sprintf("bridge %s %v", b.Name, b.Interfaces),
+			Fn: func(context.Context) error { return link.Bridge(b.Name, b.Interfaces, wait) }})
+	}
+	for _, v := range nw.VLANs {
+		steps = append(steps, boot.Func{Name: fmt.Sprintf("vlan %s on %s id %d", v.Name, v.Link, v.ID),
+			Fn: func(context.Context) error { return link.VLAN(v.Name, v.Link, v.ID, wait) }})
+	}
 	for _, ifc := range nw.Interfaces {
 		c := link.Config{Name: ifc.Name, MTU: ifc.MTU}
 		for _, a := range ifc.Addresses {
@@ -101,6 +115,27 @@ func (n *Node) networkSteps(p *profiles.Profile) []boot.Step {
 			}})
 		}
 	}
+	for _, r := range nw.Routes {
+		var dst netip.Prefix
+		if r.To != "" && r.To != "default" {
+			dst = netip.MustParsePrefix(r.To) // validated with the profile
+		}
+		var gw netip.Addr
+		if r.Via != "" {
+			gw = netip.MustParseAddr(r.Via)
+		}
+		steps = append(steps, boot.Func{Name: fmt.Sprintf("route %s via %s dev %s", r.To, r.Via, r.Interface),
+			Fn: func(context.Context) error { return link.Route(dst, gw, r.Interface) }})
+	}
+	steps = append(steps, boot.Func{Name: "log the network", Fn: func(context.Context) error {
+		out, err := link.Show()
+		if err == nil {
+			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+				n.log.Info("net: " + line)
+			}
+		}
+		return nil
+	}})
 	return steps
 }
 

@@ -69,6 +69,15 @@ func testCRIInVM(t *testing.T, archName, profile, subnet string, builtin bool) {
 			if !strings.Contains(vm.Console.Output(), "dhcp lease interface=eth0 address=10.0.2.15/24") {
 				t.Fatalf("the node did not get 10.0.2.15 by DHCP:\n%s", tail(vm.Console.Output(), 3000))
 			}
+			if builtin {
+				out := vm.MustShell("ingot-node net show", shellTimeout)
+				for _, want := range []string{"link bond0 type bond", "master br-test", "link eth0.42 type vlan", "vlan 42 on eth0",
+					"addr 192.168.42.2/24", "route 10.42.0.0/16 via 192.168.42.1 dev eth0.42", "addr 10.0.2.15/24"} {
+					if !strings.Contains(out, want) {
+						t.Fatalf("ingot-node net show lacks %q:\n%s", want, out)
+					}
+				}
+			}
 			const long = 4 * time.Minute
 			vm.MustShell("crictl pull registry.k8s.io/e2e-test-images/busybox:1.29-2", long)
 			vm.MustShell(`echo '{"metadata":{"name":"vm","namespace":"default","uid":"vm-uid"},"log_directory":"/var/log/pods/vm","linux":{}}' > /tmp/pod.json`, shellTimeout)
