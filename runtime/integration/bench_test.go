@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,6 +15,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"ingot.dev/ingot/image/debpkg"
+	"ingot.dev/ingot/internal/cniplugins"
+	"ingot.dev/ingot/internal/testgate"
 )
 
 // BenchmarkPodStart measures, against the real daemon, the latency from RunPodSandbox to a
@@ -148,7 +153,31 @@ func cmdline(pid int) string {
 // BenchmarkRunPodSandbox compares RunPodSandbox latency with the built-in pod network (namespace,
 // veth on the bridge, address, NAT table) against a hostNetwork pod (no network work).
 func BenchmarkRunPodSandbox(b *testing.B) {
-	r := Start(b)
+	b.Run("builtin", func(b *testing.B) { benchRunPodSandbox(b, Start(b), true) })
+	// The same bridge + host-local network through the CNI reference plugins' binaries (tuning in
+	// the list makes ingot hand the whole list to libcni).
+	b.Run("reference-plugins", func(b *testing.B) {
+		r := StartWith(b, func(r *Runtime) {
+			bins, err := cniplugins.Build(context.Background(), debpkg.DefaultCache(), runtime.GOARCH)
+			if err != nil {
+				testgate.Skip(b, "cannot build the CNI reference plugins: "+err.Error())
+			}
+			os.MkdirAll(r.CNIBinDir, 0o755)
+			for _, bin := range bins {
+				data, _ := os.ReadFile(bin)
+				os.WriteFile(filepath.Join(r.CNIBinDir, filepath.Base(bin)), data, 0o755)
+			}
+			os.WriteFile(filepath.Join(r.CNIConfDir, "10-ref.conflist"), []byte(`{"cniVersion": "1.0.0", "name": "refnet",
+			  "plugins": [{"type": "bridge", "bridge": "cni1", "isGateway": true,
+			    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.77.0.0/16"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+			    {"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.accept_redirects": "0"}}]}`), 0o644)
+			r.InNodeNetNS = true
+		})
+		benchRunPodSandbox(b, r, false)
+	})
+}
+
+func benchRunPodSandbox(b *testing.B, r *Runtime, withHostnet bool) {
 	conn, err := grpc.NewClient("unix://"+r.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		b.Fatal(err)
@@ -160,6 +189,9 @@ func BenchmarkRunPodSandbox(b *testing.B) {
 		name string
 		ns   runtimeapi.NamespaceMode
 	}{{"podnet", runtimeapi.NamespaceMode_POD}, {"hostnet", runtimeapi.NamespaceMode_NODE}} {
+		if mode.ns == runtimeapi.NamespaceMode_NODE && !withHostnet {
+			continue
+		}
 		b.Run(mode.name, func(b *testing.B) {
 			var lat []time.Duration
 			var pods []string

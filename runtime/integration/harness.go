@@ -32,6 +32,10 @@ type Runtime struct {
 	Config string
 	// CNIConfDir is the runtime's CNI configuration directory (empty: the built-in default network).
 	CNIConfDir string
+	// CNIBinDir is where the runtime looks for CNI plugin binaries.
+	CNIBinDir string
+	// InNodeNetNS runs the daemon itself inside the private node network namespace.
+	InNodeNetNS bool
 	// CgroupRoot is the daemon's own parent cgroup for pods, removed at cleanup.
 	CgroupRoot string
 	crictl     string
@@ -83,7 +87,11 @@ func NodeBinary(t testing.TB) string {
 }
 
 // Start runs a daemon with a config.toml whose registry mirrors point at the test registry.
-func Start(t testing.TB) *Runtime {
+func Start(t testing.TB) *Runtime { t.Helper(); return StartWith(t, nil) }
+
+// StartWith is Start with prepare run on the runtime's directory before the daemon starts
+// (e.g. to write a CNI conflist).
+func StartWith(t testing.TB, prepare func(r *Runtime)) *Runtime {
 	t.Helper()
 	testgate.RequireRoot(t)
 	testgate.RequireCommand(t, "unshare")
@@ -102,15 +110,19 @@ func Start(t testing.TB) *Runtime {
 	// The CNI directories are the test's own: the host's /etc/cni/net.d must not decide the
 	// pods' network.
 	r.CNIConfDir = filepath.Join(dir, "cni", "net.d")
+	r.CNIBinDir = filepath.Join(dir, "cni", "bin")
 	os.MkdirAll(r.CNIConfDir, 0o755)
 	cfg := fmt.Sprintf("version = 2\nroot = %q\nstate = %q\n\n[grpc]\n  address = %q\n\n", filepath.Join(dir, "root"), filepath.Join(dir, "state"), r.Socket) +
-		fmt.Sprintf("[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  conf_dir = %q\n  bin_dir = %q\n\n", r.CNIConfDir, filepath.Join(dir, "cni", "bin")) +
+		fmt.Sprintf("[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  conf_dir = %q\n  bin_dir = %q\n\n", r.CNIConfDir, r.CNIBinDir) +
 		testimages.MirrorsTOML(addr)
 	if err := os.WriteFile(r.Config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dir, "crictl.yaml"), []byte(fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 60\n", r.Socket, r.Socket)), 0o644)
 	t.Cleanup(r.cleanup)
+	if prepare != nil {
+		prepare(r)
+	}
 	r.start(bin)
 	return r
 }
@@ -132,6 +144,12 @@ func (r *Runtime) start(bin string) {
 	}
 	r.cmd = exec.Command("unshare", "--mount", "--propagation", "private", bin, "runtime", "--config", r.Config,
 		"--cgroup-root", r.CgroupRoot, "--node-netns", nodeNetNS)
+	if r.InNodeNetNS {
+		// External CNI plugins act on the runtime's own network namespace: run the whole daemon in
+		// the private one (it then cannot reach the host's test registry: no image pulls).
+		r.cmd = exec.Command("nsenter", "--net="+nodeNetNS, "--", "unshare", "--mount", "--propagation", "private",
+			bin, "runtime", "--config", r.Config, "--cgroup-root", r.CgroupRoot)
+	}
 	r.cmd.Stdout, r.cmd.Stderr = logf, logf
 	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := r.cmd.Start(); err != nil {
