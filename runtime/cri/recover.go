@@ -39,10 +39,10 @@ func (s *Server) recover(ctx context.Context) error {
 	for _, c := range s.containers {
 		s.refresh(c)
 	}
-	if s.opts.Network != nil {
+	if s.network != nil {
 		// Forget addresses and veths of pods this runtime no longer has (removed while it was down,
 		// or lost with a crash between Setup and the record).
-		if err := s.opts.Network.GC(ctx, func(id string) bool { _, ok := s.sandboxes[id]; return ok }); err != nil {
+		if err := s.network.GC(ctx, func(id string) bool { _, ok := s.sandboxes[id]; return ok }); err != nil {
 			s.log.Warn("pod network garbage collection", "err", err)
 		}
 	}

@@ -2,9 +2,14 @@ package cri
 
 import (
 	"context"
+	"fmt"
+	"net/netip"
 	"strconv"
+	"strings"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"ingot.dev/ingot/runtime/errdefs"
 )
 
 // Version reports the runtime's name and versions.
@@ -21,9 +26,11 @@ func (s *Server) Version(ctx context.Context, r *runtimeapi.VersionRequest) (*ru
 // so, as the kubelet expects from a runtime without a usable pod network.
 func (s *Server) Status(ctx context.Context, r *runtimeapi.StatusRequest) (*runtimeapi.StatusResponse, error) {
 	network := &runtimeapi.RuntimeCondition{Type: runtimeapi.NetworkReady, Status: true}
-	if s.opts.Network == nil {
+	s.netMu.RLock()
+	defer s.netMu.RUnlock()
+	if s.network == nil {
 		network.Status, network.Reason, network.Message = false, "NoPodNetwork", "the runtime runs without a pod network: pods get loopback only"
-	} else if err := s.opts.Network.Ready(ctx); err != nil {
+	} else if err := s.network.Ready(ctx); err != nil {
 		network.Status, network.Reason, network.Message = false, "NetworkPluginNotReady", err.Error()
 	}
 	conds := []*runtimeapi.RuntimeCondition{{Type: runtimeapi.RuntimeReady, Status: true}, network}
@@ -59,9 +66,37 @@ func (s *Server) RuntimeConfig(ctx context.Context, r *runtimeapi.RuntimeConfigR
 
 // UpdateRuntimeConfig records the pod CIDR the kubelet assigns; the pod network will use it.
 func (s *Server) UpdateRuntimeConfig(ctx context.Context, r *runtimeapi.UpdateRuntimeConfigRequest) (*runtimeapi.UpdateRuntimeConfigResponse, error) {
+	raw := r.GetRuntimeConfig().GetNetworkConfig().GetPodCidr()
 	s.mu.Lock()
-	s.podCIDR = r.GetRuntimeConfig().GetNetworkConfig().GetPodCidr()
+	same := raw == s.podCIDR
+	s.podCIDR = raw
+	busy := false
+	for _, sb := range s.sandboxes {
+		busy = busy || sb.NetNS != ""
+	}
 	s.mu.Unlock()
+	if same || raw == "" || s.opts.PodCIDR == nil {
+		return &runtimeapi.UpdateRuntimeConfigResponse{}, nil
+	}
+	// The CRI sends one CIDR per family, comma-separated, for dual-stack nodes.
+	var cidrs []netip.Prefix
+	for _, c := range strings.Split(raw, ",") {
+		p, err := netip.ParsePrefix(strings.TrimSpace(c))
+		if err != nil {
+			return nil, s.grpcErr("UpdateRuntimeConfig", fmt.Errorf("pod CIDR %q: %w: %w", c, errdefs.ErrInvalid, err))
+		}
+		cidrs = append(cidrs, p.Masked())
+	}
+	s.netMu.Lock()
+	defer s.netMu.Unlock()
+	next, err := s.opts.PodCIDR(ctx, cidrs, busy)
+	if err != nil {
+		return nil, s.grpcErr("UpdateRuntimeConfig", err)
+	}
+	if next != nil {
+		s.network = next
+		s.log.Info("pod network now over the kubelet's pod CIDR", "cidrs", raw)
+	}
 	return &runtimeapi.UpdateRuntimeConfigResponse{}, nil
 }
 

@@ -216,7 +216,9 @@ func (s *Server) podFiles(sb *sandbox) oci.PodFiles {
 // created — and has the pod network configure it (bridge, veth, address, hostPorts). Host-network
 // pods and runtimes without a pod network skip this.
 func (s *Server) setupNetwork(ctx context.Context, rec *store.Sandbox, cfg *runtimeapi.PodSandboxConfig, pausePid int) error {
-	if rec.HostNetwork || s.opts.Network == nil {
+	s.netMu.RLock()
+	defer s.netMu.RUnlock()
+	if rec.HostNetwork || s.network == nil {
 		return nil
 	}
 	path := filepath.Join(s.opts.State, "netns", rec.ID)
@@ -235,9 +237,9 @@ func (s *Server) setupNetwork(ctx context.Context, rec *store.Sandbox, cfg *runt
 		pn.PortMappings = append(pn.PortMappings, podnet.PortMapping{Protocol: pm.GetProtocol().String(),
 			ContainerPort: pm.GetContainerPort(), HostPort: pm.GetHostPort(), HostIP: pm.GetHostIp()})
 	}
-	res, err := s.opts.Network.Setup(ctx, pn)
+	res, err := s.network.Setup(ctx, pn)
 	if err != nil {
-		s.opts.Network.Teardown(ctx, rec.ID, path)
+		s.network.Teardown(ctx, rec.ID, path)
 		netns.Remove(path)
 		if errors.Is(err, podnet.ErrInvalid) {
 			err = fmt.Errorf("%w: %w", errdefs.ErrInvalid, err)
@@ -253,10 +255,12 @@ func (s *Server) setupNetwork(ctx context.Context, rec *store.Sandbox, cfg *runt
 // teardownNetwork releases the pod's address, veth and hostPorts. It is idempotent; the pinned
 // namespace goes only when the pod is removed (remove = true).
 func (s *Server) teardownNetwork(ctx context.Context, sb *sandbox, remove bool) error {
-	if sb.NetNS == "" || s.opts.Network == nil {
+	s.netMu.RLock()
+	defer s.netMu.RUnlock()
+	if sb.NetNS == "" || s.network == nil {
 		return nil
 	}
-	if err := s.opts.Network.Teardown(ctx, sb.ID, sb.NetNS); err != nil {
+	if err := s.network.Teardown(ctx, sb.ID, sb.NetNS); err != nil {
 		return fmt.Errorf("pod %s: network teardown: %w", sb.ID, err)
 	}
 	if remove {

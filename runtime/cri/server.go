@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,6 +41,10 @@ type Options struct {
 	// Network is the pod network (netsetup/podnet built in, or CNI plugins through
 	// netsetup/cniexec); nil: pods get loopback only and NetworkReady is false.
 	Network podnet.Provider
+	// PodCIDR is told the pod CIDRs the kubelet assigns (UpdateRuntimeConfig); busy says pods on
+	// the pod network exist. It returns a new network to use from now on, or nil to keep the
+	// current one (a conflist file wins over the CIDR; pods keep the network they started on).
+	PodCIDR func(ctx context.Context, cidrs []netip.Prefix, busy bool) (podnet.Provider, error)
 	Log     *slog.Logger
 	Version string
 }
@@ -52,6 +57,11 @@ type Server struct {
 	opts  Options
 	log   *slog.Logger
 	store *store.Store
+
+	// netMu guards network: Setup and Teardown run under the read lock, a switch to a network over
+	// a new pod CIDR under the write lock.
+	netMu   sync.RWMutex
+	network podnet.Provider
 
 	mu         sync.Mutex
 	sandboxes  map[string]*sandbox
@@ -95,7 +105,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{opts: o, log: o.Log, store: st, sandboxes: map[string]*sandbox{},
+	s := &Server{opts: o, log: o.Log, store: st, network: o.Network, sandboxes: map[string]*sandbox{},
 		containers: map[string]*store.Container{}, names: map[string]string{}, rro: hasMountSetattr()}
 	if s.bounding, err = oci.BoundingSet(); err != nil {
 		st.Close()

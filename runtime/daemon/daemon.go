@@ -16,7 +16,6 @@ import (
 
 	"google.golang.org/grpc"
 
-	"ingot.dev/ingot/netsetup/podnet"
 	"ingot.dev/ingot/runtime/config"
 	"ingot.dev/ingot/runtime/cri"
 	"ingot.dev/ingot/runtime/images"
@@ -105,17 +104,20 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, o runOptions
 		return err
 	}
 	defer store.Close()
-	var network podnet.Provider
+	criOpts := cri.Options{
+		Root: cfg.RootDir, State: cfg.StateDir, Exe: exe, MaxLogLine: cfg.MaxContainerLogLineSize,
+		Images: imageAdapter{store}, Log: log, CgroupRoot: o.cgroupRoot,
+	}
 	if o.podNetwork {
-		if network, err = openNetwork(ctx, cfg, o.nodeNetNS, log); err != nil {
+		nw := &network{cfg: cfg, nodeNetNS: o.nodeNetNS, log: log}
+		p, err := nw.open(ctx)
+		if err != nil {
 			return err
 		}
-		defer network.Close()
+		defer nw.close()
+		criOpts.Network, criOpts.PodCIDR = p, nw.podCIDR
 	}
-	srv, err := cri.New(ctx, cri.Options{
-		Root: cfg.RootDir, State: cfg.StateDir, Exe: exe, MaxLogLine: cfg.MaxContainerLogLineSize,
-		Images: imageAdapter{store}, Log: log, CgroupRoot: o.cgroupRoot, Network: network,
-	})
+	srv, err := cri.New(ctx, criOpts)
 	if err != nil {
 		return err
 	}

@@ -1,10 +1,17 @@
 package integration
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ingot.dev/ingot/internal/testgate"
 )
@@ -35,5 +42,32 @@ func TestBadConflistAtStart(t *testing.T) {
 	}
 	if out := r.MustCrictl("inspectp", pod); !strings.Contains(out, "SANDBOX_READY") {
 		t.Fatalf("pod not ready after the restart:\n%s", out)
+	}
+}
+
+// TestPodCIDRFromKubelet: without a conflist file, the pod CIDR the kubelet sends through
+// UpdateRuntimeConfig replaces the default 10.88.0.0/16 for new pods.
+func TestPodCIDRFromKubelet(t *testing.T) {
+	testgate.Short(t, "the runtime integration tier")
+	r := Start(t)
+	conn, err := grpc.NewClient("unix://"+r.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	_, err = rt.UpdateRuntimeConfig(context.Background(), &runtimeapi.UpdateRuntimeConfigRequest{
+		RuntimeConfig: &runtimeapi.RuntimeConfig{NetworkConfig: &runtimeapi.NetworkConfig{PodCidr: "10.244.3.0/24"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := r.MustCrictl("runp", podConfig(t, r, "cidr"))
+	if ip := r.MustCrictl("inspectp", "-o", "go-template", "--template", "{{.status.network.ip}}", pod); !strings.HasPrefix(ip, "10.244.3.") {
+		t.Fatalf("pod IP %q, want one from the kubelet's 10.244.3.0/24", ip)
+	}
+	_, err = rt.UpdateRuntimeConfig(context.Background(), &runtimeapi.UpdateRuntimeConfigRequest{
+		RuntimeConfig: &runtimeapi.RuntimeConfig{NetworkConfig: &runtimeapi.NetworkConfig{PodCidr: "not-a-cidr"}}})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("a bad pod CIDR gave %v, want InvalidArgument", err)
 	}
 }
