@@ -22,13 +22,7 @@ func (s *Server) ExecSync(ctx context.Context, r *runtimeapi.ExecSyncRequest) (*
 	if len(r.GetCmd()) == 0 {
 		return nil, s.grpcErr("ExecSync", fmt.Errorf("exec: empty command: %w", errdefs.ErrInvalid))
 	}
-	s.mu.Lock()
-	c, err := s.resolveContainer(r.GetContainerId())
-	var sb *sandbox
-	if err == nil {
-		sb = s.sandboxes[c.SandboxID]
-	}
-	s.mu.Unlock()
+	c, sb, err := s.containerAndPod(r.GetContainerId())
 	if err != nil {
 		return nil, s.grpcErr("ExecSync", err)
 	}
@@ -62,13 +56,7 @@ func (s *Server) ExecSync(ctx context.Context, r *runtimeapi.ExecSyncRequest) (*
 // renames the file to rotate it, and by the CRI contract the runtime must then write to a new
 // file at the original path. A container that is not running has no log to reopen: error.
 func (s *Server) ReopenContainerLog(ctx context.Context, r *runtimeapi.ReopenContainerLogRequest) (*runtimeapi.ReopenContainerLogResponse, error) {
-	s.mu.Lock()
-	c, err := s.resolveContainer(r.GetContainerId())
-	var sb *sandbox
-	if err == nil {
-		sb = s.sandboxes[c.SandboxID]
-	}
-	s.mu.Unlock()
+	c, sb, err := s.containerAndPod(r.GetContainerId())
 	if err != nil {
 		return nil, s.grpcErr("ReopenContainerLog", err)
 	}

@@ -18,13 +18,7 @@ import (
 
 // StartContainer releases a created container's init to exec the container's process.
 func (s *Server) StartContainer(ctx context.Context, r *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error) {
-	s.mu.Lock()
-	c, err := s.resolveContainer(r.GetContainerId())
-	var sb *sandbox
-	if err == nil {
-		sb = s.sandboxes[c.SandboxID]
-	}
-	s.mu.Unlock()
+	c, sb, err := s.containerAndPod(r.GetContainerId())
 	if err != nil {
 		return nil, s.grpcErr("StartContainer", err)
 	}

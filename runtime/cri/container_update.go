@@ -18,13 +18,7 @@ import (
 // kubelet's in-place resize and CPU manager) and records them, so ContainerStatus reports them.
 // The request carries the whole desired set (CRI proto), not a change.
 func (s *Server) UpdateContainerResources(ctx context.Context, r *runtimeapi.UpdateContainerResourcesRequest) (*runtimeapi.UpdateContainerResourcesResponse, error) {
-	s.mu.Lock()
-	c, err := s.resolveContainer(r.GetContainerId())
-	var sb *sandbox
-	if err == nil {
-		sb = s.sandboxes[c.SandboxID]
-	}
-	s.mu.Unlock()
+	c, sb, err := s.containerAndPod(r.GetContainerId())
 	if err != nil {
 		return nil, s.grpcErr("UpdateContainerResources", err)
 	}

@@ -239,6 +239,18 @@ func (s *Server) resolveContainer(id string) (*store.Container, error) {
 	return found, nil
 }
 
+// containerAndPod finds a container (full id or unique prefix) and its pod; the pod is nil when
+// the pod record is gone.
+func (s *Server) containerAndPod(id string) (*store.Container, *sandbox, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, err := s.resolveContainer(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, s.sandboxes[c.SandboxID], nil
+}
+
 // grpcErr logs failures with the request's object and returns the gRPC status.
 func (s *Server) grpcErr(op string, err error, attrs ...any) error {
 	if err == nil {
