@@ -4,7 +4,6 @@ import (
 	"context"
 	"io/fs"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -27,20 +26,8 @@ func (s *Server) ContainerStats(ctx context.Context, r *runtimeapi.ContainerStat
 // ListContainerStats reports every container matching the filter (id or prefix, pod, labels).
 func (s *Server) ListContainerStats(ctx context.Context, r *runtimeapi.ListContainerStatsRequest) (*runtimeapi.ListContainerStatsResponse, error) {
 	f := r.GetFilter()
-	s.mu.Lock()
-	var all []*store.Container
-	for _, c := range s.containers {
-		all = append(all, c)
-	}
-	s.mu.Unlock()
 	var out []*runtimeapi.ContainerStats
-	for _, c := range all {
-		if f.GetId() != "" && !strings.HasPrefix(c.ID, f.GetId()) {
-			continue
-		}
-		if f.GetPodSandboxId() != "" && !strings.HasPrefix(c.SandboxID, f.GetPodSandboxId()) {
-			continue
-		}
+	for _, c := range s.containersMatching(f.GetId(), f.GetPodSandboxId()) {
 		if !labelsMatch(ctrConfig(c).GetLabels(), f.GetLabelSelector()) {
 			continue
 		}

@@ -91,20 +91,8 @@ func (s *Server) statusMounts(mounts []*runtimeapi.Mount) []*runtimeapi.Mount {
 // ListContainers lists containers filtered by id (or prefix), pod, state and labels.
 func (s *Server) ListContainers(ctx context.Context, r *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
 	f := r.GetFilter()
-	s.mu.Lock()
-	var all []*store.Container
-	for _, c := range s.containers {
-		all = append(all, c)
-	}
-	s.mu.Unlock()
 	var out []*runtimeapi.Container
-	for _, c := range all {
-		if f.GetId() != "" && !strings.HasPrefix(c.ID, f.GetId()) {
-			continue
-		}
-		if f.GetPodSandboxId() != "" && !strings.HasPrefix(c.SandboxID, f.GetPodSandboxId()) {
-			continue
-		}
+	for _, c := range s.containersMatching(f.GetId(), f.GetPodSandboxId()) {
 		s.refresh(c)
 		s.mu.Lock()
 		rec := *c
@@ -123,4 +111,18 @@ func (s *Server) ListContainers(ctx context.Context, r *runtimeapi.ListContainer
 		})
 	}
 	return &runtimeapi.ListContainersResponse{Containers: out}, nil
+}
+
+// containersMatching lists the containers whose id and pod id start with the given prefixes
+// (empty: any), the filter ListContainers and ListContainerStats share.
+func (s *Server) containersMatching(id, podID string) []*store.Container {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*store.Container
+	for _, c := range s.containers {
+		if strings.HasPrefix(c.ID, id) && strings.HasPrefix(c.SandboxID, podID) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
