@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"os"
 	"path/filepath"
@@ -245,12 +246,18 @@ func (s *Store) pull(ctx context.Context, ss *session, l *lease, r reference) (I
 	if mt := mf.Config.MediaType; mt != types.DockerConfigJSON && mt != types.OCIConfigJSON {
 		return Image{}, fmt.Errorf("%w: manifest %s is not a container image (config type %q)", ErrInvalid, m.digest, mt)
 	}
+	cfgDigest, err := checkDescriptor("config", mf.Config)
+	if err != nil {
+		return Image{}, fmt.Errorf("manifest %s: %w", m.digest, err)
+	}
 	if mf.Config.Size > maxManifestSize {
 		return Image{}, fmt.Errorf("%w: manifest %s: config of %d bytes is larger than %d", ErrInvalid, m.digest, mf.Config.Size, maxManifestSize)
 	}
-	cfgDigest := mf.Config.Digest.String()
-	if _, err := content.CheckDigest(cfgDigest); err != nil {
-		return Image{}, fmt.Errorf("%w: manifest %s: config: %v", ErrInvalid, m.digest, err)
+	// Layers are checked before anything is downloaded, so a bad one costs no transfer.
+	for i, ld := range mf.Layers {
+		if _, err := checkDescriptor(fmt.Sprintf("layer %d", i), ld); err != nil {
+			return Image{}, fmt.Errorf("manifest %s: %w", m.digest, err)
+		}
 	}
 	l.add(blobKey(m.digest), blobKey(cfgDigest))
 	if err := s.content.Write(ctx, m.digest, int64(len(m.raw)), bytes.NewReader(m.raw)); err != nil {
@@ -261,7 +268,7 @@ func (s *Store) pull(ctx context.Context, ss *session, l *lease, r reference) (I
 			return Image{}, fmt.Errorf("config: %w", err)
 		}
 	}
-	rawCfg, err := s.content.ReadAll(cfgDigest)
+	rawCfg, err := s.content.ReadAll(cfgDigest, mf.Config.Size)
 	if err != nil {
 		return Image{}, err
 	}
@@ -280,9 +287,6 @@ func (s *Store) pull(ctx context.Context, ss *session, l *lease, r reference) (I
 	size := int64(len(m.raw)) + mf.Config.Size
 	for i, ld := range mf.Layers {
 		d, diff := ld.Digest.String(), cf.RootFS.DiffIDs[i].String()
-		if _, err := content.CheckDigest(d); err != nil {
-			return Image{}, fmt.Errorf("%w: manifest %s: layer %d: %v", ErrInvalid, m.digest, i, err)
-		}
 		if _, err := content.CheckDigest(diff); err != nil {
 			return Image{}, fmt.Errorf("%w: config %s: diff_id %d: %v", ErrInvalid, cfgDigest, i, err)
 		}
@@ -320,19 +324,34 @@ func (s *Store) choose(m manifest) (v1.Descriptor, error) {
 	}
 	var have []string
 	for _, d := range idx.Manifests {
+		// Every entry, not only the chosen one: an index with a forged entry is not well formed.
+		if _, err := checkDescriptor("manifest", d); err != nil {
+			return v1.Descriptor{}, fmt.Errorf("index %s: %w", m.digest, err)
+		}
 		if d.Platform == nil {
 			continue
 		}
 		p := fromV1(d.Platform)
 		if s.opts.Platform.matches(p) {
-			if _, err := content.CheckDigest(d.Digest.String()); err != nil {
-				return v1.Descriptor{}, fmt.Errorf("%w: index %s: %v", ErrInvalid, m.digest, err)
-			}
 			return d, nil
 		}
 		have = append(have, p.String())
 	}
 	return v1.Descriptor{}, fmt.Errorf("no manifest for %s in index %s (it has %s): %w", s.opts.Platform, m.digest, strings.Join(have, ", "), ErrNotFound)
+}
+
+// checkDescriptor checks what a descriptor names before anything is fetched by it: a digest that can
+// be a file name, and a size that is not negative. The size bounds the download and every later read
+// of the blob; a negative one would be taken for "unknown" and bound nothing. It returns the digest.
+func checkDescriptor(what string, d v1.Descriptor) (string, error) {
+	digest := d.Digest.String()
+	if _, err := content.CheckDigest(digest); err != nil {
+		return "", fmt.Errorf("%w: %s: %v", ErrInvalid, what, err)
+	}
+	if d.Size < 0 {
+		return "", fmt.Errorf("%w: %s %s has a negative size (%d)", ErrInvalid, what, digest, d.Size)
+	}
+	return digest, nil
 }
 
 func checkLayerType(mt types.MediaType) error {
@@ -407,7 +426,7 @@ func (s *Store) fetchLayers(ctx context.Context, ss *session, l *lease, layers [
 			return fmt.Errorf("layer %d: %w", i, err)
 		}
 		if need[i] {
-			if err := s.unpack(ctx, chain[i], diffIDs[i], ld.Digest.String()); err != nil {
+			if err := s.unpack(ctx, chain[i], diffIDs[i], ld.Digest.String(), ld.Size); err != nil {
 				return fmt.Errorf("layer %d: %w", i, err)
 			}
 		}
@@ -431,9 +450,9 @@ func (s *Store) layerPresent(chainID string) bool {
 	return err == nil
 }
 
-// unpack applies a layer blob into a new directory and records it; a concurrent pull of an image
-// sharing the layer waits and then finds it done.
-func (s *Store) unpack(ctx context.Context, chainID, diffID, blob string) error {
+// unpack applies a layer blob of size bytes into a new directory and records it; a concurrent pull
+// of an image sharing the layer waits and then finds it done.
+func (s *Store) unpack(ctx context.Context, chainID, diffID, blob string, size int64) error {
 	unlock, err := s.unpacking.lock(ctx, chainID)
 	if err != nil {
 		return err
@@ -458,7 +477,8 @@ func (s *Store) unpack(ctx context.Context, chainID, diffID, blob string) error 
 	}
 	defer f.Close()
 	start := time.Now()
-	res, err := archive.Apply(ctx, f, filepath.Join(s.root, rel), archive.Options{DiffID: diffID})
+	// The blob was verified at this size; reading no further keeps that true if the file changed since.
+	res, err := archive.Apply(ctx, io.LimitReader(f, size), filepath.Join(s.root, rel), archive.Options{DiffID: diffID})
 	if err != nil {
 		if errors.Is(err, archive.ErrRejected) || errors.Is(err, archive.ErrCorrupt) {
 			err = fmt.Errorf("%w: %w", ErrInvalid, err)

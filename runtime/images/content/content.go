@@ -100,23 +100,36 @@ func (s *Store) Open(digest string) (*os.File, error) {
 	return f, nil
 }
 
-// ReadAll returns a stored blob's bytes; it is meant for manifests and configs.
-func (s *Store) ReadAll(digest string) ([]byte, error) {
+// ReadAll returns a stored blob's bytes; it is meant for manifests and configs. It reads at most
+// max bytes: a blob that is larger is an error, so no document can make the caller load more memory
+// than it budgeted for.
+func (s *Store) ReadAll(digest string, max int64) ([]byte, error) {
 	f, err := s.Open(digest)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return io.ReadAll(f)
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("read blob %s: %w", digest, err)
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("read blob %s: larger than %d bytes", digest, max)
+	}
+	return b, nil
 }
 
-// Write stores the blob read from r, which must have exactly digest and size (size < 0: any size).
-// Nothing is stored unless both match; on mismatch the error wraps ErrMismatch and names digest.
-// A blob already stored with that size is not read again.
+// Write stores the blob read from r, which must have exactly digest and size. Nothing is stored
+// unless both match; on mismatch the error wraps ErrMismatch and names digest. A blob already stored
+// with that size is not read again. A negative size is refused: there is no "any size", so a
+// descriptor can never switch off the bound on what a registry may send.
 func (s *Store) Write(ctx context.Context, digest string, size int64, r io.Reader) (err error) {
 	dst, err := s.Path(digest)
 	if err != nil {
 		return err
+	}
+	if size < 0 {
+		return fmt.Errorf("write blob %s: size %d is negative", digest, size)
 	}
 	if s.Has(digest, size) {
 		return nil
@@ -132,15 +145,12 @@ func (s *Store) Write(ctx context.Context, digest string, size int64, r io.Reade
 		}
 	}()
 	h := sha256.New()
-	src := r
-	if size >= 0 {
-		src = io.LimitReader(r, size+1) // one byte more reveals a blob that is too long
-	}
+	src := io.LimitReader(r, size+1) // one byte more reveals a blob that is too long
 	n, err := io.Copy(io.MultiWriter(f, h), &ctxReader{ctx, src})
 	if err != nil {
 		return fmt.Errorf("write blob %s: %w", digest, err)
 	}
-	if size >= 0 && n != size {
+	if n != size {
 		return fmt.Errorf("write blob %s: %w: got %d bytes, want %d", digest, ErrMismatch, n, size)
 	}
 	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != digest {

@@ -60,14 +60,14 @@ func TestWriteVerifies(t *testing.T) {
 	if err := s.Write(ctx, d, int64(len(blob)), bytes.NewReader(blob)); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := s.ReadAll(d); err != nil || !bytes.Equal(got, blob) {
+	if got, err := s.ReadAll(d, int64(len(blob))); err != nil || !bytes.Equal(got, blob) {
 		t.Fatalf("ReadAll = %q, %v", got, err)
 	}
 	if p, _ := s.Path(d); p != filepath.Join(root, "blobs", "sha256", d[7:]) {
 		t.Errorf("blob stored at %s", p)
 	}
 	// Stored already: the reader is not consumed.
-	if err := s.Write(ctx, d, -1, failingReader{}); err != nil {
+	if err := s.Write(ctx, d, int64(len(blob)), failingReader{}); err != nil {
 		t.Errorf("rewrite of a stored blob read its input: %v", err)
 	}
 	list, err := s.List()
@@ -143,4 +143,43 @@ func (c *cancelAfter) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p[:min(len(p), 1024)])
 	c.n -= n
 	return n, err
+}
+
+// A negative size must not switch off the length check: a registry could then stream any amount.
+func TestWriteRefusesNegativeSize(t *testing.T) {
+	root := t.TempDir()
+	s, err := Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob := []byte("a blob of unknown length")
+	d := digestOf(blob)
+	err = s.Write(context.Background(), d, -1, bytes.NewReader(blob))
+	if want := "write blob " + d + ": size -1 is negative"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Write with size -1 = %v, want an error containing %q", err, want)
+	}
+	if s.Has(d, int64(len(blob))) {
+		t.Error("blob of undeclared size stored")
+	}
+	ingestEmpty(t, root)
+}
+
+// ReadAll reads no more than the caller's bound, whatever the file on disk holds.
+func TestReadAllBounded(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob := bytes.Repeat([]byte("x"), 4096)
+	d := digestOf(blob)
+	if err := s.Write(context.Background(), d, int64(len(blob)), bytes.NewReader(blob)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.ReadAll(d, int64(len(blob))); err != nil || !bytes.Equal(got, blob) {
+		t.Fatalf("ReadAll within the bound = %d bytes, %v", len(got), err)
+	}
+	_, err = s.ReadAll(d, 100)
+	if want := "read blob " + d + ": larger than 100 bytes"; err == nil || err.Error() != want {
+		t.Errorf("ReadAll beyond the bound = %v, want %q", err, want)
+	}
 }
