@@ -47,8 +47,9 @@ qemu: image ## build the dev image for ARCH and boot it with the serial console 
 unit: ## unit tests only (no root, no VM)
 	go test -short ./...
 
-vet: ## gofmt and go vet
+vet: ## gofmt, go vet, and go.mod/go.sum as `go mod tidy` would leave them
 	@test -z "$$(gofmt -l cmd init image profiles qemu internal runtime netsetup)" || { gofmt -l cmd init image profiles qemu internal runtime netsetup; exit 1; }
+	@go mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy: run go mod tidy (go mod tidy -diff shows what changes)"; exit 1; }
 	go vet ./...
 
 test: deps build vet ## the whole suite: unit, root and VM tiers (CI=true makes every skip a failure)
