@@ -1,7 +1,18 @@
-// Package nft writes the pod network's NAT rules into an nftables table of ingot's own,
-// `inet ingot`: masquerade for pod traffic leaving the pod subnets, and hostPort DNAT with the
-// portmap plugin's semantics (from other hosts, from the node's own addresses and from
-// 127.0.0.1, with masquerade for localhost and hairpin connections).
+// Package nft writes the pod network's rules into an nftables table of ingot's own,
+// `inet ingot`: masquerade for pod traffic leaving the pod subnets, hostPort DNAT with the
+// portmap plugin's semantics (from other hosts, from the node's own addresses and, for the node
+// itself only, from 127.0.0.1, with masquerade for localhost and hairpin connections), and the
+// guard that keeps the node's 127.0.0.0/8 its own.
+//
+// The guard exists because localhost hostPorts need route_localnet on the bridge: the kernel
+// then routes packets to and from 127.0.0.0/8 on that link instead of dropping them as
+// martians, so a pod (root in its namespace, CAP_NET_RAW by default) could send to 127.0.0.1
+// and reach node services bound only to localhost (CVE-2020-8558). As kube-proxy does, the
+// input hook drops packets for 127.0.0.0/8 that did not come in on lo, unless conntrack says
+// they belong to a connection our hostPort DNAT made (the pod's answers to the node's
+// connections to 127.0.0.1:hostPort). And the hostPort DNAT matches 127.0.0.0/8 only in the
+// output hook: in prerouting, DNAT would rewrite the destination before routing ever saw the
+// loopback address, making localhost hostPorts reachable from the LAN and from pods.
 //
 // The table is declarative: Apply replaces it in one nftables transaction from the whole
 // desired state, so a rule can never be left behind by a crash between two steps, and packets
@@ -10,7 +21,12 @@
 // The equivalent ruleset, as `nft list table inet ingot` shows it:
 //
 //	table inet ingot {
-//	  chain prerouting  { type nat hook prerouting priority dstnat; fib daddr type local jump hostports }
+//	  chain input       { type filter hook input priority filter;
+//	                      meta nfproto ipv4 ip daddr 127.0.0.0/8 iifname != "lo" ct status dnat return comment "localhost hostport replies"
+//	                      meta nfproto ipv4 ip daddr 127.0.0.0/8 iifname != "lo" drop comment "localhost is the node's" }
+//	  chain prerouting  { type nat hook prerouting priority dstnat;
+//	                      meta nfproto ipv4 ip daddr 127.0.0.0/8 return comment "localhost hostports from the node only"
+//	                      fib daddr type local jump hostports }
 //	  chain output      { type nat hook output priority dstnat; fib daddr type local jump hostports }
 //	  chain hostports   { meta nfproto ipv4 meta l4proto tcp th dport 8080 dnat ip to 10.88.0.5:80 comment "pod <id>" … }
 //	  chain postrouting { type nat hook postrouting priority srcnat;
@@ -132,6 +148,15 @@ func (c *Conn) Apply(n Network, pods []Pod) error {
 	conn.DelTable(t)
 	t = conn.AddTable(table())
 	b := &builder{conn: conn, t: t}
+	loopback := netip.MustParsePrefix("127.0.0.0/8")
+	// IPv4 only: IPv6 drops ::1 arriving on any link but lo before any hook sees it, and has no
+	// route_localnet.
+	input := conn.AddChain(&nftables.Chain{Name: "input", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter})
+	// Two rules rather than one "not dnat" match: a packet without conntrack state makes the ct
+	// match fail, and must then fall through to the drop.
+	b.rule(input, "localhost hostport replies", family(true), match(daddr(true), loopback, true), notLo(), ctDNAT(), &expr.Verdict{Kind: expr.VerdictReturn})
+	b.rule(input, "localhost is the node's", family(true), match(daddr(true), loopback, true), notLo(), &expr.Verdict{Kind: expr.VerdictDrop})
 	post := conn.AddChain(&nftables.Chain{Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource})
 	if n.HostPorts {
@@ -142,12 +167,16 @@ func (c *Conn) Apply(n Network, pods []Pod) error {
 		}{{"prerouting", nftables.ChainHookPrerouting}, {"output", nftables.ChainHookOutput}} {
 			ch := conn.AddChain(&nftables.Chain{Name: hook.name, Table: t, Type: nftables.ChainTypeNAT,
 				Hooknum: hook.hook, Priority: nftables.ChainPriorityNATDest})
+			if hook.name == "prerouting" {
+				// Only the node's own connections (output) reach hostPorts on 127.0.0.0/8.
+				b.rule(ch, "localhost hostports from the node only", family(true), match(daddr(true), loopback, true), &expr.Verdict{Kind: expr.VerdictReturn})
+			}
 			b.rule(ch, "hostports", fibLocal(), &expr.Verdict{Kind: expr.VerdictJump, Chain: hp.Name})
 		}
 		if n.SNAT {
 			// Locally originated connections to 127.0.0.1:hostPort leave through the bridge with
 			// a loopback source (allowed by route_localnet); the pod could not answer that.
-			b.rule(post, "hostport from localhost", family(true), ctDNAT(), match(saddr(true), netip.MustParsePrefix("127.0.0.0/8"), true), &expr.Masq{})
+			b.rule(post, "hostport from localhost", family(true), ctDNAT(), match(saddr(true), loopback, true), &expr.Masq{})
 		}
 		sorted := append([]Pod(nil), pods...)
 		sort.Slice(sorted, func(i, j int) bool { return sorted[i].ID < sorted[j].ID })
@@ -319,6 +348,16 @@ func fibLocal() []expr.Any {
 	return []expr.Any{
 		&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.NativeEndian.AppendUint32(nil, unix.RTN_LOCAL)},
+	}
+}
+
+// notLo matches iifname != "lo".
+func notLo() []expr.Any {
+	name := make([]byte, unix.IFNAMSIZ)
+	copy(name, "lo")
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: name},
 	}
 }
 

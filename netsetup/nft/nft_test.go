@@ -61,12 +61,16 @@ func TestApplyReplacesTable(t *testing.T) {
 			got[r.Chain+":"+r.Comment]++
 		}
 		want := map[string]int{
-			"prerouting:hostports": 1, "output:hostports": 1,
-			"hostports:pod b":                     3, // tcp v4, tcp v6, udp v4 on 127.0.0.1
-			"postrouting:pod b":                   2, // hairpin v4 and v6
-			"postrouting:hostport from localhost": 1,
-			"postrouting:masquerade 10.88.0.0/16": 1,
-			"postrouting:masquerade fd00:88::/64": 1,
+			"input:localhost hostport replies":                  1,
+			"input:localhost is the node's":                     1,
+			"prerouting:localhost hostports from the node only": 1,
+			"prerouting:hostports":                              1,
+			"output:hostports":                                  1,
+			"hostports:pod b":                                   3, // tcp v4, tcp v6, udp v4 on 127.0.0.1
+			"postrouting:pod b":                                 2, // hairpin v4 and v6
+			"postrouting:hostport from localhost":               1,
+			"postrouting:masquerade 10.88.0.0/16":               1,
+			"postrouting:masquerade fd00:88::/64":               1,
 		}
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("rules after two applies:\n got %v\nwant %v", got, want)

@@ -105,8 +105,9 @@ func (n *Network) gatewayAddrs(l netlink.Link) error {
 }
 
 // writeSysctls turns on forwarding, route_localnet on the bridge when hostPorts are served from
-// 127.0.0.1, and makes bridged traffic visible to netfilter when br_netfilter is there (so
-// service DNAT of other tools applies between pods on the bridge).
+// 127.0.0.1 (table inet ingot then keeps pods off the node's 127.0.0.0/8; see netsetup/nft), and
+// makes bridged traffic visible to netfilter when br_netfilter is there (so service DNAT of
+// other tools applies between pods on the bridge).
 func (n *Network) writeSysctls() error {
 	v6 := false
 	for _, set := range n.bridge.IPAM.RangeSets {

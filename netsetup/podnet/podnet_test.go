@@ -91,10 +91,16 @@ func (tn *testNode) open(conf *cniconf.List) *Network {
 // serve answers every TCP connection on port in namespace ns with reply(remote address).
 func (tn *testNode) serve(ns string, port int, reply func(remote string) string) {
 	tn.t.Helper()
+	tn.serveAt(ns, fmt.Sprintf(":%d", port), reply)
+}
+
+// serveAt is serve on one address (host:port).
+func (tn *testNode) serveAt(ns string, addr string, reply func(remote string) string) {
+	tn.t.Helper()
 	var l net.Listener
 	err := netns.Do(ns, func() error {
 		var err error
-		l, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
+		l, err = net.Listen("tcp", addr)
 		return err
 	})
 	if err != nil {
@@ -115,10 +121,12 @@ func (tn *testNode) serve(ns string, port int, reply func(remote string) string)
 }
 
 // dial connects from namespace ns to addr and returns what the server said.
-func dial(ns, addr string) (string, error) {
+func dial(ns, addr string) (string, error) { return dialWithin(ns, addr, 2*time.Second) }
+
+func dialWithin(ns, addr string, timeout time.Duration) (string, error) {
 	var out string
 	err := netns.Do(ns, func() error {
-		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		c, err := net.DialTimeout("tcp", addr, timeout)
 		if err != nil {
 			return err
 		}
@@ -136,6 +144,47 @@ func (tn *testNode) expect(from, addr, want string) {
 	got, err := dial(from, addr)
 	if err != nil || got != want {
 		tn.t.Errorf("from %s to %s: got %q, %v; want %q", filepath.Base(from), addr, got, err, want)
+	}
+}
+
+// expectDropped checks that a connection from namespace from to addr times out: its SYN was
+// dropped on the way. A refusal or a missing route would mean the packet never took the path
+// under test, so those fail too.
+func (tn *testNode) expectDropped(from, addr string) {
+	tn.t.Helper()
+	got, err := dialWithin(from, addr, time.Second)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		tn.t.Errorf("from %s to %s: got %q, %v; want the connection dropped (a timeout)", filepath.Base(from), addr, got, err)
+	}
+}
+
+// routeLoopbackVia makes namespace ns send traffic for 127.0.0.1 out of dev to gw, as an attacker
+// who is root in its own namespace can (a pod has CAP_NET_RAW and could craft the frame
+// instead): it takes 127.0.0.1 off lo (and with it the local routes of 127.0.0.0/8), routes
+// 127.0.0.1 via gw, and accepts loopback addresses on dev (route_localnet) so the answers are
+// not dropped as martians.
+func (tn *testNode) routeLoopbackVia(ns, dev string, gw netip.Addr) {
+	tn.t.Helper()
+	err := netns.Do(ns, func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		if err := netlink.AddrDel(lo, addr(netip.MustParsePrefix("127.0.0.1/8"))); err != nil {
+			return fmt.Errorf("remove 127.0.0.1 from lo: %w", err)
+		}
+		if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+dev+"/route_localnet", []byte("1\n"), 0o644); err != nil {
+			return err
+		}
+		l, err := netlink.LinkByName(dev)
+		if err != nil {
+			return err
+		}
+		return netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: ipNet(netip.MustParsePrefix("127.0.0.1/32")), Gw: gw.AsSlice()})
+	})
+	if err != nil {
+		tn.t.Fatalf("route 127.0.0.1 from %s via %s: %v", filepath.Base(ns), gw, err)
 	}
 }
 
@@ -343,6 +392,50 @@ func TestPodNetwork(t *testing.T) {
 			t.Errorf("pods left: %v", ids)
 		}
 	})
+}
+
+// TestLocalhostIsolation: the node's 127.0.0.1 is the node's alone. route_localnet on the bridge
+// (needed to forward localhost hostPorts to pods) must not let a pod reach node services bound to
+// 127.0.0.1 (CVE-2020-8558), and a hostPort on hostIP 127.0.0.1 must not be reachable from a pod
+// or from a neighbour on the node's LAN, only from the node itself.
+func TestLocalhostIsolation(t *testing.T) {
+	tn := newTestNode(t)
+	ctx := context.Background()
+	n := tn.open(nil)
+	defer n.Close()
+	pod1, attacker := tn.netns("pod1"), tn.netns("attacker")
+	r1, err := n.Setup(ctx, PodNet{ID: "pod1id", NetNS: pod1, PortMappings: []PortMapping{
+		{Protocol: "TCP", ContainerPort: 80, HostPort: 8080, HostIP: "127.0.0.1"},
+		{Protocol: "TCP", ContainerPort: 80, HostPort: 8081}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ra, err := n.Setup(ctx, PodNet{ID: "attackerid", NetNS: attacker})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.serve(pod1, 80, func(string) string { return "pod1" })
+	tn.serveAt(tn.node, "127.0.0.1:9998", func(string) string { return "node localhost" })
+
+	// The attacker pod and the LAN neighbour send to 127.0.0.1 through the node.
+	tn.routeLoopbackVia(attacker, "eth0", ra.Gateways[0])
+	tn.routeLoopbackVia(tn.wan, "wan0", netip.MustParseAddr(nodeAddr))
+
+	// Node services bound to 127.0.0.1 are the node's alone (CVE-2020-8558).
+	tn.expect(tn.node, "127.0.0.1:9998", "node localhost")
+	tn.expectDropped(attacker, "127.0.0.1:9998")
+	// A hostPort on hostIP 127.0.0.1 serves the node, not the LAN or other pods.
+	tn.expect(tn.node, "127.0.0.1:8080", "pod1")
+	tn.expectDropped(tn.wan, "127.0.0.1:8080")
+	tn.expectDropped(attacker, "127.0.0.1:8080")
+	// A hostPort on every address serves them all, on addresses they may reach.
+	tn.expect(tn.node, "127.0.0.1:8081", "pod1")
+	tn.expect(tn.wan, nodeAddr+":8081", "pod1")
+	tn.expect(attacker, ra.Gateways[0].String()+":8081", "pod1")
+	tn.expectDropped(tn.wan, "127.0.0.1:8081")
+	tn.expectDropped(attacker, "127.0.0.1:8081")
+	// Pod to pod is untouched.
+	tn.expect(attacker, ip4(r1)+":80", "pod1")
 }
 
 func TestSetupErrors(t *testing.T) {
