@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -390,39 +391,43 @@ func device(hostPath, ctrPath string) (specs.LinuxDevice, error) {
 	return d, nil
 }
 
-// adjustCaps applies the CRI's added and dropped capabilities to base. "ALL" adds the runtime's
-// bounding set; naming a capability outside it is an error (the container could not get it).
+// adjustCaps applies the CRI's added and dropped capabilities to base the way containerd does:
+// "ALL" first (added, the runtime's bounding set; dropped, nothing), then the named additions,
+// then the named drops. So "drop ALL, add NET_BIND_SERVICE" leaves exactly that capability, and
+// a capability both added and dropped is dropped. Naming a capability outside the bounding set is
+// an error (the container could not get it).
 func adjustCaps(base []string, c *runtimeapi.Capability, bounding []string) ([]string, error) {
-	set := map[string]bool{}
-	for _, v := range base {
-		set[v] = true
-	}
-	norm := normCap
 	inBounding := map[string]bool{}
 	for _, v := range bounding {
 		inBounding[v] = true
 	}
+	isAll := func(v string) bool { return strings.EqualFold(v, "ALL") }
+	set := map[string]bool{}
+	for _, v := range base {
+		set[v] = true
+	}
+	if slices.ContainsFunc(c.GetAddCapabilities(), isAll) {
+		for _, v := range bounding {
+			set[v] = true
+		}
+	}
+	if slices.ContainsFunc(c.GetDropCapabilities(), isAll) {
+		clear(set)
+	}
 	for _, v := range c.GetAddCapabilities() {
-		if strings.EqualFold(v, "ALL") {
-			for _, a := range bounding {
-				set[a] = true
-			}
+		if isAll(v) {
 			continue
 		}
-		if !inBounding[norm(v)] {
-			return nil, fmt.Errorf("capability %s: not held by the runtime (its bounding set lacks it)", norm(v))
+		if !inBounding[normCap(v)] {
+			return nil, fmt.Errorf("capability %s: not held by the runtime (its bounding set lacks it)", normCap(v))
 		}
-		set[norm(v)] = true
+		set[normCap(v)] = true
 	}
 	for _, v := range c.GetDropCapabilities() {
-		if strings.EqualFold(v, "ALL") {
-			set = map[string]bool{}
-			continue
-		}
-		delete(set, norm(v))
+		delete(set, normCap(v))
 	}
 	for _, v := range c.GetAddAmbientCapabilities() {
-		set[norm(v)] = true
+		set[normCap(v)] = true
 	}
 	var out []string
 	for _, v := range allCapabilities() {
