@@ -3,7 +3,6 @@ package cri
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -35,10 +34,13 @@ type ImageStore interface {
 func toCRIImage(img Image) *runtimeapi.Image {
 	out := &runtimeapi.Image{Id: img.ID, RepoTags: img.RepoTags, RepoDigests: img.RepoDigests, Size: img.Size,
 		Spec: &runtimeapi.ImageSpec{Image: img.ID}}
+	// The kubelet's runAsNonRoot check reads these: a uid it checks against 0 and then passes back
+	// as run_as_user; a username it refuses to verify. Only a real id is a uid — "-1" or
+	// "4294967295" would pass the check and must be reported as a name instead.
 	user, _, _ := strings.Cut(img.Config.User, ":")
 	if user != "" {
-		if uid, err := strconv.ParseInt(user, 10, 64); err == nil {
-			out.Uid = &runtimeapi.Int64Value{Value: uid}
+		if uid, isID, err := oci.ParseID(user); isID && err == nil {
+			out.Uid = &runtimeapi.Int64Value{Value: int64(uid)}
 		} else {
 			out.Username = user
 		}
