@@ -152,6 +152,7 @@ func (n *Node) dhcp(ctx context.Context, ifname string, useHostname bool) error 
 		return err
 	}
 	n.log.Info("dhcp lease", "interface", ifname, "address", lease.Address.String(), "router", lease.Router.String(), "lease", lease.Duration)
+	lease.LogRejected(n.log)
 	if useHostname && lease.Hostname != "" {
 		if err := (boot.Hostname(lease.Hostname)).Do(ctx); err == nil {
 			os.WriteFile("/etc/hostname", []byte(lease.Hostname+"\n"), 0o644)

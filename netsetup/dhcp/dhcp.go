@@ -27,11 +27,15 @@ type Lease struct {
 	Address   netip.Prefix
 	Router    netip.Addr // invalid when the server gave none (QEMU user networking with restrict=on)
 	DNS       []netip.Addr
-	Search    []string
-	Hostname  string
+	Search    []string // checked DNS names, each fit for a resolv.conf search line
+	Hostname  string   // a checked RFC 1123 hostname, in lowercase as node names are; "" if none
 	Duration  time.Duration
 	Renew     time.Duration // T1
-	raw       *nclient4.Lease
+	// Rejected says which names from the server were not used and why, naming each value, for
+	// the caller to log: the server (or whoever answers first on the LAN) must not be able to
+	// pick a node name that is not a name, or add lines to resolv.conf.
+	Rejected []string
+	raw      *nclient4.Lease
 }
 
 func (l *Lease) String() string {
@@ -76,8 +80,15 @@ func fromACK(ifname string, raw *nclient4.Lease) (*Lease, error) {
 	if mask != nil {
 		bits, _ = mask.Size()
 	}
-	l := &Lease{Interface: ifname, Address: netip.PrefixFrom(ip, bits), Hostname: ack.HostName(), raw: raw,
+	l := &Lease{Interface: ifname, Address: netip.PrefixFrom(ip, bits), raw: raw,
 		Duration: ack.IPAddressLeaseTime(time.Hour)}
+	if h := strings.TrimRight(ack.HostName(), "\x00"); h != "" {
+		if err := checkHostname(h); err != nil {
+			l.Rejected = append(l.Rejected, fmt.Sprintf("hostname %q from the DHCP server on %s: %v; not used", h, ifname, err))
+		} else {
+			l.Hostname = strings.ToLower(h)
+		}
+	}
 	l.Renew = ack.IPAddressRenewalTime(l.Duration / 2)
 	if rs := ack.Router(); len(rs) > 0 {
 		if r, ok := netip.AddrFromSlice(rs[0].To4()); ok {
@@ -89,12 +100,68 @@ func fromACK(ifname string, raw *nclient4.Lease) (*Lease, error) {
 			l.DNS = append(l.DNS, a)
 		}
 	}
+	var search []string
 	if s := ack.DomainSearch(); s != nil {
-		l.Search = s.Labels
+		search = s.Labels
 	} else if d := ack.DomainName(); d != "" {
-		l.Search = []string{d}
+		search = []string{d}
+	}
+	for _, d := range search {
+		d = strings.TrimSuffix(strings.TrimRight(d, "\x00"), ".")
+		if err := checkDomain(d); err != nil {
+			l.Rejected = append(l.Rejected, fmt.Sprintf("search domain %q from the DHCP server on %s: %v; not used", d, ifname, err))
+			continue
+		}
+		l.Search = append(l.Search, d)
 	}
 	return l, nil
+}
+
+// hostNameMax is the kernel's limit on the hostname (HOST_NAME_MAX).
+const hostNameMax = 64
+
+// checkHostname accepts an RFC 1123 hostname (dot-separated labels of letters, digits and
+// hyphens, not starting or ending with a hyphen) that fits the kernel's hostname.
+func checkHostname(h string) error {
+	if len(h) > hostNameMax {
+		return fmt.Errorf("longer than %d bytes", hostNameMax)
+	}
+	return checkLabels(h, false)
+}
+
+// checkDomain accepts a DNS name for resolv.conf's search line: at most 253 bytes of
+// dot-separated labels as in a hostname, where underscores are allowed too (service names
+// such as _tcp are labels). Nothing else, so no whitespace can end the line or start another.
+func checkDomain(d string) error {
+	if len(d) > 253 {
+		return errors.New("longer than 253 bytes")
+	}
+	return checkLabels(d, true)
+}
+
+func checkLabels(name string, underscore bool) error {
+	if name == "" {
+		return errors.New("empty")
+	}
+	allowed := "letters, digits and hyphens"
+	if underscore {
+		allowed = "letters, digits, hyphens and underscores"
+	}
+	for _, label := range strings.Split(name, ".") {
+		if label == "" || len(label) > 63 {
+			return fmt.Errorf("label %q is not 1-63 bytes long", label)
+		}
+		if label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("label %q starts or ends with a hyphen", label)
+		}
+		for _, c := range []byte(label) {
+			ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || underscore && c == '_'
+			if !ok {
+				return fmt.Errorf("label %q has a character other than %s", label, allowed)
+			}
+		}
+	}
+	return nil
 }
 
 // Apply puts the lease on the link: the address (with the lease's lifetime, so the kernel drops
@@ -117,6 +184,12 @@ func Apply(l *Lease, resolvConf string) error {
 		}
 	}
 	if len(l.DNS) > 0 && resolvConf != "" {
+		for _, d := range l.Search {
+			// fromACK checked them; a Lease made elsewhere must not write lines either.
+			if err := checkDomain(d); err != nil {
+				return fmt.Errorf("apply lease on %s: search domain %q: %w", l.Interface, d, err)
+			}
+		}
 		var b strings.Builder
 		b.WriteString("# written by ingot from the DHCP lease on " + l.Interface + "\n")
 		if len(l.Search) > 0 {
@@ -149,6 +222,7 @@ func Keep(ctx context.Context, log *slog.Logger, l *Lease, resolvConf string) {
 		for {
 			next, err := renew(ctx, l)
 			if err == nil {
+				next.LogRejected(log)
 				if err := Apply(next, resolvConf); err != nil {
 					log.Warn("dhcp: apply renewed lease", "err", err)
 				}
@@ -158,6 +232,7 @@ func Keep(ctx context.Context, log *slog.Logger, l *Lease, resolvConf string) {
 			if time.Now().After(expires) {
 				log.Warn("dhcp: lease expired; discovering again", "interface", l.Interface, "err", err)
 				if next, err = Acquire(ctx, l.Interface); err == nil {
+					next.LogRejected(log)
 					if err := Apply(next, resolvConf); err == nil {
 						l = next
 						break
@@ -171,6 +246,13 @@ func Keep(ctx context.Context, log *slog.Logger, l *Lease, resolvConf string) {
 			case <-time.After(5 * time.Second):
 			}
 		}
+	}
+}
+
+// LogRejected logs the names of the lease that were not used, one line each.
+func (l *Lease) LogRejected(log *slog.Logger) {
+	for _, r := range l.Rejected {
+		log.Warn("dhcp: a name from the server was not used", "interface", l.Interface, "reason", r)
 	}
 }
 
