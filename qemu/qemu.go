@@ -7,7 +7,6 @@ package qemu
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,7 +20,7 @@ import (
 	"time"
 
 	"ingot.dev/ingot/image/arch"
-	"ingot.dev/ingot/image/build"
+	"ingot.dev/ingot/image/manifest"
 )
 
 // Boot paths.
@@ -51,19 +50,6 @@ type Config struct {
 	Tee io.Writer
 }
 
-// Manifest reads the image's manifest.json.
-func Manifest(image string) (*build.Manifest, error) {
-	data, err := os.ReadFile(filepath.Join(image, build.FileManifest))
-	if err != nil {
-		return nil, fmt.Errorf("image %s: %w (run ingot build)", image, err)
-	}
-	var m build.Manifest
-	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, fmt.Errorf("image %s: manifest: %w", image, err)
-	}
-	return &m, nil
-}
-
 // FindFirmware returns the UEFI code image and vars template for a.
 func FindFirmware(a arch.Arch) (arch.Firmware, error) {
 	for _, f := range a.Firmware {
@@ -79,7 +65,7 @@ func FindFirmware(a arch.Arch) (arch.Firmware, error) {
 }
 
 // Args builds QEMU's command line.
-func (c Config) Args(m *build.Manifest) ([]string, error) {
+func (c Config) Args(m *manifest.Manifest) ([]string, error) {
 	a, err := arch.Lookup(m.Arch)
 	if err != nil {
 		return nil, err
@@ -114,8 +100,8 @@ func (c Config) Args(m *build.Manifest) ([]string, error) {
 		if c.ExtraCmdline != "" {
 			cmdline += " " + c.ExtraCmdline
 		}
-		args = append(args, "-kernel", filepath.Join(c.Image, build.FileKernel),
-			"-initrd", filepath.Join(c.Image, build.FileInitramfs), "-append", cmdline)
+		args = append(args, "-kernel", filepath.Join(c.Image, manifest.FileKernel),
+			"-initrd", filepath.Join(c.Image, manifest.FileInitramfs), "-append", cmdline)
 	case BootUEFI:
 		if c.Disk == "" {
 			return nil, errors.New("qemu: UEFI boot needs a disk image")
@@ -166,7 +152,7 @@ type VM struct {
 
 // Start launches QEMU. In interactive mode QEMU inherits the terminal.
 func Start(ctx context.Context, c Config) (*VM, error) {
-	m, err := Manifest(c.Image)
+	m, err := manifest.Read(c.Image)
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,8 @@ import (
 	"ingot.dev/ingot/image/arch"
 	"ingot.dev/ingot/image/build"
 	"ingot.dev/ingot/image/debpkg"
+	"ingot.dev/ingot/image/manifest"
+	"ingot.dev/ingot/internal/cachedir"
 	"ingot.dev/ingot/profiles"
 	"ingot.dev/ingot/qemu"
 	"ingot.dev/ingot/runtime/config"
@@ -113,7 +115,7 @@ func cmdBuild(ctx context.Context, args []string) error {
 	kernelPath := fs.String("kernel", "", "kernel to use instead of the profile's Debian package: a .deb, an unpacked package directory, or a vmlinuz file")
 	modules := fs.String("modules", "", "with --kernel FILE: the lib/modules/<release> directory")
 	node := fs.String("node", "", "ingot-node binary for the target (default bin/ingot-node-<arch> beside ingot)")
-	cache := fs.String("cache", debpkg.DefaultCache(), "cache directory for downloaded packages")
+	cache := fs.String("cache", cachedir.Default(), "cache directory for downloaded packages")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -173,7 +175,7 @@ sends system_powerdown, the ACPI power button; the node stops its services and p
 	if *image == "" {
 		return errors.New("qemu: --image is required")
 	}
-	m, err := qemu.Manifest(*image)
+	m, err := manifest.Read(*image)
 	if err != nil {
 		return err
 	}
@@ -184,9 +186,9 @@ sends system_powerdown, the ACPI power button; the node stops its services and p
 	if err := os.MkdirAll(run, 0o755); err != nil {
 		return err
 	}
-	disk := filepath.Join(run, build.FileDisk)
+	disk := filepath.Join(run, manifest.FileDisk)
 	if _, err := os.Stat(disk); err != nil || *fresh {
-		if err := qemu.CopySparse(filepath.Join(*image, build.FileDisk), disk); err != nil {
+		if err := qemu.CopySparse(filepath.Join(*image, manifest.FileDisk), disk); err != nil {
 			return fmt.Errorf("qemu: working disk: %w", err)
 		}
 	}
@@ -259,7 +261,7 @@ func cmdFetch(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("ingot fetch", flag.ContinueOnError)
 	archName := fs.String("arch", arch.Host(), "Debian architecture")
 	into := fs.String("into", "", "directory to unpack the packages into (required)")
-	cache := fs.String("cache", debpkg.DefaultCache(), "cache directory")
+	cache := fs.String("cache", cachedir.Default(), "cache directory")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -19,13 +19,13 @@ import (
 	"strings"
 
 	"ingot.dev/ingot/image/arch"
+	"ingot.dev/ingot/image/bundle"
 	"ingot.dev/ingot/image/debpkg"
 	"ingot.dev/ingot/image/disk"
 	"ingot.dev/ingot/image/initramfs"
 	"ingot.dev/ingot/image/kernel"
+	"ingot.dev/ingot/image/manifest"
 	"ingot.dev/ingot/image/uki"
-	"ingot.dev/ingot/internal/cniplugins"
-	"ingot.dev/ingot/internal/critools"
 	"ingot.dev/ingot/profiles"
 )
 
@@ -53,41 +53,6 @@ type Progress interface {
 	Done()
 }
 
-// Input is one thing the image was built from.
-type Input struct {
-	Name    string `json:"name"`
-	Version string `json:"version,omitempty"`
-	SHA256  string `json:"sha256"`
-}
-
-// Output is one file written.
-type Output struct {
-	Name   string `json:"name"`
-	Size   int64  `json:"size"`
-	SHA256 string `json:"sha256"`
-}
-
-// Manifest is manifest.json.
-type Manifest struct {
-	Profile         string   `json:"profile"`
-	Arch            string   `json:"arch"`
-	KernelRelease   string   `json:"kernel_release"`
-	Cmdline         string   `json:"cmdline"`
-	Modules         []string `json:"modules"`
-	SourceDateEpoch int64    `json:"source_date_epoch"`
-	Inputs          []Input  `json:"inputs"`
-	Outputs         []Output `json:"outputs"`
-}
-
-// Output file names.
-const (
-	FileKernel    = "vmlinuz"
-	FileInitramfs = "initramfs.cpio.zst"
-	FileUKI       = "ingot.efi"
-	FileDisk      = "disk.raw"
-	FileManifest  = "manifest.json"
-)
-
 // ESP layout. Slot A holds the built image; slot B is empty until an upgrade writes it.
 const (
 	SlotAPath  = "EFI/ingot/slot-a.efi"
@@ -99,7 +64,7 @@ type job struct {
 	o        Options
 	a        arch.Arch
 	fetch    *debpkg.Fetcher
-	inputs   []Input
+	inputs   []manifest.Input
 	step     int
 	maxSteps int
 }
@@ -112,7 +77,7 @@ func (j *job) progress(what string) {
 }
 
 // Run builds the image and returns its manifest.
-func Run(ctx context.Context, o Options) (*Manifest, error) {
+func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 	a, err := arch.Lookup(o.Arch)
 	if err != nil {
 		return nil, err
@@ -182,14 +147,14 @@ func Run(ctx context.Context, o Options) (*Manifest, error) {
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("create output directory: %w", err)
 	}
-	m := &Manifest{Profile: o.Profile.Name, Arch: a.Name, KernelRelease: k.Release, Cmdline: cmdline,
+	m := &manifest.Manifest{Profile: o.Profile.Name, Arch: a.Name, KernelRelease: k.Release, Cmdline: cmdline,
 		Modules: modNames, SourceDateEpoch: o.SourceDateEpoch}
 
 	j.progress("writing kernel and initramfs")
 	for _, f := range []struct {
 		name string
 		data []byte
-	}{{FileKernel, vmlinuz}, {FileInitramfs, initrd}} {
+	}{{manifest.FileKernel, vmlinuz}, {manifest.FileInitramfs, initrd}} {
 		if err := writeAtomic(filepath.Join(o.Out, f.name), f.data); err != nil {
 			return nil, err
 		}
@@ -210,7 +175,7 @@ func Run(ctx context.Context, o Options) (*Manifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("assemble UKI: %w", err)
 	}
-	if err := writeAtomic(filepath.Join(o.Out, FileUKI), efi); err != nil {
+	if err := writeAtomic(filepath.Join(o.Out, manifest.FileUKI), efi); err != nil {
 		return nil, err
 	}
 
@@ -223,14 +188,14 @@ func Run(ctx context.Context, o Options) (*Manifest, error) {
 		{Path: EntryAPath, Data: []byte(entryA)},
 		{Path: SlotAPath, Data: efi},
 	}
-	if err := disk.Write(filepath.Join(o.Out, FileDisk), disk.Layout{ESPMiB: o.Profile.Disk.ESPMiB, StateMiB: o.Profile.Disk.StateMiB, Epoch: o.SourceDateEpoch}, files); err != nil {
+	if err := disk.Write(filepath.Join(o.Out, manifest.FileDisk), disk.Layout{ESPMiB: o.Profile.Disk.ESPMiB, StateMiB: o.Profile.Disk.StateMiB, Epoch: o.SourceDateEpoch}, files); err != nil {
 		return nil, err
 	}
 
 	j.progress("writing the manifest")
 	sort.Slice(j.inputs, func(a, b int) bool { return j.inputs[a].Name < j.inputs[b].Name })
 	m.Inputs = j.inputs
-	for _, name := range []string{FileKernel, FileInitramfs, FileUKI, FileDisk} {
+	for _, name := range []string{manifest.FileKernel, manifest.FileInitramfs, manifest.FileUKI, manifest.FileDisk} {
 		out, err := describe(filepath.Join(o.Out, name))
 		if err != nil {
 			return nil, err
@@ -241,7 +206,7 @@ func Run(ctx context.Context, o Options) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeAtomic(filepath.Join(o.Out, FileManifest), append(data, '\n')); err != nil {
+	if err := writeAtomic(filepath.Join(o.Out, manifest.FileManifest), append(data, '\n')); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -249,7 +214,7 @@ func Run(ctx context.Context, o Options) (*Manifest, error) {
 
 func (j *job) addInput(name, version string, data []byte) {
 	sum := sha256.Sum256(data)
-	j.inputs = append(j.inputs, Input{Name: name, Version: version, SHA256: hex.EncodeToString(sum[:])})
+	j.inputs = append(j.inputs, manifest.Input{Name: name, Version: version, SHA256: hex.EncodeToString(sum[:])})
 }
 
 // deb fetches and unpacks a Debian package for the target arch and records it as an input.
@@ -262,7 +227,7 @@ func (j *job) deb(ctx context.Context, name string) (string, error) {
 }
 
 func (j *job) unpack(ctx context.Context, p *debpkg.Package) (string, error) {
-	j.inputs = append(j.inputs, Input{Name: "deb:" + p.Name, Version: p.Version, SHA256: p.SHA256})
+	j.inputs = append(j.inputs, manifest.Input{Name: "deb:" + p.Name, Version: p.Version, SHA256: p.SHA256})
 	return j.fetch.Unpack(ctx, p)
 }
 
@@ -428,7 +393,7 @@ func (j *job) busybox(ctx context.Context, t *initramfs.Tree) error {
 // crictl adds cri-tools' crictl for the target arch (built from the Go module proxy into the
 // cache) and a crictl.yaml pointing at the runtime's socket.
 func (j *job) crictl(ctx context.Context, t *initramfs.Tree) error {
-	bin, err := critools.CrictlFor(ctx, j.o.Cache, j.a.Name)
+	bin, err := bundle.Crictl(ctx, j.o.Cache, j.a.Name)
 	if err != nil {
 		return fmt.Errorf("bundle crictl: %w", err)
 	}
@@ -436,7 +401,7 @@ func (j *job) crictl(ctx context.Context, t *initramfs.Tree) error {
 	if err != nil {
 		return fmt.Errorf("bundle crictl: %w", err)
 	}
-	j.addInput("crictl "+critools.Version, critools.Version, data)
+	j.addInput("crictl "+bundle.CriToolsVersion, bundle.CriToolsVersion, data)
 	if err := t.File("/bin/crictl", data, 0o755); err != nil {
 		return err
 	}
@@ -446,7 +411,7 @@ func (j *job) crictl(ctx context.Context, t *initramfs.Tree) error {
 
 // cniPlugins adds the CNI reference plugins for the target arch to /opt/cni/bin.
 func (j *job) cniPlugins(ctx context.Context, t *initramfs.Tree) error {
-	bins, err := cniplugins.Build(ctx, j.o.Cache, j.a.Name)
+	bins, err := bundle.CNIPlugins(ctx, j.o.Cache, j.a.Name)
 	if err != nil {
 		return fmt.Errorf("bundle cni-plugins: %w", err)
 	}
@@ -455,7 +420,7 @@ func (j *job) cniPlugins(ctx context.Context, t *initramfs.Tree) error {
 		if err != nil {
 			return fmt.Errorf("bundle cni-plugins: %w", err)
 		}
-		j.addInput("cni-plugin "+filepath.Base(b)+" "+cniplugins.Version, cniplugins.Version, data)
+		j.addInput("cni-plugin "+filepath.Base(b)+" "+bundle.CNIPluginsVersion, bundle.CNIPluginsVersion, data)
 		if err := t.File("/opt/cni/bin/"+filepath.Base(b), data, 0o755); err != nil {
 			return err
 		}
@@ -476,14 +441,14 @@ func writeAtomic(path string, data []byte) error {
 	return nil
 }
 
-func describe(path string) (Output, error) {
+func describe(path string) (manifest.Output, error) {
 	sum, err := debpkg.FileSHA256(path)
 	if err != nil {
-		return Output{}, err
+		return manifest.Output{}, err
 	}
 	st, err := os.Stat(path)
 	if err != nil {
-		return Output{}, err
+		return manifest.Output{}, err
 	}
-	return Output{Name: filepath.Base(path), Size: st.Size(), SHA256: sum}, nil
+	return manifest.Output{Name: filepath.Base(path), Size: st.Size(), SHA256: sum}, nil
 }

@@ -23,18 +23,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultCache is ingot's cache root: $XDG_CACHE_HOME/ingot, or ~/.cache/ingot.
-func DefaultCache() string {
-	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
-		return filepath.Join(d, "ingot")
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return filepath.Join(os.TempDir(), "ingot-cache")
-	}
-	return filepath.Join(home, ".cache", "ingot")
-}
-
 // Package is one fetched .deb.
 type Package struct {
 	Name    string

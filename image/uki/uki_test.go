@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"ingot.dev/ingot/image/debpkg"
+	"ingot.dev/ingot/internal/cachedir"
 	"ingot.dev/ingot/internal/testgate"
 )
 
@@ -524,7 +525,7 @@ func fetchReal(t *testing.T, arch string) (bootRoot, kernelRoot string) {
 	t.Helper()
 	testgate.Short(t, "Debian's systemd stub and kernel")
 	ctx := context.Background()
-	f := &debpkg.Fetcher{Cache: debpkg.DefaultCache(), Arch: arch}
+	f := &debpkg.Fetcher{Cache: cachedir.Default(), Arch: arch}
 	p, err := f.Fetch(ctx, "systemd-boot-efi")
 	if err != nil {
 		testgate.Skip(t, "cannot fetch systemd-boot-efi: "+err.Error())

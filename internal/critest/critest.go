@@ -1,5 +1,5 @@
 // Package critest runs the CRI conformance suite (critest from sigs.k8s.io/cri-tools, built
-// unmodified by internal/critools) against ingot's runtime on this host, and summarises it.
+// unmodified from the cri-tools release whose crictl ingot bundles) against ingot's runtime on this host, and summarises it.
 //
 // The runtime (ingot-node runtime) and critest run together inside namespaces this package
 // creates: a private network namespace that is the node's (only lo, up, until the runtime adds
@@ -39,7 +39,8 @@ import (
 	"syscall"
 	"time"
 
-	"ingot.dev/ingot/internal/critools"
+	"ingot.dev/ingot/image/bundle"
+	"ingot.dev/ingot/image/toolbuild"
 	"ingot.dev/ingot/internal/testimages"
 	"ingot.dev/ingot/netsetup/netns"
 )
@@ -98,8 +99,8 @@ func Run(ctx context.Context, o Options) (_ Summary, retErr error) {
 		return Summary{}, fmt.Errorf("find own executable: %w", err)
 	}
 
-	logf("building critest %s (cached after the first time)", critools.Version)
-	bin, err := critools.Critest(ctx, o.Cache)
+	logf("building critest %s (cached after the first time)", bundle.CriToolsVersion)
+	bin, err := buildCritest(ctx, o.Cache)
 	if err != nil {
 		return Summary{}, err
 	}
@@ -212,4 +213,18 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// buildCritest returns the path of critest, building it into cache if needed. critest is not a
+// main package but cri-tools' test binary (cmd/critest holds only a _test.go file), so it is
+// compiled with `go test -c`, the way cri-tools' own Makefile builds it. It takes a few minutes
+// cold.
+func buildCritest(ctx context.Context, cache string) (string, error) {
+	m := bundle.CriToolsModule
+	bins, err := toolbuild.Build{Module: m, Version: bundle.CriToolsVersion, Pkgs: []string{m + "/cmd/critest"}, Test: true}.
+		Run(ctx, filepath.Join(cache, "tools", "critest-"+bundle.CriToolsVersion))
+	if err != nil {
+		return "", err
+	}
+	return bins[0], nil
 }

@@ -31,6 +31,7 @@ import (
 
 	"ingot.dev/ingot/image/debpkg"
 	"ingot.dev/ingot/image/initramfs"
+	"ingot.dev/ingot/internal/cachedir"
 )
 
 // sources are this package's code and the stand-ins' code: the stand-ins are built from them, and
@@ -48,7 +49,7 @@ type Options struct {
 	// Arches to build, as Debian and Go name them: "amd64", "arm64". Default: the host's.
 	Arches []string
 	// Cache is ingot's cache root (Debian packages, and built images under testimages/).
-	// Default debpkg.DefaultCache().
+	// Default cachedir.Default().
 	Cache string
 	// NoCache builds without reading or writing cached images (Debian packages still come from
 	// the cache); the reproducibility test compares such a build with the cached one.
@@ -70,7 +71,7 @@ func Build(ctx context.Context, opts Options) ([]Image, error) {
 		opts.Arches = []string{hostArch()}
 	}
 	if opts.Cache == "" {
-		opts.Cache = debpkg.DefaultCache()
+		opts.Cache = cachedir.Default()
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)

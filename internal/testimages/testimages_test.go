@@ -24,6 +24,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"ingot.dev/ingot/image/debpkg"
+	"ingot.dev/ingot/internal/cachedir"
 	"ingot.dev/ingot/internal/testgate"
 )
 
@@ -198,7 +199,7 @@ func buildHost(t *testing.T) []Image {
 	t.Helper()
 	testgate.Short(t, "building the critest images")
 	ctx := context.Background()
-	f := &debpkg.Fetcher{Cache: debpkg.DefaultCache(), Arch: runtime.GOARCH}
+	f := &debpkg.Fetcher{Cache: cachedir.Default(), Arch: runtime.GOARCH}
 	for _, d := range debs {
 		if _, err := f.Fetch(ctx, d); err != nil {
 			testgate.Skip(t, "Debian package "+d+" is not available: "+err.Error())
@@ -380,7 +381,7 @@ func TestBuildIsReproducible(t *testing.T) {
 // down to the dynamic shell's interpreter.
 func TestBuildBothArches(t *testing.T) {
 	buildHost(t) // gates, and fetches the host's packages
-	f := &debpkg.Fetcher{Cache: debpkg.DefaultCache(), Arch: "arm64"}
+	f := &debpkg.Fetcher{Cache: cachedir.Default(), Arch: "arm64"}
 	if runtime.GOARCH != "arm64" {
 		f.Arch = "amd64"
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"ingot.dev/ingot/image/debpkg"
+	"ingot.dev/ingot/internal/cachedir"
 	"ingot.dev/ingot/internal/testgate"
 	"ingot.dev/ingot/internal/testimages"
 	"ingot.dev/ingot/qemu"
@@ -50,7 +51,7 @@ func testCRIInVM(t *testing.T, archName, profile, subnet string, builtin bool) {
 			defer stop()
 			_, port, _ := strings.Cut(addr, ":")
 			// The host's own busybox from the cache relays each guest connection to the registry.
-			f := &debpkg.Fetcher{Cache: debpkg.DefaultCache(), Arch: hostArch()}
+			f := &debpkg.Fetcher{Cache: cachedir.Default(), Arch: hostArch()}
 			p, err := f.Fetch(context.Background(), "busybox-static")
 			if err != nil {
 				testgate.Skip(t, "cannot fetch busybox-static for the relay: "+err.Error())

@@ -19,6 +19,8 @@ import (
 	"ingot.dev/ingot/image/build"
 	"ingot.dev/ingot/image/debpkg"
 	"ingot.dev/ingot/image/initramfs"
+	"ingot.dev/ingot/image/manifest"
+	"ingot.dev/ingot/internal/cachedir"
 	"ingot.dev/ingot/internal/testgate"
 	"ingot.dev/ingot/profiles"
 	"ingot.dev/ingot/qemu"
@@ -59,7 +61,7 @@ func RequireVM(t testing.TB, archName string) arch.Arch {
 func NodeBinary(archName string) string { return filepath.Join(BinDir(), "ingot-node-"+archName) }
 
 // Build builds a built-in profile (or a profile file) for an arch into dir.
-func Build(t testing.TB, profile, archName, dir string) *build.Manifest {
+func Build(t testing.TB, profile, archName, dir string) *manifest.Manifest {
 	t.Helper()
 	p, raw, err := profiles.Builtin(profile)
 	if err != nil {
@@ -72,7 +74,7 @@ func Build(t testing.TB, profile, archName, dir string) *build.Manifest {
 		}
 	}
 	m, err := build.Run(context.Background(), build.Options{
-		Profile: p, ProfileTOML: raw, Arch: archName, Out: dir, Cache: debpkg.DefaultCache(), NodeBinary: NodeBinary(archName),
+		Profile: p, ProfileTOML: raw, Arch: archName, Out: dir, Cache: cachedir.Default(), NodeBinary: NodeBinary(archName),
 	})
 	if err != nil {
 		t.Fatalf("build %s for %s: %v", profile, archName, err)
@@ -123,7 +125,7 @@ func BootWith(t testing.TB, cfg qemu.Config) *VM {
 	image := cfg.Image
 	run := t.TempDir()
 	disk := filepath.Join(run, "disk.raw")
-	if err := qemu.CopySparse(filepath.Join(image, build.FileDisk), disk); err != nil {
+	if err := qemu.CopySparse(filepath.Join(image, manifest.FileDisk), disk); err != nil {
 		t.Fatal(err)
 	}
 	cfg.Disk, cfg.RunDir = disk, run
@@ -250,11 +252,11 @@ func tail(s string, n int) string {
 // with an initramfs holding only Debian's static busybox and an /init that powers off at once.
 func FloorImage(t testing.TB, image, dir string) {
 	t.Helper()
-	m, err := qemu.Manifest(image)
+	m, err := manifest.Read(image)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &debpkg.Fetcher{Cache: debpkg.DefaultCache(), Arch: m.Arch}
+	f := &debpkg.Fetcher{Cache: cachedir.Default(), Arch: m.Arch}
 	p, err := f.Fetch(context.Background(), "busybox-static")
 	if err != nil {
 		t.Fatal(err)
@@ -275,8 +277,8 @@ func FloorImage(t testing.TB, image, dir string) {
 	initrd, err := tree.Compressed(0)
 	must(err)
 	must(os.MkdirAll(dir, 0o755))
-	must(os.WriteFile(filepath.Join(dir, build.FileInitramfs), initrd, 0o644))
-	for _, name := range []string{build.FileKernel, build.FileManifest} {
+	must(os.WriteFile(filepath.Join(dir, manifest.FileInitramfs), initrd, 0o644))
+	for _, name := range []string{manifest.FileKernel, manifest.FileManifest} {
 		data, err := os.ReadFile(filepath.Join(image, name))
 		must(err)
 		must(os.WriteFile(filepath.Join(dir, name), data, 0o644))

@@ -16,8 +16,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"ingot.dev/ingot/image/debpkg"
-	"ingot.dev/ingot/internal/cniplugins"
+	"ingot.dev/ingot/image/bundle"
+	"ingot.dev/ingot/internal/cachedir"
 	"ingot.dev/ingot/internal/testgate"
 )
 
@@ -158,7 +158,7 @@ func BenchmarkRunPodSandbox(b *testing.B) {
 	// the list makes ingot hand the whole list to libcni).
 	b.Run("reference-plugins", func(b *testing.B) {
 		r := StartWith(b, func(r *Runtime) {
-			bins, err := cniplugins.Build(context.Background(), debpkg.DefaultCache(), runtime.GOARCH)
+			bins, err := bundle.CNIPlugins(context.Background(), cachedir.Default(), runtime.GOARCH)
 			if err != nil {
 				testgate.Skip(b, "cannot build the CNI reference plugins: "+err.Error())
 			}

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"ingot.dev/ingot/image/debpkg"
-	"ingot.dev/ingot/internal/critools"
+	"ingot.dev/ingot/image/bundle"
+	"ingot.dev/ingot/internal/cachedir"
 	"ingot.dev/ingot/internal/testgate"
 	"ingot.dev/ingot/internal/testimages"
 	"ingot.dev/ingot/netsetup/netns"
@@ -97,7 +97,7 @@ func StartWith(t testing.TB, prepare func(r *Runtime)) *Runtime {
 	testgate.RequireCommand(t, "unshare")
 	bin := NodeBinary(t)
 	addr := Registry(t)
-	crictl, err := critools.Crictl(context.Background(), debpkg.DefaultCache())
+	crictl, err := bundle.Crictl(context.Background(), cachedir.Default(), "")
 	if err != nil {
 		testgate.Skip(t, "cannot build crictl: "+err.Error())
 	}

@@ -12,6 +12,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"ingot.dev/ingot/image/debpkg"
+	"ingot.dev/ingot/internal/cachedir"
 	"ingot.dev/ingot/internal/testgate"
 )
 
@@ -23,7 +24,7 @@ func TestMain(m *testing.M) {
 // busyboxRootfs lays out a rootfs with Debian's static busybox for the host arch.
 func busyboxRootfs(t *testing.T) string {
 	t.Helper()
-	f := &debpkg.Fetcher{Cache: debpkg.DefaultCache(), Arch: "amd64"}
+	f := &debpkg.Fetcher{Cache: cachedir.Default(), Arch: "amd64"}
 	p, err := f.Fetch(context.Background(), "busybox-static")
 	if err != nil {
 		testgate.Skip(t, "cannot fetch busybox-static: "+err.Error())

@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"ingot.dev/ingot/image/debpkg"
+	"ingot.dev/ingot/internal/cachedir"
 	"ingot.dev/ingot/internal/critest"
 )
 
@@ -25,7 +25,7 @@ func main() {
 		os.Exit(critest.Inner(os.Args[2]))
 	}
 	node := flag.String("node", filepath.Join("bin", "ingot-node-"+runtime.GOARCH), "the ingot-node binary")
-	cache := flag.String("cache", debpkg.DefaultCache(), "ingot's cache (critest and the test images are built into it)")
+	cache := flag.String("cache", cachedir.Default(), "ingot's cache (critest and the test images are built into it)")
 	logs := flag.String("logs", "", "directory for critest.log, report.json and daemon.log (default: a new temporary one)")
 	verbose := flag.Bool("v", false, "ginkgo -v: print every spec's steps")
 	strict := flag.Bool("strict", false, "exit 1 when a spec fails (default: only when the run itself breaks)")

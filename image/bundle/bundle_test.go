@@ -1,4 +1,4 @@
-package cniplugins
+package bundle
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"runtime"
 	"testing"
 
-	"ingot.dev/ingot/image/debpkg"
+	"ingot.dev/ingot/internal/cachedir"
 	"ingot.dev/ingot/internal/testgate"
 )
 
@@ -14,11 +14,11 @@ import (
 func TestBuild(t *testing.T) {
 	testgate.Short(t, "building the CNI reference plugins")
 	for _, arch := range []string{runtime.GOARCH, "arm64"} {
-		bins, err := Build(context.Background(), debpkg.DefaultCache(), arch)
+		bins, err := CNIPlugins(context.Background(), cachedir.Default(), arch)
 		if err != nil {
 			testgate.Skip(t, "cannot build the CNI plugins: "+err.Error())
 		}
-		if len(bins) != len(Plugins) {
+		if len(bins) != len(cniPlugins) {
 			t.Fatalf("%d binaries", len(bins))
 		}
 		f, err := elf.Open(bins[0])

@@ -1,0 +1,60 @@
+// Package manifest is manifest.json, the description `ingot build` writes beside every image: the
+// inputs it was built from and the outputs with their sizes and digests, plus the names of the
+// output files. It is the one piece of the build that readers of an image (the QEMU launcher, the
+// upgrade path) need, so it lives apart from the pipeline and imports nothing of it.
+package manifest
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Output file names in an image directory.
+const (
+	FileKernel    = "vmlinuz"
+	FileInitramfs = "initramfs.cpio.zst"
+	FileUKI       = "ingot.efi"
+	FileDisk      = "disk.raw"
+	FileManifest  = "manifest.json"
+)
+
+// Input is one thing the image was built from.
+type Input struct {
+	Name    string `json:"name"`
+	Version string `json:"version,omitempty"`
+	SHA256  string `json:"sha256"`
+}
+
+// Output is one file written.
+type Output struct {
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// Manifest is manifest.json.
+type Manifest struct {
+	Profile         string   `json:"profile"`
+	Arch            string   `json:"arch"`
+	KernelRelease   string   `json:"kernel_release"`
+	Cmdline         string   `json:"cmdline"`
+	Modules         []string `json:"modules"`
+	SourceDateEpoch int64    `json:"source_date_epoch"`
+	Inputs          []Input  `json:"inputs"`
+	Outputs         []Output `json:"outputs"`
+}
+
+// Read reads the manifest of the image in dir.
+func Read(dir string) (*Manifest, error) {
+	data, err := os.ReadFile(filepath.Join(dir, FileManifest))
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w (run ingot build)", dir, err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("image %s: %s: %w", dir, FileManifest, err)
+	}
+	return &m, nil
+}
