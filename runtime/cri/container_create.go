@@ -121,6 +121,7 @@ func (s *Server) createContainer(ctx context.Context, id string, sb *sandbox, po
 	in := oci.ContainerInput{
 		Rootfs: rootfs, Image: img.Config, PausePid: sb.PausePid, Files: s.podFiles(sb),
 		CgroupsPath: filepath.Join(sb.CgroupParent, id), BoundingSet: s.bounding, ImageVolumes: vols,
+		UnsetSeccompProfile: s.opts.UnsetSeccompProfile,
 	}
 	if t := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetTargetId(); t != "" {
 		s.mu.Lock()

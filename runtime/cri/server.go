@@ -47,6 +47,9 @@ type Options struct {
 	PodCIDR func(ctx context.Context, cidrs []netip.Prefix, busy bool) (podnet.Provider, error)
 	Log     *slog.Logger
 	Version string
+	// UnsetSeccompProfile is the seccomp profile of a container whose request names none
+	// (config.toml's unset_seccomp_profile; oci.Seccomp says when it applies).
+	UnsetSeccompProfile string
 }
 
 // Server implements the CRI RuntimeService and ImageService.

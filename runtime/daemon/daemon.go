@@ -107,6 +107,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, o runOptions
 	criOpts := cri.Options{
 		Root: cfg.RootDir, State: cfg.StateDir, Exe: exe, MaxLogLine: cfg.MaxContainerLogLineSize,
 		Images: imageAdapter{store}, Log: log, CgroupRoot: o.cgroupRoot,
+		UnsetSeccompProfile: cfg.Containers.UnsetSeccompProfile,
 	}
 	if o.podNetwork {
 		nw := &network{cfg: cfg, nodeNetNS: o.nodeNetNS, log: log}

@@ -164,6 +164,9 @@ type ContainerInput struct {
 	// ImageVolumes maps the container path of each image volume (a CRI mount naming an image)
 	// to the directory where the runtime mounted that image's filesystem, read-only.
 	ImageVolumes map[string]string
+	// UnsetSeccompProfile is the seccomp profile of a request that names none (config.toml's
+	// unset_seccomp_profile; see Seccomp).
+	UnsetSeccompProfile string
 }
 
 // ContainerSpec builds the spec of an application container in a pod.
@@ -240,7 +243,7 @@ func ContainerSpec(sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfi
 		s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
 		// Seccomp is for unprivileged containers: a privileged one gets no filter, whatever it
 		// asks for (as with containerd).
-		if s.Linux.Seccomp, err = Seccomp(sc.GetSeccomp(), sc.GetSeccompProfilePath(), caps); err != nil {
+		if s.Linux.Seccomp, err = Seccomp(sc.GetSeccomp(), sc.GetSeccompProfilePath(), in.UnsetSeccompProfile, caps); err != nil {
 			return nil, fmt.Errorf("container %s: %w", c.GetMetadata().GetName(), err)
 		}
 		if p := sc.GetMaskedPaths(); p != nil {
