@@ -27,8 +27,8 @@ import (
 	"ingot.dev/ingot/netsetup/podnet"
 )
 
-// DefaultBinDirs is where plugin binaries are looked for, as in containerd's default.
-var DefaultBinDirs = []string{"/opt/cni/bin"}
+// DefaultBinDir is where plugin binaries are looked for, as in containerd's default.
+const DefaultBinDir = "/opt/cni/bin"
 
 // DefaultCacheDir is libcni's own default.
 const DefaultCacheDir = "/var/lib/cni"
@@ -36,7 +36,7 @@ const DefaultCacheDir = "/var/lib/cni"
 // Options configure a Delegate.
 type Options struct {
 	Conf      *cniconf.List
-	BinDirs   []string // nil: DefaultBinDirs
+	BinDirs   []string // nil: DefaultBinDir
 	CacheDir  string   // "": DefaultCacheDir
 	Interface string   // the pod's interface; "": eth0
 	Log       *slog.Logger
@@ -67,7 +67,7 @@ func New(o Options) (*Delegate, error) {
 	}
 	d := &Delegate{conf: o.Conf, list: list, binDirs: o.BinDirs, ifName: o.Interface, log: o.Log}
 	if d.binDirs == nil {
-		d.binDirs = DefaultBinDirs
+		d.binDirs = []string{DefaultBinDir}
 	}
 	if d.ifName == "" {
 		d.ifName = "eth0"
