@@ -24,7 +24,7 @@ import (
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 
 	"ingot.dev/ingot/netsetup/cniconf"
-	"ingot.dev/ingot/netsetup/podnet"
+	"ingot.dev/ingot/netsetup/podnetapi"
 )
 
 // DefaultBinDir is where plugin binaries are looked for, as in containerd's default.
@@ -54,7 +54,7 @@ type Delegate struct {
 	log     *slog.Logger
 }
 
-var _ podnet.Provider = (*Delegate)(nil)
+var _ podnetapi.Provider = (*Delegate)(nil)
 
 // New prepares the delegate; it does not run any plugin (Ready checks that they are there).
 func New(o Options) (*Delegate, error) {
@@ -84,7 +84,7 @@ func New(o Options) (*Delegate, error) {
 	return d, nil
 }
 
-func (d *Delegate) runtimeConf(p podnet.PodNet) *libcni.RuntimeConf {
+func (d *Delegate) runtimeConf(p podnetapi.PodNet) *libcni.RuntimeConf {
 	rt := &libcni.RuntimeConf{
 		ContainerID: p.ID,
 		NetNS:       p.NetNS,
@@ -115,9 +115,9 @@ func (d *Delegate) runtimeConf(p podnet.PodNet) *libcni.RuntimeConf {
 }
 
 // Setup runs ADD for the pod through every plugin of the list.
-func (d *Delegate) Setup(ctx context.Context, p podnet.PodNet) (*podnet.Result, error) {
+func (d *Delegate) Setup(ctx context.Context, p podnetapi.PodNet) (*podnetapi.Result, error) {
 	if p.ID == "" || p.NetNS == "" {
-		return nil, fmt.Errorf("pod network setup: pod id and network namespace are required: %w", podnet.ErrInvalid)
+		return nil, fmt.Errorf("pod network setup: pod id and network namespace are required: %w", podnetapi.ErrInvalid)
 	}
 	res, err := d.cni.AddNetworkList(ctx, d.list, d.runtimeConf(p))
 	if err != nil {
@@ -131,12 +131,12 @@ func (d *Delegate) Setup(ctx context.Context, p podnet.PodNet) (*podnet.Result, 
 	return out, nil
 }
 
-func (d *Delegate) result(res types.Result) (*podnet.Result, error) {
+func (d *Delegate) result(res types.Result) (*podnetapi.Result, error) {
 	r, err := types100.NewResultFromResult(res)
 	if err != nil {
 		return nil, err
 	}
-	out := &podnet.Result{Interface: d.ifName}
+	out := &podnetapi.Result{Interface: d.ifName}
 	for _, ifc := range r.Interfaces {
 		if ifc.Name == d.ifName && ifc.Sandbox != "" {
 			out.MAC = ifc.Mac
@@ -178,15 +178,15 @@ func (d *Delegate) Teardown(ctx context.Context, podID, netnsPath string) error 
 	return nil
 }
 
-// Status returns the cached ADD result, or an error wrapping podnet.ErrNotFound.
-func (d *Delegate) Status(ctx context.Context, podID string) (*podnet.Result, error) {
+// Status returns the cached ADD result, or an error wrapping podnetapi.ErrNotFound.
+func (d *Delegate) Status(ctx context.Context, podID string) (*podnetapi.Result, error) {
 	rt := &libcni.RuntimeConf{ContainerID: podID, IfName: d.ifName}
 	res, err := d.cni.GetNetworkListCachedResult(d.list, rt)
 	if err != nil {
 		return nil, fmt.Errorf("pod network %s: cached result of %s: %w", d.conf.Name, podID, err)
 	}
 	if res == nil {
-		return nil, fmt.Errorf("pod network of %s: %w", podID, podnet.ErrNotFound)
+		return nil, fmt.Errorf("pod network of %s: %w", podID, podnetapi.ErrNotFound)
 	}
 	out, err := d.result(res)
 	if err != nil {

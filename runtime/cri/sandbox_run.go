@@ -15,7 +15,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ingot.dev/ingot/netsetup/netns"
-	"ingot.dev/ingot/netsetup/podnet"
+	"ingot.dev/ingot/netsetup/podnetapi"
 	"ingot.dev/ingot/runtime/errdefs"
 	"ingot.dev/ingot/runtime/oci"
 	"ingot.dev/ingot/runtime/shim"
@@ -232,16 +232,16 @@ func (s *Server) setupNetwork(ctx context.Context, rec *store.Sandbox, cfg *runt
 		return fmt.Errorf("pod %s: network namespace: %w", rec.ID, err)
 	}
 	rec.NetNS = path
-	pn := podnet.PodNet{ID: rec.ID, Name: rec.Name, Namespace: rec.Namespace, UID: rec.UID, NetNS: path}
+	pn := podnetapi.PodNet{ID: rec.ID, Name: rec.Name, Namespace: rec.Namespace, UID: rec.UID, NetNS: path}
 	for _, pm := range cfg.GetPortMappings() {
-		pn.PortMappings = append(pn.PortMappings, podnet.PortMapping{Protocol: pm.GetProtocol().String(),
+		pn.PortMappings = append(pn.PortMappings, podnetapi.PortMapping{Protocol: pm.GetProtocol().String(),
 			ContainerPort: pm.GetContainerPort(), HostPort: pm.GetHostPort(), HostIP: pm.GetHostIp()})
 	}
 	res, err := s.network.Setup(ctx, pn)
 	if err != nil {
 		s.network.Teardown(ctx, rec.ID, path)
 		netns.Remove(path)
-		if errors.Is(err, podnet.ErrInvalid) {
+		if errors.Is(err, podnetapi.ErrInvalid) {
 			err = fmt.Errorf("%w: %w", errdefs.ErrInvalid, err)
 		}
 		return fmt.Errorf("pod %s: network: %w", rec.ID, err)

@@ -23,7 +23,7 @@ import (
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"ingot.dev/ingot/netsetup/podnet"
+	"ingot.dev/ingot/netsetup/podnetapi"
 	"ingot.dev/ingot/runtime/errdefs"
 	"ingot.dev/ingot/runtime/oci"
 	"ingot.dev/ingot/runtime/shim"
@@ -40,11 +40,11 @@ type Options struct {
 	Images     ImageStore
 	// Network is the pod network (netsetup/podnet built in, or CNI plugins through
 	// netsetup/cniexec); nil: pods get loopback only and NetworkReady is false.
-	Network podnet.Provider
+	Network podnetapi.Provider
 	// PodCIDR is told the pod CIDRs the kubelet assigns (UpdateRuntimeConfig); busy says pods on
 	// the pod network exist. It returns a new network to use from now on, or nil to keep the
 	// current one (a conflist file wins over the CIDR; pods keep the network they started on).
-	PodCIDR func(ctx context.Context, cidrs []netip.Prefix, busy bool) (podnet.Provider, error)
+	PodCIDR func(ctx context.Context, cidrs []netip.Prefix, busy bool) (podnetapi.Provider, error)
 	Log     *slog.Logger
 	Version string
 	// UnsetSeccompProfile is the seccomp profile of a container whose request names none
@@ -64,7 +64,7 @@ type Server struct {
 	// netMu guards network: Setup and Teardown run under the read lock, a switch to a network over
 	// a new pod CIDR under the write lock.
 	netMu   sync.RWMutex
-	network podnet.Provider
+	network podnetapi.Provider
 
 	mu         sync.Mutex
 	sandboxes  map[string]*sandbox

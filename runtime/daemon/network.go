@@ -13,6 +13,7 @@ import (
 	"ingot.dev/ingot/netsetup/cniconf"
 	"ingot.dev/ingot/netsetup/cniexec"
 	"ingot.dev/ingot/netsetup/podnet"
+	"ingot.dev/ingot/netsetup/podnetapi"
 	"ingot.dev/ingot/runtime/config"
 )
 
@@ -22,7 +23,7 @@ type network struct {
 	nodeNetNS string
 	log       *slog.Logger
 	fromFile  bool // a conflist in conf_dir defines the network; the kubelet's pod CIDR is ignored
-	current   podnet.Provider
+	current   podnetapi.Provider
 }
 
 func (n *network) cidrFile() string { return filepath.Join(n.cfg.RootDir, "net", "pod-cidr") }
@@ -32,7 +33,7 @@ func (n *network) cidrFile() string { return filepath.Join(n.cfg.RootDir, "net",
 // the pod network: built in when every plugin of the list is one ingot implements, otherwise the
 // plugins' binaries through libcni. A bad conflist stops the runtime with the file and field
 // named; pods already running keep their network, which lives in their own namespaces.
-func (n *network) open(ctx context.Context) (podnet.Provider, error) {
+func (n *network) open(ctx context.Context) (podnetapi.Provider, error) {
 	list, err := cniconf.Load(n.cfg.CNI.ConfDir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -56,7 +57,7 @@ func (n *network) open(ctx context.Context) (podnet.Provider, error) {
 	return p, nil
 }
 
-func (n *network) provider(ctx context.Context, list *cniconf.List) (podnet.Provider, error) {
+func (n *network) provider(ctx context.Context, list *cniconf.List) (podnetapi.Provider, error) {
 	if ok, why := list.Native(); !ok {
 		n.log.Info("pod network through CNI plugins", "network", list.Name, "why", why, "bin_dirs", n.cfg.CNI.BinDirs)
 		return cniexec.New(cniexec.Options{Conf: list, BinDirs: n.cfg.CNI.BinDirs,
@@ -88,7 +89,7 @@ func (n *network) savedCIDRs() []netip.Prefix {
 // default network's 10.88.0.0/16 (as containerd's conflist template does) and is remembered for
 // later starts. A conflist file wins over it; with pods on the network the switch waits for the
 // next start, so no running pod loses its address.
-func (n *network) podCIDR(ctx context.Context, cidrs []netip.Prefix, busy bool) (podnet.Provider, error) {
+func (n *network) podCIDR(ctx context.Context, cidrs []netip.Prefix, busy bool) (podnetapi.Provider, error) {
 	if n.fromFile {
 		n.log.Info("the CNI configuration file defines the pod network; the kubelet's pod CIDR is not used", "cidrs", fmt.Sprint(cidrs))
 		return nil, nil
