@@ -38,7 +38,7 @@ bin/ingot-node-arm64: $(NODE_SRC) $(SYSROOT_ARM64)/.done
 	CGO_LDFLAGS="-L$(SYSROOT_ARM64)/usr/lib/aarch64-linux-gnu" \
 	go build $(GOFLAGS_NODE) -ldflags "$(LDFLAGS_NODE)" -o $@ ./cmd/ingot-node
 
-image: deps build ## build out/$(PROFILE)-$(ARCH) (PROFILE=dev ARCH=amd64|arm64)
+image: deps bin/ingot bin/ingot-node-$(ARCH) ## build out/$(PROFILE)-$(ARCH) (PROFILE=dev ARCH=amd64|arm64); builds the node binary for ARCH only
 	bin/ingot build --profile $(PROFILE) --arch $(ARCH) --out out/$(PROFILE)-$(ARCH)
 
 qemu: image ## build the dev image for ARCH and boot it with the serial console here (BOOT=direct|uefi)
