@@ -1,6 +1,9 @@
-// Package link brings up the node's links over netlink with static addresses and a default
-// route. It is the static part of node networking; DHCP, bridges, VLANs and bonds belong next to
-// it in netsetup. Applying twice changes nothing: existing addresses and routes are kept.
+// Package link configures the node's links over netlink: loopback (Loopback), an interface's MTU,
+// static addresses and default route (Apply), bonds (Bond), bridges (Bridge), 802.1Q VLANs (VLAN)
+// and static routes (Route), and renders the result for `ingot-node net show` (Show). PID 1 calls
+// it for the profile's [network] table in a fixed order: bonds, bridges, VLANs, then interfaces,
+// then routes. DHCP is netsetup/dhcp. Applying twice changes nothing: existing links, members and
+// addresses are kept, and Route replaces a route to the same destination.
 package link
 
 import (
