@@ -245,7 +245,7 @@ func TestWarnings(t *testing.T) {
 		{"default values are silent", "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  enable_selinux = false\n  stats_collect_period = 10\n[metrics]\n  grpc_histogram = false\n", nil},
 		{"meaningless values warn", "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  enable_selinux = true\n[metrics]\n  grpc_histogram = true\n",
 			[]string{
-				`config.toml:3: plugins."io.containerd.grpc.v1.cri".enable_selinux: ingot's kernel runs without SELinux; SELinux options in pod specs are ignored`,
+				`config.toml:3: plugins."io.containerd.grpc.v1.cri".enable_selinux: ingot's kernel runs without SELinux; SELinux options in pod specs are refused`,
 				`config.toml:5: metrics.grpc_histogram: ingot exports no gRPC latency histograms`,
 			}},
 		{"tcp address without tcp service", "version = 2\n[grpc]\n  tcp_address = \"127.0.0.1:1\"\n",

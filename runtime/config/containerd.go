@@ -338,7 +338,7 @@ func runtime(t *table, c *Config) {
 	t.boolean("disable_hugetlb_controller", &p.DisableHugetlbController)
 	t.duration("drain_exec_sync_io_timeout", &c.DrainExecSyncIOTimeout)
 	t.unused(
-		unusedKey{"enable_selinux", false, "ingot's kernel runs without SELinux; SELinux options in pod specs are ignored"},
+		unusedKey{"enable_selinux", false, "ingot's kernel runs without SELinux; SELinux options in pod specs are refused"},
 		unusedKey{"selinux_category_range", 1024, "ingot's kernel runs without SELinux"},
 		unusedKey{"disable_cgroup", false, "ingot always manages container cgroups"},
 		unusedKey{"enable_cdi", false, "ingot does not inject CDI devices; CDI device requests fail"},

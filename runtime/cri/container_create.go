@@ -122,6 +122,7 @@ func (s *Server) createContainer(ctx context.Context, id string, sb *sandbox, po
 		Rootfs: rootfs, Image: img.Config, PausePid: sb.PausePid, Files: s.podFiles(sb),
 		CgroupsPath: filepath.Join(sb.CgroupParent, id), BoundingSet: s.bounding, ImageVolumes: vols,
 		UnsetSeccompProfile: s.opts.UnsetSeccompProfile,
+		Host:                oci.DetectHost(), // two small reads; AppArmor profiles are checked per request anyway
 	}
 	if t := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetTargetId(); t != "" {
 		s.mu.Lock()

@@ -158,6 +158,8 @@ type ContainerInput struct {
 	TargetPid   int // for NamespaceMode_TARGET: the target container's init
 	CgroupsPath string
 	Files       PodFiles
+	// Host is what the node can enforce (DetectHost): AppArmor, a cgroup namespace.
+	Host Host
 	// BoundingSet is the runtime's capability bounding set (BoundingSet()): what "privileged"
 	// and "ALL" grant. nil: every capability the kernel knows.
 	BoundingSet []string
@@ -180,6 +182,12 @@ func ContainerSpec(sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfi
 	s.Process.Cwd = firstNonEmpty(c.GetWorkingDir(), in.Image.WorkingDir, "/")
 	sc := c.GetLinux().GetSecurityContext()
 	if err := setUser(s, sc, in.Image.User, in.Rootfs); err != nil {
+		return nil, fmt.Errorf("container %s: %w", c.GetMetadata().GetName(), err)
+	}
+	if s.Process.ApparmorProfile, err = in.Host.AppArmor.Profile(sc.GetApparmor(), sc.GetApparmorProfile()); err != nil {
+		return nil, fmt.Errorf("container %s: %w", c.GetMetadata().GetName(), err)
+	}
+	if err := SELinux(sc.GetSelinuxOptions()); err != nil {
 		return nil, fmt.Errorf("container %s: %w", c.GetMetadata().GetName(), err)
 	}
 	s.Root.Readonly = sc.GetReadonlyRootfs()
@@ -217,6 +225,11 @@ func ContainerSpec(sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfi
 		ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: nsPath(in.TargetPid, "pid")})
 	default:
 		ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace})
+	}
+	// A private cgroup namespace hides the node's cgroup layout, as containerd does on cgroup v2;
+	// privileged containers keep the node's, which tools managing cgroups expect.
+	if in.Host.CgroupV2 && !sc.GetPrivileged() {
+		ns = append(ns, specs.LinuxNamespace{Type: specs.CgroupNamespace})
 	}
 	s.Linux.Namespaces = ns
 
