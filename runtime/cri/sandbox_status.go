@@ -21,7 +21,10 @@ func (sb *sandbox) state() runtimeapi.PodSandboxState {
 	return runtimeapi.PodSandboxState_SANDBOX_NOTREADY
 }
 
-// PodSandboxStatus reports a pod. Pod IPs arrive with pod networking (netsetup).
+// PodSandboxStatus reports a pod. Its addresses are the ones the pod network gave it in
+// RunPodSandbox, kept in the pod's record (the network is not asked again): none for a
+// host-network pod, a pod without a pod network, or a stopped pod, whose addresses are released.
+// Verbose adds the pause process's pid and the shim's directory.
 func (s *Server) PodSandboxStatus(ctx context.Context, r *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
 	s.mu.Lock()
 	sb, err := s.resolveSandbox(r.GetPodSandboxId())
