@@ -44,6 +44,9 @@ type Runtime struct {
 	// Config is a containerd config.toml (version 2 or 3), written to /etc/ingot/config.toml.
 	// It is validated at build time, so a bad config never reaches a node. Empty: defaults.
 	Config string `toml:"config"`
+	// Echo copies the runtime's log to the console as well. Off by default: its log is kept in
+	// /run/ingot/services/runtime.log (`ingot-node logs runtime`) and a console shell stays clean.
+	Echo bool `toml:"echo"`
 }
 
 // Network is the node's network configuration, applied by init before services start, and the
@@ -121,6 +124,7 @@ type Service struct {
 	Command []string `toml:"command"` // required; Command[0] is an absolute path
 	Env     []string `toml:"env"`     // KEY=VALUE each
 	Console bool     `toml:"console"` // owns the serial console as controlling tty; at most one service
+	Echo    bool     `toml:"echo"`    // copies its output, prefixed with its name, to the console
 	Restart string   `toml:"restart"` // RestartAlways (default), RestartOnFailure or RestartNever
 }
 

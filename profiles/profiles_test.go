@@ -136,6 +136,8 @@ func TestParseErrors(t *testing.T) {
 			`x.toml:8: service[1].restart: invalid value "sometimes" (want always, on-failure or never)`, 8, "service[1].restart"},
 		{"empty restart", "name = \"x\"\n" + svc + "restart = \"\"\n",
 			`x.toml:5: service[0].restart: invalid value "" (want always, on-failure or never)`, 5, "service[0].restart"},
+		{"echo on a console service", "name = \"x\"\n" + svc + "console = true\necho = true\n",
+			`x.toml:6: service[0].echo: a console service writes to the console itself; echo is for services whose output is captured`, 6, "service[0].echo"},
 		{"two console services", "name = \"x\"\n" + svc + "console = true\n[[service]]\nname = \"b\"\ncommand = [\"/bin/b\"]\nconsole = true\n",
 			`x.toml:9: service[1].console: only one service may own the console; service[0] "a" already does`, 9, "service[1].console"},
 		{"bad env", "name = \"x\"\n" + svc + "env = [\"A=1\", \"oops\"]\n",

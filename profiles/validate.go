@@ -151,6 +151,9 @@ func (p *Profile) validate() *Error {
 				return &Error{Key: fmt.Sprintf("service[%d].name", i), Msg: fmt.Sprintf("duplicate service %q (also service[%d])", s.Name, j)}
 			}
 		}
+		if s.Console && s.Echo {
+			return &Error{Key: fmt.Sprintf("service[%d].echo", i), Msg: "a console service writes to the console itself; echo is for services whose output is captured"}
+		}
 		if s.Console {
 			if console >= 0 {
 				return &Error{Key: fmt.Sprintf("service[%d].console", i),

@@ -254,10 +254,10 @@ func (n *Node) boot(ctx context.Context) error {
 		}
 	})
 
-	n.sup = supervise.New(n.log, os.Stdout)
+	n.sup = supervise.New(n.log, os.Stdout, supervise.WithLogDir(ServiceLogDir))
 	n.goSafe(func() { n.sup.Run(ctx) })
 	if prof.Runtime.Enabled {
-		if _, err := n.sup.Start(ctx, runtimeSpec()); err != nil {
+		if _, err := n.sup.Start(ctx, runtimeSpec(prof.Runtime.Echo)); err != nil {
 			return fmt.Errorf("start the CRI runtime: %w", err)
 		}
 	}
@@ -291,6 +291,7 @@ func serviceSpec(s profiles.Service, tty string) (supervise.Spec, error) {
 		Env:       s.Env,
 		Dir:       "/",
 		Restart:   pol,
+		Echo:      s.Echo,
 		CgroupDir: filepath.Join(cgroup.Root, cgroup.Services, s.Name),
 	}
 	if s.Console {

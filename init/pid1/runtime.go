@@ -24,8 +24,12 @@ import (
 // RuntimeSocket is the CRI socket the runtime serves (runtime/config's default).
 const RuntimeSocket = "/run/ingot/ingot.sock"
 
-// runtimeSpec supervises `/init runtime`, the CRI daemon (this same binary).
-func runtimeSpec() supervise.Spec {
+// ServiceLogDir holds each service's output as <name>.log (`ingot-node logs NAME` reads it).
+const ServiceLogDir = "/run/ingot/services"
+
+// runtimeSpec supervises `/init runtime`, the CRI daemon (this same binary); echo copies its log
+// to the console.
+func runtimeSpec(echo bool) supervise.Spec {
 	return supervise.Spec{
 		Name:      "runtime",
 		Path:      "/init",
@@ -33,6 +37,7 @@ func runtimeSpec() supervise.Spec {
 		Env:       []string{"PATH=/bin:/sbin:/usr/bin:/usr/sbin"},
 		Dir:       "/",
 		Restart:   supervise.Always,
+		Echo:      echo,
 		CgroupDir: filepath.Join(cgroup.Root, cgroup.Services, "runtime"),
 	}
 }

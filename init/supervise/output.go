@@ -60,8 +60,8 @@ func (r *ring) Bytes() []byte {
 }
 
 // copyOutput reads a service's stdout/stderr pipe until every writer has closed it (which may be
-// after the service itself exited, if it left children behind), keeping the tail in the ring and
-// echoing each line to the console.
+// after the service itself exited, if it left children behind), keeping the tail in the ring,
+// appending each line to the service's log file, and echoing it to the console when asked to.
 func (s *Service) copyOutput(r io.ReadCloser) {
 	defer r.Close()
 	br := bufio.NewReaderSize(r, maxLine)
@@ -69,7 +69,12 @@ func (s *Service) copyOutput(r io.ReadCloser) {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
 			s.out.Write(line)
-			s.sup.consoleLine(s.spec.Name, line)
+			if s.file != nil {
+				s.file.write(line)
+			}
+			if s.spec.Echo {
+				s.sup.consoleLine(s.spec.Name, line)
+			}
 		}
 		if err != nil && err != bufio.ErrBufferFull {
 			return // io.EOF once the pipe closes; the partial last line was written above

@@ -28,6 +28,11 @@ type Spec struct {
 	// tty: it is neither prefixed on the supervisor's console nor kept for Output.
 	Console string
 
+	// Echo copies each line of the service's output, prefixed with its name, to the supervisor's
+	// console. Off, the output is kept only in the ring (Output) and the service's log file (see
+	// WithLogDir), so a console shell is not interleaved with a daemon's log.
+	Echo bool
+
 	// CgroupDir, if set, is a cgroup v2 directory, created if needed, that the process is
 	// started in: it is placed there by clone3 itself, so even its first instruction is
 	// accounted to the cgroup.
@@ -50,6 +55,7 @@ type Service struct {
 	spec   Spec
 	log    *slog.Logger
 	out    *ring
+	file   *logFile      // nil without a log directory
 	exited chan Exit     // the reaper's report on the current process
 	done   chan struct{} // closed when the service will never run again
 

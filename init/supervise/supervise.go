@@ -55,6 +55,7 @@ type Supervisor struct {
 	log        *slog.Logger
 	outputSize int
 	killWait   time.Duration
+	logDir     string
 
 	consoleMu     sync.Mutex
 	console       io.Writer
@@ -84,8 +85,12 @@ func WithOutputSize(n int) Option {
 	}
 }
 
-// New returns a supervisor that logs to log and echoes service output to console (nil discards
-// it). Nothing is reaped until Run is called.
+// WithLogDir keeps each service's output in dir/<name>.log as well (see ReadLog), rotated to
+// <name>.log.1 at MaxLogSize, so `ingot-node logs SERVICE` can show more than the ring holds.
+func WithLogDir(dir string) Option { return func(s *Supervisor) { s.logDir = dir } }
+
+// New returns a supervisor that logs to log and echoes the output of services with Spec.Echo to
+// console (nil discards it). Nothing is reaped until Run is called.
 func New(log *slog.Logger, console io.Writer, opts ...Option) *Supervisor {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -125,6 +130,7 @@ func (s *Supervisor) Start(ctx context.Context, spec Spec) (*Service, error) {
 		spec:   spec,
 		log:    s.log.With("service", spec.Name),
 		out:    newRing(s.outputSize),
+		file:   s.newLogFile(spec.Name),
 		exited: make(chan Exit, 1),
 		done:   make(chan struct{}),
 		state:  Starting,

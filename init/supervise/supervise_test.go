@@ -130,7 +130,9 @@ func waitDoneT(t *testing.T, svc *Service) Status {
 
 func TestOutputPrefixAndTail(t *testing.T) {
 	h := newHarness(t, WithOutputSize(32))
-	svc := h.start(t, shSpec("out", `for i in 1 2 3 4 5 6 7 8 9; do echo line$i; done; echo err >&2; printf partial`, Never))
+	spec := shSpec("out", `for i in 1 2 3 4 5 6 7 8 9; do echo line$i; done; echo err >&2; printf partial`, Never)
+	spec.Echo = true
+	svc := h.start(t, spec)
 
 	st := waitDoneT(t, svc)
 	if st.State != Exited || st.LastExit == nil || st.LastExit.Failed() {
@@ -313,7 +315,9 @@ func TestStopTerminatesProcessGroup(t *testing.T) {
 func TestStopKillsAfterGrace(t *testing.T) {
 	h := newHarness(t)
 	// An ignored signal stays ignored across exec, so sleep ignores TERM too.
-	svc := h.start(t, shSpec("stubborn", `trap "" TERM; echo ready; exec sleep 1000`, Always))
+	spec := shSpec("stubborn", `trap "" TERM; echo ready; exec sleep 1000`, Always)
+	spec.Echo = true
+	svc := h.start(t, spec)
 	waitFor(t, "the service to be ready", func() bool { return strings.Contains(h.console.String(), "stubborn: ready\n") })
 
 	const grace = 300 * time.Millisecond
@@ -500,4 +504,42 @@ func cgroup2Mount(t *testing.T) string {
 		}
 	}
 	return ""
+}
+
+// Without Echo a service's output stays off the console (a console shell is not interleaved with
+// a daemon's log) but is kept in its log file, which rotates at MaxLogSize and reads back whole.
+func TestOutputLogFileWithoutEcho(t *testing.T) {
+	dir := t.TempDir()
+	h := newHarness(t, WithLogDir(dir))
+	// Each line is 1 KiB; 1100 lines pass MaxLogSize once.
+	quiet := h.start(t, shSpec("quiet", `i=0; while [ $i -lt 1100 ]; do printf "%04d%01019d\n" $i 0; i=$((i+1)); done; echo done`, Never))
+	waitDoneT(t, quiet)
+	waitFor(t, "the last line in the log file", func() bool {
+		data, _ := ReadLog(dir, "quiet")
+		return bytes.HasSuffix(data, []byte("done\n"))
+	})
+	if strings.Contains(h.console.String(), "quiet:") {
+		t.Errorf("a service without Echo reached the console: %.120q", h.console.String())
+	}
+	st, err := os.Stat(filepath.Join(dir, "quiet.log.1"))
+	if err != nil {
+		t.Fatalf("no rotated log: %v", err)
+	}
+	if st.Size() > MaxLogSize || st.Mode().Perm() != 0o600 {
+		t.Errorf("rotated log: size %d mode %v, want <= %d bytes and 0600", st.Size(), st.Mode().Perm(), MaxLogSize)
+	}
+	data, err := ReadLog(dir, "quiet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	if len(lines) != 1101 || !strings.HasPrefix(lines[0], "0000") || !strings.HasPrefix(lines[1099], "1099") {
+		t.Errorf("ReadLog gave %d lines (first %.8q), want all 1101 in order", len(lines), lines[0])
+	}
+	if _, err := ReadLog(dir, "../quiet"); !errors.Is(err, ErrInvalid) {
+		t.Errorf("ReadLog(../quiet): err = %v, want ErrInvalid", err)
+	}
+	if _, err := ReadLog(dir, "nobody"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("ReadLog(nobody): err = %v, want fs.ErrNotExist", err)
+	}
 }
