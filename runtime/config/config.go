@@ -54,6 +54,7 @@ type Config struct {
 	DrainExecSyncIOTimeout time.Duration
 
 	Images     Images
+	Unpack     Unpack // [plugins."dev.ingot.v1.unpack"]
 	CNI        CNI
 	Registry   Registry
 	Containers ContainerPolicy
@@ -107,6 +108,30 @@ type Images struct {
 	DiscardUnpackedLayers bool
 	// PullWithSyncFS syncs the filesystem after unpacking each layer.
 	PullWithSyncFS bool
+}
+
+// Unpack bounds what unpacking one image layer may cost, so that a small
+// hostile layer cannot take minutes of CPU, the node's memory or all its
+// inodes. containerd has no such limits; ingot reads them from a table of its
+// own, which containerd ignores like any plugin it does not have:
+//
+//	[plugins."dev.ingot.v1.unpack"]
+//	  max_path_length = 4096               # bytes of a path in the layer
+//	  max_path_depth = 256                 # components of a path
+//	  max_entries = 1048576                # tar entries of one layer
+//	  max_uncompressed_bytes = 68719476736 # 64 GiB of uncompressed tar
+//
+// Every value must be positive; the defaults (shown) are above anything a
+// real image has: PATH_MAX; a depth no real tree nears (one this deep needs
+// components of 16 bytes or less to fit in PATH_MAX); a million entries, the
+// inodes of a whole 16 GiB ext4 filesystem; and more than the largest layer a
+// major registry accepts (ECR's 52,000 MiB). A layer over a limit fails the
+// pull with an error naming the key and the layer, and nothing of it is kept.
+type Unpack struct {
+	MaxPathLength        int // max_path_length
+	MaxPathDepth         int // max_path_depth
+	MaxEntries           int // max_entries
+	MaxUncompressedBytes int // max_uncompressed_bytes
 }
 
 // Runtime is one CRI runtime handler. ingot runs every container with its
@@ -208,6 +233,11 @@ const (
 	LogFormatJSON         = "json"
 	DefaultCNIMaxConfNum  = 1
 	DefaultCNIIPPref      = "ipv4"
+
+	DefaultUnpackMaxPathLength = 4096
+	DefaultUnpackMaxPathDepth  = 256
+	DefaultUnpackMaxEntries    = 1 << 20
+	DefaultUnpackMaxBytes      = 64 << 30
 )
 
 // Default returns the configuration of a node without a config.toml.
@@ -236,6 +266,12 @@ func Default() *Config {
 			Snapshotter:            SnapshotterOverlayfs,
 			MaxConcurrentDownloads: DefaultMaxDownloads,
 			PullProgressTimeout:    DefaultPullProgress,
+		},
+		Unpack: Unpack{
+			MaxPathLength:        DefaultUnpackMaxPathLength,
+			MaxPathDepth:         DefaultUnpackMaxPathDepth,
+			MaxEntries:           DefaultUnpackMaxEntries,
+			MaxUncompressedBytes: DefaultUnpackMaxBytes,
 		},
 		CNI: CNI{
 			BinDirs:    []string{DefaultCNIBinDir},

@@ -19,6 +19,7 @@ const (
 	criImages   = "io.containerd.cri.v1.images"
 	criRuntime  = "io.containerd.cri.v1.runtime"
 	runcV1      = "io.containerd.runc.v1"
+	ingotUnpack = "dev.ingot.v1.unpack" // ingot's own: layer unpack limits (Unpack)
 	noSystemd   = "ingot has no systemd: cgroups are managed directly (cgroupfs driver); set cgroupDriver: cgroupfs in the kubelet config"
 	noPlugins   = "ingot is one binary, without containerd plugins"
 	noContainer = "ingot serves only CRI, not containerd's own API"
@@ -57,6 +58,7 @@ func decode(d *doc, c *Config) {
 	} else {
 		decodeV3(plugins, c)
 	}
+	unpack(plugins.sub(ingotUnpack), c)
 	for _, id := range plugins.keys() {
 		if !plugins.used[id] {
 			plugins.used[id] = true
@@ -368,6 +370,15 @@ func images(t *table, c *Config) {
 	dec.unused(unusedKey{"key_model", "node", "ingot cannot decrypt encrypted images"})
 	dec.done()
 	registry(t.sub("registry"), c)
+}
+
+// unpack reads ingot's layer unpack limits, the same table in both layouts.
+func unpack(t *table, c *Config) {
+	positive(t, "max_path_length", &c.Unpack.MaxPathLength)
+	positive(t, "max_path_depth", &c.Unpack.MaxPathDepth)
+	positive(t, "max_entries", &c.Unpack.MaxEntries)
+	positive(t, "max_uncompressed_bytes", &c.Unpack.MaxUncompressedBytes)
+	t.done()
 }
 
 // snapshots reads the unpack keys (v2: containerd table; v3: images table).

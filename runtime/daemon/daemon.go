@@ -19,6 +19,7 @@ import (
 	"ingot.dev/ingot/runtime/config"
 	"ingot.dev/ingot/runtime/cri"
 	"ingot.dev/ingot/runtime/images"
+	"ingot.dev/ingot/runtime/images/archive"
 )
 
 // DefaultConfig is where the node's runtime configuration lives.
@@ -99,6 +100,12 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, o runOptions
 		MaxConcurrentDownloads: cfg.Images.MaxConcurrentDownloads,
 		Hosts:                  registryHosts{&cfg.Registry},
 		Logger:                 log,
+		Unpack: archive.Limits{
+			MaxPathLength: cfg.Unpack.MaxPathLength,
+			MaxPathDepth:  cfg.Unpack.MaxPathDepth,
+			MaxEntries:    int64(cfg.Unpack.MaxEntries),
+			MaxBytes:      int64(cfg.Unpack.MaxUncompressedBytes),
+		},
 	})
 	if err != nil {
 		return err

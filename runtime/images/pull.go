@@ -478,9 +478,9 @@ func (s *Store) unpack(ctx context.Context, chainID, diffID, blob string, size i
 	defer f.Close()
 	start := time.Now()
 	// The blob was verified at this size; reading no further keeps that true if the file changed since.
-	res, err := archive.Apply(ctx, io.LimitReader(f, size), filepath.Join(s.root, rel), archive.Options{DiffID: diffID})
+	res, err := archive.Apply(ctx, io.LimitReader(f, size), filepath.Join(s.root, rel), archive.Options{DiffID: diffID, Limits: s.opts.Unpack})
 	if err != nil {
-		if errors.Is(err, archive.ErrRejected) || errors.Is(err, archive.ErrCorrupt) {
+		if errors.Is(err, archive.ErrRejected) || errors.Is(err, archive.ErrCorrupt) || errors.Is(err, archive.ErrLimit) {
 			err = fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 		return fmt.Errorf("unpack layer %s: %w", blob, err)

@@ -31,6 +31,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"ingot.dev/ingot/runtime/images/archive"
 	"ingot.dev/ingot/runtime/images/content"
 )
 
@@ -84,6 +85,8 @@ type Options struct {
 	Platform Platform
 	// Logger receives one line per pull and per endpoint fallback; nil means slog.Default().
 	Logger *slog.Logger
+	// Unpack bounds what unpacking one layer may cost; a zero field means archive's default.
+	Unpack archive.Limits
 }
 
 // Store is the image store. Its methods are safe for concurrent use.

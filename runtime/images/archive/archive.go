@@ -36,6 +36,9 @@ import (
 // a symlink, link outside the layer, or create a device node without root.
 var ErrRejected = errors.New("layer entry rejected")
 
+// ErrLimit marks a layer refused because unpacking it would cost more than Limits allow.
+var ErrLimit = errors.New("layer exceeds unpack limit")
+
 // ErrCorrupt marks a layer stream that is not a well-formed layer: bad compression or tar data, a
 // missing end-of-archive marker, or content that does not match the expected diffID.
 var ErrCorrupt = errors.New("corrupt layer")
@@ -48,6 +51,70 @@ type Options struct {
 	// UserXattr writes the opaque marker as user.overlay.opaque, for overlayfs mounted with the
 	// userxattr option (rootless); the default is trusted.overlay.opaque.
 	UserXattr bool
+	// Limits bound the cost of the layer; a zero field means its default.
+	Limits Limits
+}
+
+// Limits bound what unpacking one layer may cost, so that a small hostile layer cannot spend minutes
+// of CPU, all the memory or all the inodes of a node. containerd has no such limits, so the defaults
+// are far above anything a real image has; a layer over one fails with ErrLimit naming it (by its
+// config.toml key) and nothing of the layer is kept. A zero field means its default.
+type Limits struct {
+	// MaxPathLength bounds an entry's path below the layer root, in bytes (max_path_length).
+	MaxPathLength int
+	// MaxPathDepth bounds the number of components of an entry's path (max_path_depth). It also
+	// bounds the directory descriptors an unpack holds open at once.
+	MaxPathDepth int
+	// MaxEntries bounds the number of tar entries (max_entries).
+	MaxEntries int64
+	// MaxBytes bounds the uncompressed tar stream, and separately the sum of the file sizes its
+	// headers declare (a sparse file's holes count), in bytes (max_uncompressed_bytes).
+	MaxBytes int64
+}
+
+// The default limits, and why no real image comes near them.
+const (
+	// PATH_MAX: no program in the container could open a longer path with one system call.
+	DefaultMaxPathLength = 4096
+	// Real images nest a few dozen levels at most (deep node_modules trees included); a path this
+	// deep must have components of 16 bytes or less on average to stay within PATH_MAX.
+	DefaultMaxPathDepth = 256
+	// The largest distribution and toolchain layers have a few hundred thousand files; a million
+	// inodes is what a whole 16 GiB ext4 filesystem has at its default ratio.
+	DefaultMaxEntries = 1 << 20
+	// The largest layer a major registry accepts is ECR's 52,000 MiB compressed (Docker Hub and
+	// GHCR take 10 GB); layers that big are model weights, which barely compress, so 64 GiB is
+	// above any of them. What the limit stops is a gzip bomb decompressing for ever; a layer that
+	// does not fit the disk fails on ENOSPC first.
+	DefaultMaxBytes = 64 << 30
+)
+
+// WithDefaults returns l with every zero field set to its default.
+func (l Limits) WithDefaults() Limits {
+	if l.MaxPathLength <= 0 {
+		l.MaxPathLength = DefaultMaxPathLength
+	}
+	if l.MaxPathDepth <= 0 {
+		l.MaxPathDepth = DefaultMaxPathDepth
+	}
+	if l.MaxEntries <= 0 {
+		l.MaxEntries = DefaultMaxEntries
+	}
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = DefaultMaxBytes
+	}
+	return l
+}
+
+// checkPath refuses a cleaned path that is too long or too deep.
+func (l Limits) checkPath(rel string) error {
+	if len(rel) > l.MaxPathLength {
+		return fmt.Errorf("%w max_path_length = %d: the path is %d bytes long", ErrLimit, l.MaxPathLength, len(rel))
+	}
+	if n := strings.Count(rel, "/") + 1; n > l.MaxPathDepth {
+		return fmt.Errorf("%w max_path_depth = %d: the path has %d components", ErrLimit, l.MaxPathDepth, n)
+	}
+	return nil
 }
 
 // Result describes an applied layer.
@@ -160,6 +227,7 @@ func decompress(r io.Reader) (io.Reader, func(), error) {
 
 // extract unpacks r into root (an empty directory) and reports what it did.
 func extract(ctx context.Context, r io.Reader, root string, opts Options, privileged bool) (Result, error) {
+	opts.Limits = opts.Limits.WithDefaults()
 	plain, release, err := decompress(&ctxReader{ctx: ctx, r: r})
 	if err != nil {
 		return Result{}, err
@@ -167,7 +235,7 @@ func extract(ctx context.Context, r io.Reader, root string, opts Options, privil
 	defer release()
 	h := sha256.New()
 	var tail zeroTail
-	tee := io.TeeReader(plain, io.MultiWriter(h, &tail))
+	tee := io.TeeReader(&byteLimit{r: plain, max: opts.Limits.MaxBytes}, io.MultiWriter(h, &tail))
 
 	x, err := newExtractor(root, privileged, opts)
 	if err != nil {
@@ -176,6 +244,7 @@ func extract(ctx context.Context, r io.Reader, root string, opts Options, privil
 	defer x.close()
 
 	tr := tar.NewReader(tee)
+	var entries int64
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -187,12 +256,15 @@ func extract(ctx context.Context, r io.Reader, root string, opts Options, privil
 		if err := ctx.Err(); err != nil {
 			return Result{}, err
 		}
+		if entries++; entries > opts.Limits.MaxEntries {
+			return Result{}, fmt.Errorf("entry %q: %w max_entries = %d", shortName(hdr.Name), ErrLimit, opts.Limits.MaxEntries)
+		}
 		if err := x.entry(hdr, &streamReader{tr}); err != nil {
 			var se *streamError
 			if errors.As(err, &se) {
 				err = readError(ctx, se.err)
 			}
-			return Result{}, fmt.Errorf("entry %q: %w", hdr.Name, err)
+			return Result{}, fmt.Errorf("entry %q: %w", shortName(hdr.Name), err)
 		}
 	}
 	// The diffID covers the whole stream, including the tar trailer and any padding after it.
@@ -215,11 +287,42 @@ func readError(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
+	if errors.Is(err, ErrLimit) {
+		return err
+	}
 	var src *sourceError
 	if errors.As(err, &src) {
 		return fmt.Errorf("read layer: %w", src.err)
 	}
 	return fmt.Errorf("%w: %w", ErrCorrupt, err)
+}
+
+// shortName shortens an entry name for an error message: a path may be kilobytes long.
+func shortName(name string) string {
+	const keep = 64
+	if len(name) <= keep {
+		return name
+	}
+	return name[:keep] + "…"
+}
+
+// byteLimit fails the read that takes the stream past max bytes.
+type byteLimit struct {
+	r        io.Reader
+	n, max   int64
+	exceeded bool
+}
+
+func (b *byteLimit) Read(p []byte) (int, error) {
+	if b.exceeded {
+		return 0, fmt.Errorf("%w max_uncompressed_bytes = %d", ErrLimit, b.max)
+	}
+	n, err := b.r.Read(p)
+	if b.n += int64(n); b.n > b.max {
+		b.exceeded = true
+		return n, fmt.Errorf("%w max_uncompressed_bytes = %d", ErrLimit, b.max)
+	}
+	return n, err
 }
 
 // streamReader marks errors reading an entry's content, so they are not taken for write errors.
@@ -282,6 +385,9 @@ func (c *ctxReader) Read(p []byte) (int, error) {
 // cleanPath turns a tar entry name into a slash-separated path relative to the layer root ("" is
 // the root itself). A leading "/" is ignored; a ".." that would climb above the root is rejected.
 func cleanPath(name string) (string, error) {
+	if isClean(name) {
+		return strings.TrimSuffix(name, "/"), nil // the usual case, without allocating
+	}
 	var out []string
 	for _, c := range strings.Split(name, "/") {
 		switch c {
@@ -296,6 +402,23 @@ func cleanPath(name string) (string, error) {
 		}
 	}
 	return strings.Join(out, "/"), nil
+}
+
+// isClean reports whether name is a relative path without empty, "." or ".." components, a
+// trailing "/" aside.
+func isClean(name string) bool {
+	rest := strings.TrimSuffix(name, "/")
+	if rest == "" {
+		return false
+	}
+	for rest != "" {
+		var c string
+		c, rest, _ = strings.Cut(rest, "/")
+		if c == "" || c == "." || c == ".." {
+			return false
+		}
+	}
+	return !strings.HasSuffix(name, "//")
 }
 
 // split returns the parent directory and last component of a cleaned, non-root path.

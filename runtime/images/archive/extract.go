@@ -29,9 +29,80 @@ type extractor struct {
 	rootfd      int
 	privileged  bool
 	opaqueXattr string
-	dirs        map[string]dirMeta // mode and times, applied once every child exists
-	size        int64
-	inodes      int64
+	limits      Limits
+	// dirs holds the mode and times of each directory entry, applied once every child exists. It
+	// is keyed by inode, not path: paths of a deep tree add up to the square of its depth.
+	dirs      map[inodeKey]dirMeta
+	walk      dirStack
+	fileBytes int64 // sizes of the regular files so far, as their headers declare them
+	size      int64
+	inodes    int64
+}
+
+type inodeKey struct{ dev, ino uint64 }
+
+func keyOf(st *unix.Stat_t) inodeKey { return inodeKey{uint64(st.Dev), st.Ino} }
+
+// dirStack holds O_PATH descriptors of the directories on the path of the last entry, so that the
+// next entry, which in a tar stream is nearly always in the same or a neighbouring directory, is
+// reached by opening only the components that differ, not its whole path from the root (that made
+// a layer of n nested directories cost n²/2 lookups). Descriptors are kept for the deepest
+// maxStackFDs levels only; an entry outside them is walked from the root.
+type dirStack struct {
+	names []string
+	fds   []int // fds[i] is the directory names[:i+1]; -1 below lo
+	lo    int   // fds[lo:] are open
+}
+
+const maxStackFDs = 64
+
+// top returns the descriptor of the deepest directory, or -1 when none is open.
+func (s *dirStack) top() int {
+	if len(s.fds) == 0 || s.lo >= len(s.fds) {
+		return -1
+	}
+	return s.fds[len(s.fds)-1]
+}
+
+// truncate keeps the first n levels.
+func (s *dirStack) truncate(n int) {
+	for i := len(s.fds) - 1; i >= n; i-- {
+		if s.fds[i] >= 0 {
+			unix.Close(s.fds[i])
+		}
+	}
+	s.names, s.fds = s.names[:n], s.fds[:n]
+	s.lo = min(s.lo, n)
+}
+
+// push adds the next level, closing the shallowest descriptor when too many are open.
+func (s *dirStack) push(name string, fd int) {
+	s.names, s.fds = append(s.names, name), append(s.fds, fd)
+	if len(s.fds)-s.lo > maxStackFDs {
+		unix.Close(s.fds[s.lo])
+		s.fds[s.lo] = -1
+		s.lo++
+	}
+}
+
+// shared returns how many leading components of rel are the stack's first levels, and the rest.
+func (s *dirStack) shared(rel string) (n int, rest string) {
+	rest = rel
+	for n < len(s.names) && rest != "" {
+		c, tail, _ := strings.Cut(rest, "/")
+		if c != s.names[n] {
+			break
+		}
+		n, rest = n+1, tail
+	}
+	return n, rest
+}
+
+// forget drops rel and everything below it: the directory is being removed.
+func (s *dirStack) forget(rel string) {
+	if n, rest := s.shared(rel); rest == "" {
+		s.truncate(n - 1)
+	}
 }
 
 type dirMeta struct {
@@ -44,52 +115,72 @@ func newExtractor(root string, privileged bool, opts Options) (*extractor, error
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: root, Err: err}
 	}
-	x := &extractor{root: root, rootfd: fd, privileged: privileged, opaqueXattr: "trusted.overlay.opaque", dirs: map[string]dirMeta{}}
+	x := &extractor{root: root, rootfd: fd, privileged: privileged, opaqueXattr: "trusted.overlay.opaque", limits: opts.Limits.WithDefaults(), dirs: map[inodeKey]dirMeta{}}
 	if opts.UserXattr {
 		x.opaqueXattr = "user.overlay.opaque"
 	}
 	return x, nil
 }
 
-func (x *extractor) close() { unix.Close(x.rootfd) }
+func (x *extractor) close() {
+	x.walk.truncate(0)
+	unix.Close(x.rootfd)
+}
 
 // openDir returns an O_PATH descriptor of the directory rel (cleaned, relative to the root),
-// creating missing components (mode 0755) when create is set. A component that is a symlink is
-// rejected: a tar stream from a real filesystem never has entries below a symlink.
+// creating missing components (mode 0755) when create is set; the caller closes it. A component
+// that is a symlink is rejected: a tar stream from a real filesystem never has entries below a
+// symlink. The walk starts from the deepest directory the last walk shares with this one.
 func (x *extractor) openDir(rel string, create bool) (int, error) {
-	fd, err := unix.Openat(x.rootfd, ".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil || rel == "" {
-		return fd, err
+	s := &x.walk
+	n, rest := s.shared(rel)
+	s.truncate(n)
+	if s.top() < 0 {
+		s.truncate(0) // the shared levels have no open descriptor left: from the root
+		rest = rel
 	}
-	walked := ""
-	for _, c := range strings.Split(rel, "/") {
-		walked = path.Join(walked, c)
+	for rest != "" {
+		var c string
+		c, rest, _ = strings.Cut(rest, "/")
+		walked := strings.TrimSuffix(rel[:len(rel)-len(rest)], "/")
+		fd := s.top()
+		if fd < 0 {
+			fd = x.rootfd
+		}
 		nfd, err := unix.Openat(fd, c, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if errors.Is(err, unix.ENOENT) && create {
 			if err := unix.Mkdirat(fd, c, 0o755); err != nil {
-				unix.Close(fd)
 				return -1, fmt.Errorf("create parent %q: %w", walked, err)
 			}
 			x.inodes++
 			if err := unix.Fchmodat(fd, c, 0o755, 0); err != nil { // not whatever the umask left
-				unix.Close(fd)
 				return -1, fmt.Errorf("create parent %q: %w", walked, err)
 			}
 			nfd, err = unix.Openat(fd, c, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			var st unix.Stat_t
+			if err == nil && unix.Fstat(nfd, &st) == nil {
+				delete(x.dirs, keyOf(&st)) // a removed directory's inode, reused: not its metadata
+			}
 		}
 		if err != nil {
 			var st unix.Stat_t
 			isLink := unix.Fstatat(fd, c, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK
-			unix.Close(fd)
 			if isLink {
 				return -1, fmt.Errorf("%w: parent %q is a symlink and would be followed", ErrRejected, walked)
 			}
 			return -1, fmt.Errorf("open parent %q: %w", walked, err)
 		}
-		unix.Close(fd)
-		fd = nfd
+		s.push(strings.Clone(c), nfd) // not a slice of rel, which would keep every entry's path alive
 	}
-	return fd, nil
+	fd := s.top()
+	if fd < 0 {
+		fd = x.rootfd
+	}
+	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open parent %q: %w", rel, err)
+	}
+	return nfd, nil
 }
 
 func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
@@ -105,6 +196,9 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 			return nil // the layer root keeps 0755, as in containerd
 		}
 		return fmt.Errorf("%w: entry would replace the layer root", ErrRejected)
+	}
+	if err := x.limits.checkPath(rel); err != nil {
+		return err
 	}
 	dir, base := split(rel)
 	if strings.HasPrefix(base, whiteoutPrefix) {
@@ -146,11 +240,7 @@ func (x *extractor) clear(parent int, rel, base string) error {
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return unix.Unlinkat(parent, base, 0)
 	}
-	for d := range x.dirs {
-		if d == rel || strings.HasPrefix(d, rel+"/") {
-			delete(x.dirs, d)
-		}
-	}
+	x.walk.forget(rel)
 	// Every component of rel was walked without following symlinks, and os.RemoveAll itself
 	// works with *at calls, so this stays inside the root.
 	return os.RemoveAll(filepath.Join(x.root, filepath.FromSlash(rel)))
@@ -186,6 +276,10 @@ func (x *extractor) mkdir(parent int, rel, base string, hdr *tar.Header) error {
 		return fmt.Errorf("open directory: %w", err)
 	}
 	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("stat directory: %w", err)
+	}
 	if x.privileged {
 		if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
 			return fmt.Errorf("chown: %w", err)
@@ -194,11 +288,15 @@ func (x *extractor) mkdir(parent int, rel, base string, hdr *tar.Header) error {
 	if err := x.setXattrs(hdr, func(n string, v []byte) error { return unix.Fsetxattr(fd, n, v, 0) }); err != nil {
 		return err
 	}
-	x.dirs[rel] = dirMeta{mode: mode(hdr), atime: hdr.AccessTime, mtime: hdr.ModTime}
+	x.dirs[keyOf(&st)] = dirMeta{mode: mode(hdr), atime: hdr.AccessTime, mtime: hdr.ModTime}
 	return nil
 }
 
 func (x *extractor) file(parent int, rel, base string, hdr *tar.Header, r io.Reader) error {
+	// The stream is bounded as it is read; this bounds what a sparse file expands to as well.
+	if x.fileBytes += hdr.Size; x.fileBytes > x.limits.MaxBytes {
+		return fmt.Errorf("%w max_uncompressed_bytes = %d: the files declared so far hold %d bytes", ErrLimit, x.limits.MaxBytes, x.fileBytes)
+	}
 	if err := x.clear(parent, rel, base); err != nil {
 		return err
 	}
@@ -253,6 +351,9 @@ func (x *extractor) hardlink(parent int, rel, base string, hdr *tar.Header) erro
 	}
 	if target == "" || target == rel {
 		return fmt.Errorf("%w: hard link to %q", ErrRejected, hdr.Linkname)
+	}
+	if err := x.limits.checkPath(target); err != nil {
+		return fmt.Errorf("hard link target: %w", err)
 	}
 	tdir, tbase := split(target)
 	tparent, err := x.openDir(tdir, false)
@@ -394,35 +495,61 @@ func (x *extractor) setXattrs(hdr *tar.Header, set func(name string, value []byt
 	return nil
 }
 
-// finish applies directory modes and times, which creating children would otherwise disturb.
+// finish applies directory modes and times, which creating children would otherwise disturb. It
+// walks the tree depth first and sets a directory after its subdirectories, so a mode that forbids
+// writing or searching never gets in the way; the walk holds one descriptor per level, and the
+// depth is bounded by MaxPathDepth.
 func (x *extractor) finish() error {
-	rels := make([]string, 0, len(x.dirs))
-	for r := range x.dirs {
-		rels = append(rels, r)
+	fd, err := unix.Openat(x.rootfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open layer root: %w", err)
 	}
-	sort.Strings(rels)
-	for _, rel := range rels {
-		m := x.dirs[rel]
-		dir, base := split(rel)
-		parent, err := x.openDir(dir, false)
+	return x.finishDir(fd, "")
+}
+
+// finishDir applies the metadata of the directories below dirfd (the directory rel), then closes
+// dirfd.
+func (x *extractor) finishDir(dirfd int, rel string) error {
+	f := os.NewFile(uintptr(dirfd), rel)
+	defer f.Close()
+	for {
+		names, err := f.Readdirnames(1024)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("directory %q: %w", rel, err)
 		}
-		var st unix.Stat_t
-		err = unix.Fstatat(parent, base, &st, unix.AT_SYMLINK_NOFOLLOW)
-		if err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		for _, name := range names {
+			var st unix.Stat_t
+			if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return fmt.Errorf("directory %q: %w", path.Join(rel, name), err)
+			}
+			if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+				continue
+			}
+			child := path.Join(rel, name)
 			x.size += st.Blocks * 512
-			err = unix.Fchmodat(parent, base, m.mode, 0)
+			cfd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return fmt.Errorf("directory %q: %w", child, err)
+			}
+			if err := x.finishDir(cfd, child); err != nil {
+				return err
+			}
+			m, ok := x.dirs[keyOf(&st)]
+			if !ok {
+				continue // created as a parent: keeps 0755
+			}
+			err = unix.Fchmodat(dirfd, name, m.mode, 0)
 			if err == nil {
-				err = setTimes(parent, base, m.atime, m.mtime)
+				err = setTimes(dirfd, name, m.atime, m.mtime)
+			}
+			if err != nil {
+				return fmt.Errorf("directory %q: %w", child, err)
 			}
 		}
-		unix.Close(parent)
-		if err != nil {
-			return fmt.Errorf("directory %q: %w", rel, err)
-		}
 	}
-	return nil
 }
 
 // mode returns the permission bits of an entry, setuid, setgid and sticky included.
