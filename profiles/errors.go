@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	toml "github.com/pelletier/go-toml/v2"
+
+	"ingot.dev/ingot/internal/tomlpos"
 )
 
 // Error is a problem with a profile, rendered on one line as
@@ -45,25 +47,17 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
-func keyPath(keys []string) []seg {
-	var path []seg
-	for _, k := range keys {
-		path = with(path, seg{key: k, idx: -1})
-	}
-	return path
-}
-
 // fromDecodeError turns go-toml's errors into an *Error with a key path and a
 // message that speaks TOML rather than Go.
-func fromDecodeError(file string, data []byte, idx *docIndex, err error) error {
+func fromDecodeError(file string, data []byte, idx *tomlpos.Index, err error) error {
 	var strict *toml.StrictMissingError
 	if errors.As(err, &strict) && len(strict.Errors) > 0 {
 		de := &strict.Errors[0]
 		line, _ := de.Position()
 		keys := de.Key()
-		parent := display(keyPath(keys[:len(keys)-1]))
-		if e := idx.findUnknown(keys, line); e != nil {
-			parent = display(e.path[:len(e.path)-1])
+		parent := tomlpos.Keys(keys[:len(keys)-1]...).String()
+		if e := idx.FindUnknown(keys, line); e != nil {
+			parent = e.Path.Parent().String()
 		}
 		return &Error{File: file, Line: line, Key: parent, Msg: fmt.Sprintf("unknown key %q", keys[len(keys)-1])}
 	}
@@ -73,7 +67,7 @@ func fromDecodeError(file string, data []byte, idx *docIndex, err error) error {
 	}
 	line, col := de.Position()
 	keys := de.Key()
-	e := &Error{File: file, Line: line, Key: display(keyPath(keys)), Msg: strings.TrimPrefix(de.Error(), "toml: ")}
+	e := &Error{File: file, Line: line, Key: tomlpos.Keys(keys...).String(), Msg: strings.TrimPrefix(de.Error(), "toml: ")}
 
 	got, ok := strings.CutPrefix(e.Msg, "cannot decode TOML ")
 	if !ok {
@@ -89,10 +83,10 @@ func fromDecodeError(file string, data []byte, idx *docIndex, err error) error {
 		e.Msg = fmt.Sprintf("key %s is dotted, so TOML reads it as nested tables; quote it: %q = \"...\"", k, k)
 		return e
 	}
-	path := keyPath(keys)
-	if ent := idx.find(keys, line, offsetAt(data, line, col)); ent != nil {
-		path = ent.path
-		e.Key, e.Line = display(path), ent.line
+	path := tomlpos.Keys(keys...)
+	if ent := idx.Find(keys, line, offsetAt(data, line, col)); ent != nil {
+		path = ent.Path
+		e.Key, e.Line = path.String(), ent.Line
 	}
 	want := "?"
 	if t := typeAt(path); t != nil {
@@ -117,16 +111,16 @@ func offsetAt(data []byte, line, col int) int {
 
 // typeAt returns the Go type a key path decodes into, or nil if the path is
 // not in the schema.
-func typeAt(path []seg) reflect.Type {
+func typeAt(path tomlpos.Path) reflect.Type {
 	t := reflect.TypeFor[Profile]()
 	for _, s := range path {
-		if s.key != "" {
+		if s.Key != "" {
 			if t.Kind() == reflect.Slice { // [[service]] without index
 				t = t.Elem()
 			}
 			switch t.Kind() {
 			case reflect.Struct:
-				f, exact := fieldByTag(t, s.key)
+				f, exact := fieldByTag(t, s.Key)
 				if f == nil || !exact {
 					return nil
 				}
@@ -137,7 +131,7 @@ func typeAt(path []seg) reflect.Type {
 				return nil
 			}
 		}
-		if s.idx >= 0 {
+		if s.Index >= 0 {
 			if t.Kind() != reflect.Slice {
 				return nil
 			}
@@ -186,29 +180,29 @@ func describe(t reflect.Type) string {
 
 // checkCase reports the first key that go-toml accepted only because it
 // ignores case ("Name" for "name").
-func (x *docIndex) checkCase() *Error {
-	for _, e := range x.entries {
+func checkCase(x *tomlpos.Index) *Error {
+	for _, e := range x.Entries() {
 		t := reflect.TypeFor[Profile]()
-		for i, s := range e.path {
-			if s.key != "" {
+		for i, s := range e.Path {
+			if s.Key != "" {
 				if t.Kind() == reflect.Slice {
 					t = t.Elem()
 				}
 				if t.Kind() != reflect.Struct {
 					break // map keys are free-form
 				}
-				f, exact := fieldByTag(t, s.key)
+				f, exact := fieldByTag(t, s.Key)
 				if f == nil {
 					break
 				}
 				if !exact {
 					tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
-					return &Error{Line: e.line, Key: display(e.path[:i]),
-						Msg: fmt.Sprintf("unknown key %q (keys are case-sensitive: did you mean %s?)", s.key, strconv.Quote(tag))}
+					return &Error{Line: e.Line, Key: e.Path[:i].String(),
+						Msg: fmt.Sprintf("unknown key %q (keys are case-sensitive: did you mean %s?)", s.Key, strconv.Quote(tag))}
 				}
 				t = f.Type
 			}
-			if s.idx >= 0 && t.Kind() == reflect.Slice {
+			if s.Index >= 0 && t.Kind() == reflect.Slice {
 				t = t.Elem()
 			}
 		}

@@ -21,6 +21,8 @@ import (
 	"strings"
 
 	toml "github.com/pelletier/go-toml/v2"
+
+	"ingot.dev/ingot/internal/tomlpos"
 )
 
 // Profile is the parsed, defaulted and validated content of a profile file.
@@ -174,7 +176,7 @@ func defaults() *Profile {
 // Parse decodes, defaults and validates a profile. filename is used only in
 // error messages. Errors are *Error.
 func Parse(filename string, data []byte) (*Profile, error) {
-	idx := indexDocument(data)
+	idx := tomlpos.New(data)
 	p := defaults()
 	dec := toml.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -182,19 +184,19 @@ func Parse(filename string, data []byte) (*Profile, error) {
 		return nil, fromDecodeError(filename, data, idx, err)
 	}
 	// go-toml matches keys case-insensitively; a profile should not.
-	if e := idx.checkCase(); e != nil {
+	if e := checkCase(idx); e != nil {
 		e.File = filename
 		return nil, e
 	}
 	for i := range p.Services {
 		// Presence, not emptiness: `restart = ""` is an error, not a default.
-		if _, ok := idx.byPath[fmt.Sprintf("service[%d].restart", i)]; !ok {
+		if !idx.Has(tomlpos.Keys("service").Index(i).Key("restart")) {
 			p.Services[i].Restart = RestartAlways
 		}
 	}
 	if e := p.validate(); e != nil {
 		e.File = filename
-		e.Line = idx.line(e.Key)
+		e.Line = idx.LineOf(e.Key)
 		return nil, e
 	}
 	return p, nil

@@ -10,6 +10,8 @@ import (
 
 	"ingot.dev/ingot/netsetup/cniconf"
 	"ingot.dev/ingot/runtime/config"
+
+	"ingot.dev/ingot/internal/tomlpos"
 )
 
 // Validate checks p's semantics. It does not apply defaults (Parse does), so
@@ -37,7 +39,7 @@ func (p *Profile) validate() *Error {
 		return e
 	}
 	for _, k := range slices.Sorted(maps.Keys(p.Sysctls)) {
-		key := "sysctls." + quoteKey(k)
+		key := "sysctls." + tomlpos.QuoteKey(k)
 		if !isSysctl(k) {
 			return &Error{Key: key, Msg: "invalid sysctl name (want dotted lowercase path like net.ipv4.ip_forward)"}
 		}
