@@ -1,7 +1,11 @@
-// Command ingot-node is the node's one static binary. It dispatches on how it is started: as PID 1
-// it is the init (init/pid1); otherwise the first argument picks the role: `runtime` (the CRI
-// daemon), `shim` (one per pod), `pause` (the process holding a pod's namespaces), and `init`,
-// libcontainer's re-execution of this binary as a container's first process.
+// Command ingot-node is the node's one static binary. It dispatches on how it is started: the first
+// argument picks the role: `runtime` (the CRI daemon), `shim` (one per pod), `pause` (the process
+// holding a pod's namespaces), and `init`, libcontainer's re-execution of this binary as a
+// container's first process. Started as PID 1 with none of these, it is the node's init
+// (init/pid1): the kernel runs it with no role argument.
+//
+// The argument decides before the pid does: pause runs as PID 1 of every pod's pid namespace and
+// must never start booting there.
 package main
 
 import (
@@ -20,14 +24,11 @@ import (
 func main() {
 	// First: when libcontainer re-executes us as a container's init, nothing else may run.
 	oci.MaybeInit()
-	if os.Getpid() == 1 {
-		pid1.Main("libseccomp " + seccompVersion())
-		return // not reached: pid1.Main never returns
+	role := ""
+	if len(os.Args) > 1 {
+		role = os.Args[1]
 	}
-	if len(os.Args) < 2 {
-		usage()
-	}
-	switch os.Args[1] {
+	switch role {
 	case "runtime":
 		os.Exit(daemon.Main(os.Args[2:]))
 	case "shim":
@@ -53,6 +54,12 @@ func main() {
 	case "version":
 		fmt.Printf("ingot-node (libseccomp %s)\n", seccompVersion())
 	default:
+		// The kernel passes init the command line words it does not know, so any other argument
+		// (or none) as PID 1 is the node's init.
+		if os.Getpid() == 1 {
+			pid1.Main("libseccomp " + seccompVersion())
+			return // not reached: pid1.Main never returns
+		}
 		usage()
 	}
 }
