@@ -28,7 +28,7 @@ import (
 // (Unconfined when the pod asks for none), so it matters for other CRI clients such as crictl;
 // this is containerd's rule too.
 //
-// A Localhost profile that is missing or malformed is an errdefs.ErrInvalid naming the file.
+// Every error is an errdefs.ErrInvalid; a Localhost profile's names the file.
 func Seccomp(p *runtimeapi.SecurityProfile, legacyPath, unset string, caps []string) (*specs.LinuxSeccomp, error) {
 	if p == nil {
 		path := legacyPath
@@ -44,7 +44,7 @@ func Seccomp(p *runtimeapi.SecurityProfile, legacyPath, unset string, caps []str
 			p = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost,
 				LocalhostRef: strings.TrimPrefix(path, "localhost/")}
 		default:
-			return nil, fmt.Errorf("%w: seccomp profile path %q: want runtime/default, unconfined or localhost/<path>", errdefs.ErrInvalid, path)
+			return nil, invalid{fmt.Errorf("seccomp profile path %q: want runtime/default, unconfined or localhost/<path>", path)}
 		}
 	}
 	switch p.GetProfileType() {
@@ -55,33 +55,27 @@ func Seccomp(p *runtimeapi.SecurityProfile, legacyPath, unset string, caps []str
 	case runtimeapi.SecurityProfile_Localhost:
 		ref := p.GetLocalhostRef()
 		if !strings.HasPrefix(ref, "/") {
-			return nil, &profileError{ref, errors.New("not an absolute path")}
+			return nil, invalid{fmt.Errorf("seccomp localhost profile %s: not an absolute path", ref)}
 		}
 		data, err := os.ReadFile(ref)
 		if err != nil {
-			return nil, &profileError{ref, err}
+			return nil, invalid{fmt.Errorf("seccomp localhost profile %s: %w", ref, err)}
 		}
 		s, err := ParseSeccompProfile(data, caps)
 		if err != nil {
-			return nil, &profileError{ref, err}
+			return nil, invalid{fmt.Errorf("seccomp localhost profile %s: %w", ref, err)}
 		}
 		return s, nil
 	}
-	return nil, fmt.Errorf("%w: seccomp profile type %v is not supported", errdefs.ErrInvalid, p.GetProfileType())
+	return nil, invalid{fmt.Errorf("seccomp profile type %v is not supported", p.GetProfileType())}
 }
 
-// profileError is a Localhost profile the runtime cannot use. It is the request's fault (an
-// invalid argument, whatever the cause underneath) without "invalid argument" in its text: the
-// CRI server adds that once for every spec error.
-type profileError struct {
-	path string
-	err  error
-}
+// invalid marks an error as the request's fault (errdefs.ErrInvalid, whatever the cause
+// underneath, a missing file included) without "invalid argument" in its text: the CRI server
+// adds that once to every spec error.
+type invalid struct{ error }
 
-func (e *profileError) Error() string {
-	return "seccomp localhost profile " + e.path + ": " + e.err.Error()
-}
-func (e *profileError) Unwrap() []error { return []error{e.err, errdefs.ErrInvalid} }
+func (e invalid) Unwrap() []error { return []error{e.error, errdefs.ErrInvalid} }
 
 // RuntimeDefault is an allow-list: a syscall it does not name fails with EPERM, so a syscall
 // newer than the table (and every interface a container has no business with) is refused until

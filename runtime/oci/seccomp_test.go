@@ -316,6 +316,12 @@ func TestSeccompLocalhostProfileErrors(t *testing.T) {
 			t.Errorf("code %v, want InvalidArgument", c)
 		}
 	})
+	t.Run("unknown deprecated path", func(t *testing.T) {
+		_, err := Seccomp(nil, "", "docker/strict", nil)
+		if want := `seccomp profile path "docker/strict": want runtime/default, unconfined or localhost/<path>`; err == nil || err.Error() != want || !errors.Is(err, errdefs.ErrInvalid) {
+			t.Fatalf("err %v, want %q (invalid argument)", err, want)
+		}
+	})
 	t.Run("relative path", func(t *testing.T) {
 		_, err := Seccomp(&runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "profiles/x.json"}, "", "", nil)
 		if want := "seccomp localhost profile profiles/x.json: not an absolute path"; err == nil || err.Error() != want || !errors.Is(err, errdefs.ErrInvalid) {
