@@ -88,10 +88,49 @@ type Mount struct {
 
 func (m Mount) String() string {
 	s := fmt.Sprintf("mount %s on %s type %s", m.Source, m.Target, m.FSType)
+	var opts []string
+	if f := FlagString(m.Flags); f != "" {
+		opts = append(opts, f)
+	}
 	if m.Data != "" {
-		s += " (" + m.Data + ")"
+		opts = append(opts, m.Data)
+	}
+	if len(opts) > 0 {
+		s += " (" + strings.Join(opts, ",") + ")"
 	}
 	return s
+}
+
+// FlagString names the mount flags in f ("nosuid,nodev"), so a plan shows what each mount allows;
+// a flag without a name here shows as its hex value.
+func FlagString(f uintptr) string {
+	// In the order /proc/self/mounts spells them.
+	known := []struct {
+		flag uintptr
+		name string
+	}{
+		{unix.MS_RDONLY, "ro"},
+		{unix.MS_NOSUID, "nosuid"},
+		{unix.MS_NODEV, "nodev"},
+		{unix.MS_NOEXEC, "noexec"},
+		{unix.MS_SYNCHRONOUS, "sync"},
+		{unix.MS_NOATIME, "noatime"},
+		{unix.MS_NODIRATIME, "nodiratime"},
+		{unix.MS_RELATIME, "relatime"},
+		{unix.MS_BIND, "bind"},
+		{unix.MS_REC, "rec"},
+	}
+	var names []string
+	for _, n := range known {
+		if f&n.flag != 0 {
+			names = append(names, n.name)
+			f &^= n.flag
+		}
+	}
+	if f != 0 {
+		names = append(names, fmt.Sprintf("%#x", f))
+	}
+	return strings.Join(names, ",")
 }
 
 // Do performs the mount. A target that is already a mount point of the same type is left alone,

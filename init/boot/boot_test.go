@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestRunOrderAndOptional(t *testing.T) {
@@ -48,6 +50,8 @@ func TestStepStrings(t *testing.T) {
 		want string
 	}{
 		{Mount{Source: "tmpfs", Target: "/run", FSType: "tmpfs", Data: "mode=0755"}, "mount tmpfs on /run type tmpfs (mode=0755)"},
+		{Mount{Source: "proc", Target: "/proc", FSType: "proc", Flags: unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC}, "mount proc on /proc type proc (nosuid,nodev,noexec)"},
+		{Mount{Source: "tmpfs", Target: "/var", FSType: "tmpfs", Flags: unix.MS_NODEV | unix.MS_NOSUID | unix.MS_NOATIME | unix.MS_MANDLOCK, Data: "mode=0755"}, "mount tmpfs on /var type tmpfs (nosuid,nodev,noatime,0x40,mode=0755)"},
 		{Dir{Path: "/var/log", Mode: 0o755}, "mkdir /var/log 0755"},
 		{Symlink{Target: "/proc/self/fd", Link: "/dev/fd"}, "ln -s /proc/self/fd /dev/fd"},
 		{Sysctl{Key: "net.ipv4.ip_forward", Value: "1"}, "sysctl net.ipv4.ip_forward=1"},

@@ -166,7 +166,9 @@ func (n *Node) Plan(p *profiles.Profile, modules []string) boot.Plan {
 				n.log.Info("cgroup2 controllers enabled", "controllers", strings.Join(enabled, ","))
 				return err
 			}}}},
-		{Name: "state", Steps: []boot.Step{boot.Func{Name: "mount " + statedisk.Label + " on /var", Fn: n.mountState}}},
+		// /var holds the runtime's root (image layers, container upper dirs): nothing a container
+		// writes there may act as a setuid binary or a device on the host.
+		{Name: "state", Steps: []boot.Step{stateMount{n: n, Label: statedisk.Label, Target: "/var", Flags: nosuid | nodev | unix.MS_NOATIME}}},
 	}
 	var sysctls []boot.Step
 	for _, k := range slices.Sorted(maps.Keys(p.Sysctls)) {
@@ -190,16 +192,29 @@ func (n *Node) Plan(p *profiles.Profile, modules []string) boot.Plan {
 	return plan
 }
 
-// mountState mounts the state partition on /var. Without one the node still boots, on a tmpfs, and
-// says so on the console: nothing written there survives a reboot.
-func (n *Node) mountState(ctx context.Context) error {
-	res, err := statedisk.Prepare(ctx, statedisk.Label, "/var", time.Second)
+// stateMount mounts the state partition on Target. Without one the node still boots, on a tmpfs,
+// and says so on the console: nothing written there survives a reboot. Flags apply to either.
+type stateMount struct {
+	n             *Node
+	Label, Target string
+	Flags         uintptr
+}
+
+func (m stateMount) String() string {
+	return fmt.Sprintf("mount %s on %s (%s; a tmpfs without one)", m.Label, m.Target, boot.FlagString(m.Flags))
+}
+
+func (m stateMount) Do(ctx context.Context) error {
+	res, err := statedisk.Prepare(ctx, m.Label, m.Target, m.Flags, time.Second)
 	if err == nil {
-		n.log.Info("state partition mounted on /var", "device", res.Device, "formatted", res.Formatted)
+		m.n.log.Info("state partition mounted", "on", m.Target, "device", res.Device, "formatted", res.Formatted)
 		return nil
 	}
-	n.log.Warn("no usable state partition; /var is a tmpfs and will not survive a reboot", "err", err)
-	return unix.Mount("tmpfs", "/var", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755")
+	m.n.log.Warn("no usable state partition; "+m.Target+" is a tmpfs and will not survive a reboot", "err", err)
+	if err := unix.Mount("tmpfs", m.Target, "tmpfs", m.Flags, "mode=0755"); err != nil {
+		return fmt.Errorf("mount tmpfs on %s: %w", m.Target, err)
+	}
+	return nil
 }
 
 func (n *Node) boot(ctx context.Context) error {

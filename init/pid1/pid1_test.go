@@ -19,10 +19,10 @@ func TestPlanString(t *testing.T) {
 	plan := n.Plan(p, []string{"virtio_blk", "evdev"}).String()
 	want := []string{
 		"modules\n  load virtio_blk evdev\n",
-		"mount cgroup2 on /sys/fs/cgroup type cgroup2 (nsdelegate)",
+		"mount cgroup2 on /sys/fs/cgroup type cgroup2 (nosuid,nodev,noexec,nsdelegate)",
 		"mount devpts on /dev/pts type devpts",
 		"firmware (optional)\n",
-		"state\n  mount INGOT-STATE on /var\n",
+		"state\n  mount INGOT-STATE on /var (",
 		"sysctls (optional)\n  sysctl net.ipv4.ip_forward=1\n  sysctl vm.swappiness=0\n",
 		"hostname ingot-dev",
 	}
@@ -56,5 +56,26 @@ func TestServiceSpec(t *testing.T) {
 func TestUnescape(t *testing.T) {
 	if got := unescape(`/mnt/a\040b`); got != "/mnt/a b" {
 		t.Fatal(got)
+	}
+}
+
+// /var holds the runtime's root: image layers, container upper dirs, pod files. A setuid binary or
+// a device node written there (by a container, through its rootfs) must not work on the host, so
+// the state partition, or the tmpfs that stands in for it, is mounted nosuid and nodev. Setuid
+// binaries inside containers still work: their overlay mount has flags of its own.
+func TestPlanVarNosuidNodev(t *testing.T) {
+	p, _, err := profiles.Builtin("dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &Node{log: slog.New(slog.DiscardHandler)}
+	plan := n.Plan(p, nil).String()
+	want := "mount INGOT-STATE on /var (nosuid,nodev,noatime; a tmpfs without one)"
+	if !strings.Contains(plan, "\n  "+want+"\n") {
+		t.Fatalf("plan lacks %q:\n%s", want, plan)
+	}
+	// The other mounts print their flags the same way.
+	if w := "mount tmpfs on /run type tmpfs (nosuid,nodev,mode=0755)"; !strings.Contains(plan, w) {
+		t.Fatalf("plan lacks %q:\n%s", w, plan)
 	}
 }

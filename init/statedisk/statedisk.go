@@ -124,8 +124,9 @@ type Result struct {
 	Formatted bool
 }
 
-// Prepare finds the labelled partition, formats it if blank, and mounts it at target.
-func Prepare(ctx context.Context, label, target string, wait time.Duration) (Result, error) {
+// Prepare finds the labelled partition, formats it if blank, and mounts it at target with flags
+// (MS_* mount flags; the node mounts /var nosuid,nodev).
+func Prepare(ctx context.Context, label, target string, flags uintptr, wait time.Duration) (Result, error) {
 	dev, err := Find(ctx, "/sys/class/block", "/dev", label, wait)
 	if err != nil {
 		return Result{}, err
@@ -147,7 +148,7 @@ func Prepare(ctx context.Context, label, target string, wait time.Duration) (Res
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return res, fmt.Errorf("mount %s: %w", target, err)
 	}
-	if err := unix.Mount(dev, target, "ext4", unix.MS_NOATIME, ""); err != nil {
+	if err := unix.Mount(dev, target, "ext4", flags, ""); err != nil {
 		return res, fmt.Errorf("mount %s on %s (ext4): %w", dev, target, err)
 	}
 	return res, nil
