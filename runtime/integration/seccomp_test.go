@@ -18,7 +18,7 @@ adjtimex >/dev/null && echo adjtimex=allowed || echo adjtimex=refused`
 
 // TestSeccompProfiles runs the probe in busybox containers under RuntimeDefault (asked for, and
 // given by config.toml's unset_seccomp_profile to a request that names no profile) and under
-// Unconfined, through the real daemon and libseccomp.
+// Unconfined, through the real daemon and libseccomp; and a malformed Localhost profile.
 func TestSeccompProfiles(t *testing.T) {
 	testgate.Short(t, "the runtime integration tier")
 	r := StartWith(t, func(r *Runtime) {
@@ -71,5 +71,24 @@ func TestSeccompProfiles(t *testing.T) {
 				}
 			}
 		})
+	}
+
+	// A Localhost profile libcontainer could not load is refused at CreateContainer, as the
+	// request's fault, naming the file and the mistake.
+	bad := filepath.Join(r.Dir, "bad-profile.json")
+	if err := os.WriteFile(bad, []byte(`{"defaultAction": "SCMP_ACT_DENY"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeJSON(t, r.Dir, "bad-profile-ctr.json", map[string]any{
+		"metadata": map[string]any{"name": "bad-profile"},
+		"image":    map[string]any{"image": busybox},
+		"command":  []string{"true"},
+		"linux":    map[string]any{"security_context": map[string]any{"seccomp": map[string]any{"profile_type": 2, "localhost_ref": bad}}},
+	})
+	_, err := r.Crictl("create", pod, cfg, podCfg)
+	// crictl quotes the message, escaping the quotes around the action.
+	want := "seccomp localhost profile " + bad + `: defaultAction: unknown action \"SCMP_ACT_DENY\"`
+	if err == nil || !strings.Contains(err.Error(), "code = InvalidArgument") || !strings.Contains(err.Error(), want) {
+		t.Errorf("create with a bad profile: %v\nwant InvalidArgument containing %q", err, want)
 	}
 }
