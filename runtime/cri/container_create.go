@@ -16,6 +16,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ingot.dev/ingot/runtime/errdefs"
+	"ingot.dev/ingot/runtime/logs"
 	"ingot.dev/ingot/runtime/oci"
 	"ingot.dev/ingot/runtime/shim"
 	"ingot.dev/ingot/runtime/store"
@@ -111,11 +112,12 @@ func (s *Server) createContainer(ctx context.Context, id string, sb *sandbox, po
 	if err != nil {
 		return nil, err
 	}
-	logPath := ""
+	var logDir, logName, logPath string
 	if podCfg.GetLogDirectory() != "" && cfg.GetLogPath() != "" {
-		logPath = filepath.Join(podCfg.GetLogDirectory(), cfg.GetLogPath())
-		if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
-			return nil, fmt.Errorf("log directory for %s: %w", logPath, err)
+		// The shim creates the directories below log_directory itself, following no symlink.
+		logDir, logName = podCfg.GetLogDirectory(), cfg.GetLogPath()
+		if logPath, err = logs.Join(logDir, logName); err != nil {
+			return nil, err
 		}
 	}
 	in := oci.ContainerInput{
@@ -146,7 +148,7 @@ func (s *Server) createContainer(ctx context.Context, id string, sb *sandbox, po
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), data, 0o600); err != nil {
 		return nil, err
 	}
-	if _, err := sb.shim.Create(shim.CreateArgs{ID: id, Spec: data, LogPath: logPath}); err != nil {
+	if _, err := sb.shim.Create(shim.CreateArgs{ID: id, Spec: data, LogDir: logDir, LogPath: logName}); err != nil {
 		return nil, err
 	}
 	raw, _ := proto.Marshal(cfg)

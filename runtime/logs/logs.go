@@ -25,8 +25,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"ingot.dev/ingot/runtime/errdefs"
 )
 
 // DefaultMaxLineSize is containerd's default max_container_log_line_size: 16 KiB.
@@ -63,35 +68,118 @@ type Options struct {
 // Writer writes one container's log file. Its methods are safe for concurrent use: Copy runs
 // once per stream, each in its own goroutine, while Reopen may be called at any time.
 type Writer struct {
-	path string
+	// dir is the log directory, held open: every (re)open resolves name from it without following
+	// a symlink, so a link swapped in for the file or a directory below dir during rotation
+	// cannot send the container's output to a file of the host.
+	dir  *os.File
+	name string // below dir, cleaned
+	path string // dir/name, for messages and Path
 	opts Options
 
 	mu sync.Mutex // serialises entries and guards f
 	f  *os.File
 }
 
-// Open creates (or appends to) the log file at path and its directory.
+// Join checks a CRI log_path against its pod's log_directory and returns the log file's path.
+// The path must be relative and stay below the directory ("a/../b" is fine, "../b" is not); a
+// path that does not is an errdefs.ErrInvalid naming it.
+func Join(dir, name string) (string, error) {
+	clean, err := cleanName(dir, name)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, clean), nil
+}
+
+func cleanName(dir, name string) (string, error) {
+	if name == "" {
+		return "", fmt.Errorf("log_path is empty: %w", errdefs.ErrInvalid)
+	}
+	if filepath.IsAbs(name) {
+		return "", fmt.Errorf("log_path %q is absolute, want a path below log_directory %s: %w", name, dir, errdefs.ErrInvalid)
+	}
+	clean := filepath.Clean(name)
+	if clean == "." || clean == ".." || strings.HasPrefix(clean, "../") {
+		return "", fmt.Errorf("log_path %q escapes log_directory %s: %w", name, dir, errdefs.ErrInvalid)
+	}
+	return clean, nil
+}
+
+// Open creates (or appends to) the log file at path, creating its directory.
 func Open(path string, opts Options) (*Writer, error) {
-	f, err := openFile(path)
+	return OpenIn(filepath.Dir(path), filepath.Base(path), opts)
+}
+
+// OpenIn creates (or appends to) the log file name below the directory dir: a CRI container's
+// log_path below its pod's log_directory. dir is created if missing and trusted as given (the
+// kubelet makes it); name is checked as Join does, and neither its directories nor the file
+// itself may be symlinks, now or at any Reopen.
+func OpenIn(dir, name string, opts Options) (*Writer, error) {
+	clean, err := cleanName(dir, name)
 	if err != nil {
 		return nil, err
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create log directory %s: %w", dir, err)
 	}
-	return &Writer{path: path, opts: opts, f: f}, nil
+	d, err := os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open log directory %s: %w", dir, err)
+	}
+	w := &Writer{dir: d, name: clean, path: filepath.Join(dir, clean), opts: opts}
+	if w.opts.Now == nil {
+		w.opts.Now = time.Now
+	}
+	if w.f, err = w.openFile(); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return w, nil
 }
 
-// openFile opens the log file the way containerd does: directory created, append-only, 0640.
-func openFile(path string) (*os.File, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("create log directory for %s: %w", path, err)
+// openFile opens the log file the way containerd does (directories created, append-only, 0640),
+// walking from the held directory one component at a time: a symlink anywhere below it is
+// refused (O_NOFOLLOW), and so is anything but a regular file with one link (a FIFO would block
+// the shim, a hard link would write to a file elsewhere).
+func (w *Writer) openFile() (*os.File, error) {
+	parts := strings.Split(w.name, "/")
+	cur := int(w.dir.Fd())
+	closeCur := func() {
+		if cur != int(w.dir.Fd()) {
+			unix.Close(cur)
+		}
 	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	defer func() { closeCur() }()
+	for _, c := range parts[:len(parts)-1] {
+		if err := unix.Mkdirat(cur, c, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("open container log %s: create directory %s: %w", w.path, c, err)
+		}
+		next, err := unix.Openat(cur, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open container log %s: directory %s (a symlink is refused): %w", w.path, c, err)
+		}
+		closeCur()
+		cur = next
+	}
+	// O_NONBLOCK: opening a FIFO planted there must fail at once instead of waiting for a reader.
+	fd, err := unix.Openat(cur, parts[len(parts)-1], unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o640)
 	if err != nil {
-		return nil, fmt.Errorf("open container log %s: %w", path, err)
+		return nil, fmt.Errorf("open container log %s (a symlink is refused): %w", w.path, err)
 	}
-	return f, nil
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("open container log %s: %w", w.path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1 {
+		unix.Close(fd)
+		return nil, fmt.Errorf("open container log %s: not a regular file with one link (mode %#o, %d links)", w.path, st.Mode, st.Nlink)
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("open container log %s: %w", w.path, err)
+	}
+	return os.NewFile(uintptr(fd), w.path), nil
 }
 
 // Path is the log file's path.
@@ -216,7 +304,7 @@ func (w *Writer) Reopen() error {
 	if w.f == nil {
 		return fmt.Errorf("reopen container log %s: log is closed", w.path)
 	}
-	f, err := openFile(w.path)
+	f, err := w.openFile()
 	if err != nil {
 		return fmt.Errorf("reopen container log: %w", err)
 	}
@@ -238,6 +326,7 @@ func (w *Writer) Close() error {
 	}
 	err := w.f.Close()
 	w.f = nil
+	w.dir.Close()
 	if err != nil {
 		return fmt.Errorf("close container log %s: %w", w.path, err)
 	}

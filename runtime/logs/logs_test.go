@@ -3,6 +3,7 @@ package logs
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"ingot.dev/ingot/runtime/errdefs"
 )
 
 var fixed = time.Date(2026, 3, 4, 5, 6, 7, 890123000, time.UTC)
@@ -357,5 +362,97 @@ func TestConcurrentReopen(t *testing.T) {
 	// No rename happened, so every reopen appends to the same file: all entries are there.
 	if got, want := strings.Count(read(t, path), "\n"), 2000; got != want {
 		t.Errorf("%d entries, want %d", got, want)
+	}
+}
+
+// TestReopenRefusesSymlink swaps a symlink to a host file in for the log file between the
+// rotation's rename and ReopenContainerLog, as a pod that can write to the log directory could.
+// Reopen must fail naming the path, and the host file must stay as it was.
+func TestReopenRefusesSymlink(t *testing.T) {
+	w, path := open(t, 0)
+	host := filepath.Join(t.TempDir(), "shadow")
+	if err := os.WriteFile(host, []byte("root:x:0:\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(host, path); err != nil {
+		t.Fatal(err)
+	}
+	err := w.Reopen()
+	w.Copy(Stdout, strings.NewReader("owned\n"))
+	if got := read(t, host); got != "root:x:0:\n" {
+		t.Fatalf("the host file behind the symlink was written: %q", got)
+	}
+	if err == nil || !strings.Contains(err.Error(), path) {
+		t.Fatalf("Reopen over a symlink: err = %v, want an error naming %s", err, path)
+	}
+	// Entries still go to the old file, which the rotation renamed.
+	if got, want := read(t, path+".1"), entries("stdout", "F owned"); got != want {
+		t.Fatalf("rotated file = %q, want %q", got, want)
+	}
+}
+
+// A CRI log_path stays below its log_directory.
+func TestJoin(t *testing.T) {
+	for _, c := range []struct{ name, want, err string }{
+		{"ctr/0.log", "/logs/pod/ctr/0.log", ""},
+		{"ctr/../0.log", "/logs/pod/0.log", ""},
+		{"../other/0.log", "", `log_path "../other/0.log" escapes log_directory /logs/pod: invalid argument`},
+		{"ctr/../../x", "", `log_path "ctr/../../x" escapes log_directory /logs/pod: invalid argument`},
+		{"..", "", `log_path ".." escapes log_directory /logs/pod: invalid argument`},
+		{"/etc/shadow", "", `log_path "/etc/shadow" is absolute, want a path below log_directory /logs/pod: invalid argument`},
+	} {
+		got, err := Join("/logs/pod", c.name)
+		if c.err != "" {
+			if err == nil || err.Error() != c.err || !errors.Is(err, errdefs.ErrInvalid) {
+				t.Errorf("Join(%q) = %q, %v, want error %q (ErrInvalid)", c.name, got, err, c.err)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("Join(%q) = %q, %v, want %q", c.name, got, err, c.want)
+		}
+	}
+	if _, err := OpenIn(t.TempDir(), "../escape.log", Options{}); err == nil || !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("OpenIn with an escaping name: %v", err)
+	}
+}
+
+// A directory between log_directory and the file swapped for a symlink (to a host directory)
+// during rotation: Reopen refuses it and writes nothing there.
+func TestReopenRefusesSymlinkedDirectory(t *testing.T) {
+	dir := t.TempDir()
+	w, err := OpenIn(dir, "ctr/0.log", Options{Now: fixedClock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	hostDir := t.TempDir()
+	if err := os.Rename(filepath.Join(dir, "ctr"), filepath.Join(dir, "ctr.old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(hostDir, filepath.Join(dir, "ctr")); err != nil {
+		t.Fatal(err)
+	}
+	err = w.Reopen()
+	if want := filepath.Join(dir, "ctr", "0.log"); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Reopen through a symlinked directory: err = %v, want an error naming %s", err, want)
+	}
+	if ents, _ := os.ReadDir(hostDir); len(ents) != 0 {
+		t.Fatalf("Reopen created %s in the symlink's target", ents[0].Name())
+	}
+}
+
+// A FIFO planted as the log file would block the shim's open forever; it is refused at once.
+func TestReopenRefusesFIFO(t *testing.T) {
+	w, path := open(t, 0)
+	os.Remove(path)
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Reopen(); err == nil || !strings.Contains(err.Error(), path) {
+		t.Fatalf("Reopen over a FIFO: err = %v, want an error naming %s", err, path)
 	}
 }

@@ -62,10 +62,13 @@ type Exit struct {
 
 // CreateArgs asks for a container. Spec is the OCI spec as JSON.
 type CreateArgs struct {
-	ID      string
-	Spec    []byte
-	LogPath string // empty: output discarded (the pause container)
-	Start   bool   // start at once (the pause container) instead of waiting for Start
+	ID   string
+	Spec []byte
+	// LogDir is the pod's log_directory and LogPath the container's log_path below it (CRI's
+	// names); empty LogPath: output discarded (the pause container).
+	LogDir  string
+	LogPath string
+	Start   bool // start at once (the pause container) instead of waiting for Start
 }
 
 // State reports a container.
@@ -179,7 +182,7 @@ func (s *Server) create(a CreateArgs) (int, error) {
 	c := &container{id: a.ID, lc: lc, proc: p, exited: make(chan struct{})}
 	var childEnds []*os.File
 	if a.LogPath != "" {
-		w, err := logs.Open(a.LogPath, logs.Options{MaxLineSize: s.maxLine})
+		w, err := logs.OpenIn(a.LogDir, a.LogPath, logs.Options{MaxLineSize: s.maxLine})
 		if err != nil {
 			lc.Destroy()
 			return 0, err
