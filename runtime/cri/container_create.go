@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -76,6 +77,9 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 func (s *Server) ctrDir(id string) string { return filepath.Join(s.opts.Root, "containers", id) }
 
 func (s *Server) createContainer(ctx context.Context, id string, sb *sandbox, podCfg *runtimeapi.PodSandboxConfig, cfg *runtimeapi.ContainerConfig) (_ *store.Container, retErr error) {
+	if err := s.checkPause(sb); err != nil {
+		return nil, err
+	}
 	img, err := s.opts.Images.Get(cfg.GetImage().GetImage())
 	if err != nil {
 		return nil, err
@@ -101,7 +105,7 @@ func (s *Server) createContainer(ctx context.Context, id string, sb *sandbox, po
 	}
 	if uids != nil {
 		owner = &idOwner{uid: int(uids[0].HostID), gid: int(gids[0].HostID)}
-		if layers, err = idmapLayers(dir, layers, fmt.Sprintf("/proc/%d/ns/user", sb.PausePid)); err != nil {
+		if layers, err = idmapLayers(dir, layers, filepath.Join(s.podNSDir(sb.ID), oci.PodNamespaces[specs.UserNamespace])); err != nil {
 			return nil, err
 		}
 	}
@@ -121,7 +125,7 @@ func (s *Server) createContainer(ctx context.Context, id string, sb *sandbox, po
 		}
 	}
 	in := oci.ContainerInput{
-		Rootfs: rootfs, Image: img.Config, PausePid: sb.PausePid, Files: s.podFiles(sb),
+		Rootfs: rootfs, Image: img.Config, PodNamespaces: s.podNSDir(sb.ID), Files: s.podFiles(sb),
 		CgroupsPath: filepath.Join(sb.CgroupParent, id), BoundingSet: s.bounding, ImageVolumes: vols,
 		UnsetSeccompProfile: s.opts.UnsetSeccompProfile,
 		Host:                oci.DetectHost(), // two small reads; AppArmor profiles are checked per request anyway

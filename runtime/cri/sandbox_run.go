@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -64,8 +65,9 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
 }
 
-func (s *Server) podDir(id string) string  { return filepath.Join(s.opts.Root, "pods", id) }
-func (s *Server) shimDir(id string) string { return filepath.Join(s.opts.State, "pods", id) }
+func (s *Server) podDir(id string) string   { return filepath.Join(s.opts.Root, "pods", id) }
+func (s *Server) podNSDir(id string) string { return filepath.Join(s.opts.State, "podns", id) }
+func (s *Server) shimDir(id string) string  { return filepath.Join(s.opts.State, "pods", id) }
 
 // shimSocket is short: unix socket paths are limited to 108 bytes. 20 hex digits of a random id
 // do not collide in practice.
@@ -132,6 +134,11 @@ func (s *Server) runSandbox(ctx context.Context, id string, cfg *runtimeapi.PodS
 		return nil, fmt.Errorf("start pause for pod %s: %w", id, err)
 	}
 	rec.PausePid = pid
+	if err := s.pinNamespaces(id, pid, spec.Linux.Namespaces, client); err != nil {
+		client.Shutdown()
+		client.Close()
+		return nil, err
+	}
 	if userns {
 		if err := s.setupNetwork(ctx, &rec, cfg, pid); err != nil {
 			client.Shutdown()
@@ -271,10 +278,64 @@ func (s *Server) teardownNetwork(ctx context.Context, sb *sandbox, remove bool) 
 	return nil
 }
 
+// pinNamespaces bind-mounts the namespaces pause holds for the pod (those containers join, see
+// oci.PodNamespaces) under podNSDir. Containers join these files, so they get the pod's
+// namespaces or nothing: /proc/<pause pid>/ns would be another process's once pause is gone and
+// its pid reused. Pause must still be the shim's running child afterwards: a pid is not reused
+// before its parent reaps it, so what was pinned is pause's.
+func (s *Server) pinNamespaces(id string, pid int, namespaces []specs.LinuxNamespace, client *shim.Client) error {
+	dir := s.podNSDir(id)
+	for _, n := range namespaces {
+		file, ok := oci.PodNamespaces[n.Type]
+		if !ok {
+			continue
+		}
+		// netns.Pin bind-mounts any namespace file, not only network ones.
+		if err := netns.Pin(fmt.Sprintf("/proc/%d/ns/%s", pid, file), filepath.Join(dir, file)); err != nil {
+			return fmt.Errorf("pod %s: pin its %s namespace: %w", id, n.Type, err)
+		}
+	}
+	st, err := client.State(pauseID)
+	if err != nil {
+		return fmt.Errorf("pod %s: state of its pause process: %w", id, err)
+	}
+	if !st.Running || st.Pid != pid {
+		return fmt.Errorf("pod %s: its pause process (pid %d) ended while its namespaces were pinned", id, pid)
+	}
+	return nil
+}
+
+// checkPause fails when the pod's pause process is no longer the shim's running child. Pause is
+// the pod's sandbox, and the init of its pid namespace when the pod shares one: without it the
+// pod must be recreated, so it is also marked not ready, which tells the kubelet to.
+func (s *Server) checkPause(sb *sandbox) error {
+	st, err := sb.shim.State(pauseID)
+	if err != nil {
+		return fmt.Errorf("pod %s: state of its pause process: %w", sb.ID, err)
+	}
+	if st.Running && st.Pid == sb.PausePid {
+		return nil
+	}
+	gone := fmt.Errorf("pod %s (%s/%s): its pause process (pid %d) is gone: %w", sb.ID, sb.Namespace, sb.Name, sb.PausePid, errdefs.ErrPrecondition)
+	s.mu.Lock()
+	sb.Ready = false
+	rec := sb.Sandbox
+	s.mu.Unlock()
+	if err := s.store.PutSandbox(&rec); err != nil {
+		return errors.Join(gone, fmt.Errorf("pod %s: record it not ready: %w", sb.ID, err))
+	}
+	return gone
+}
+
 // cleanupPod removes what a failed or removed pod leaves on the node.
 func (s *Server) cleanupPod(id, shimDir string) {
 	dir := s.podDir(id)
 	unix.Unmount(filepath.Join(dir, "shm"), unix.MNT_DETACH)
 	os.RemoveAll(dir)
+	pins, _ := filepath.Glob(filepath.Join(s.podNSDir(id), "*"))
+	for _, p := range pins {
+		netns.Remove(p)
+	}
+	os.Remove(s.podNSDir(id))
 	os.RemoveAll(shimDir)
 }

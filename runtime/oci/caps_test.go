@@ -37,7 +37,7 @@ func TestCapabilitiesAddDrop(t *testing.T) {
 				Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
 					Capabilities: &runtimeapi.Capability{AddCapabilities: tc.add, DropCapabilities: tc.drop}}},
 			}
-			s, err := ContainerSpec(&runtimeapi.PodSandboxConfig{}, cfg, ContainerInput{Rootfs: t.TempDir(), PausePid: 1, BoundingSet: bounding})
+			s, err := ContainerSpec(&runtimeapi.PodSandboxConfig{}, cfg, ContainerInput{Rootfs: t.TempDir(), PodNamespaces: "/run/ingot/podns/p", BoundingSet: bounding})
 			if tc.wantErrSub != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErrSub) {
 					t.Fatalf("err %v, want one containing %q", err, tc.wantErrSub)

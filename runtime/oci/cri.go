@@ -72,6 +72,13 @@ func Env(c *runtimeapi.ContainerConfig, img ImageConfig) []string {
 	return env
 }
 
+// PodNamespaces names the namespaces of a pod's pause process that its containers may join: the
+// runtime pins each (a bind mount of /proc/<pause>/ns/<file>) as <dir>/<file> when pause starts.
+var PodNamespaces = map[specs.LinuxNamespaceType]string{
+	specs.UserNamespace: "user", specs.NetworkNamespace: "net", specs.UTSNamespace: "uts",
+	specs.IPCNamespace: "ipc", specs.PIDNamespace: "pid",
+}
+
 func nsPath(pid int, ns string) string { return fmt.Sprintf("/proc/%d/ns/%s", pid, ns) }
 
 // UserNamespace checks a pod's user namespace options and returns its ID mappings: none for the
@@ -152,12 +159,15 @@ func SandboxSpec(cfg *runtimeapi.PodSandboxConfig, rootfs, cgroupsPath, netnsPat
 
 // ContainerInput is everything ContainerSpec needs besides the CRI configs.
 type ContainerInput struct {
-	Rootfs      string
-	Image       ImageConfig
-	PausePid    int
-	TargetPid   int // for NamespaceMode_TARGET: the target container's init
-	CgroupsPath string
-	Files       PodFiles
+	Rootfs string
+	Image  ImageConfig
+	// PodNamespaces is the directory where the pod's namespaces are pinned (see PodNamespaces).
+	// Containers join those files, never /proc/<pause pid>/ns: once pause is gone, its pid may
+	// be any process's, the node's own included.
+	PodNamespaces string
+	TargetPid     int // for NamespaceMode_TARGET: the target container's init
+	CgroupsPath   string
+	Files         PodFiles
 	// Host is what the node can enforce (DetectHost): AppArmor, a cgroup namespace.
 	Host Host
 	// BoundingSet is the runtime's capability bounding set (BoundingSet()): what "privileged"
@@ -195,6 +205,12 @@ func ContainerSpec(sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfi
 	s.Hostname = ""
 
 	// Namespaces: net, ipc and uts are the pod's (held by pause); pid as the pod asks.
+	if in.PodNamespaces == "" {
+		return nil, fmt.Errorf("container %s: the pod's namespaces are not pinned", c.GetMetadata().GetName())
+	}
+	podNS := func(t specs.LinuxNamespaceType) specs.LinuxNamespace {
+		return specs.LinuxNamespace{Type: t, Path: filepath.Join(in.PodNamespaces, PodNamespaces[t])}
+	}
 	nsOpts := sc.GetNamespaceOptions()
 	podOpts := sb.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	var ns []specs.LinuxNamespace
@@ -203,21 +219,20 @@ func ContainerSpec(sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfi
 		return nil, fmt.Errorf("container %s: %w", c.GetMetadata().GetName(), err)
 	}
 	if uids != nil {
-		ns = append(ns, specs.LinuxNamespace{Type: specs.UserNamespace, Path: nsPath(in.PausePid, "user")})
+		ns = append(ns, podNS(specs.UserNamespace))
 		s.Linux.UIDMappings, s.Linux.GIDMappings = uids, gids
 	}
 	ns = append(ns, specs.LinuxNamespace{Type: specs.MountNamespace})
 	if podOpts.GetNetwork() != runtimeapi.NamespaceMode_NODE {
-		ns = append(ns, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: nsPath(in.PausePid, "net")},
-			specs.LinuxNamespace{Type: specs.UTSNamespace, Path: nsPath(in.PausePid, "uts")})
+		ns = append(ns, podNS(specs.NetworkNamespace), podNS(specs.UTSNamespace))
 	}
 	if podOpts.GetIpc() != runtimeapi.NamespaceMode_NODE {
-		ns = append(ns, specs.LinuxNamespace{Type: specs.IPCNamespace, Path: nsPath(in.PausePid, "ipc")})
+		ns = append(ns, podNS(specs.IPCNamespace))
 	}
 	switch nsOpts.GetPid() {
 	case runtimeapi.NamespaceMode_NODE:
 	case runtimeapi.NamespaceMode_POD:
-		ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: nsPath(in.PausePid, "pid")})
+		ns = append(ns, podNS(specs.PIDNamespace))
 	case runtimeapi.NamespaceMode_TARGET:
 		if in.TargetPid == 0 {
 			return nil, fmt.Errorf("container %s: pid namespace target %q is not running", c.GetMetadata().GetName(), nsOpts.GetTargetId())

@@ -183,7 +183,7 @@ func TestContainerSpec(t *testing.T) {
 			cfg.Metadata = &runtimeapi.ContainerMetadata{Name: "c"}
 			cfg.Command = []string{"sh"}
 			s, err := ContainerSpec(&runtimeapi.PodSandboxConfig{}, cfg, ContainerInput{
-				Rootfs: rootfs, PausePid: 1, BoundingSet: bounding, ImageVolumes: map[string]string{"/mnt/image": volume}})
+				Rootfs: rootfs, PodNamespaces: "/run/ingot/podns/p", BoundingSet: bounding, ImageVolumes: map[string]string{"/mnt/image": volume}})
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err %v, want one containing %q", err, tc.wantErr)
@@ -284,11 +284,11 @@ func TestSandboxSpecUserNamespace(t *testing.T) {
 		}
 	}
 	c, err := ContainerSpec(cfg, &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "c"}, Command: []string{"sh"}},
-		ContainerInput{Rootfs: t.TempDir(), PausePid: 42})
+		ContainerInput{Rootfs: t.TempDir(), PodNamespaces: "/run/ingot/podns/p"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Linux.Namespaces[0] != (specs.LinuxNamespace{Type: specs.UserNamespace, Path: "/proc/42/ns/user"}) {
-		t.Errorf("container namespaces %v: want the pause process's user namespace", c.Linux.Namespaces)
+	if c.Linux.Namespaces[0] != (specs.LinuxNamespace{Type: specs.UserNamespace, Path: "/run/ingot/podns/p/user"}) {
+		t.Errorf("container namespaces %v: want the pod's pinned user namespace", c.Linux.Namespaces)
 	}
 }

@@ -437,7 +437,7 @@ func TestUnsetSeccompProfile(t *testing.T) {
 			cfg := &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "c"}, Command: []string{"sh"},
 				Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
 					Seccomp: tc.profile, SeccompProfilePath: tc.path}}}
-			s, err := ContainerSpec(&runtimeapi.PodSandboxConfig{}, cfg, ContainerInput{Rootfs: t.TempDir(), PausePid: 1, UnsetSeccompProfile: tc.unset})
+			s, err := ContainerSpec(&runtimeapi.PodSandboxConfig{}, cfg, ContainerInput{Rootfs: t.TempDir(), PodNamespaces: "/run/ingot/podns/p", UnsetSeccompProfile: tc.unset})
 			if err != nil {
 				t.Fatal(err)
 			}
