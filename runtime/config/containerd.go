@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"ingot.dev/ingot/internal/tomlpos"
 )
 
 // Plugin IDs of the CRI settings. Version 2 keeps all of them under criV2;
@@ -572,7 +574,7 @@ func registry(t *table, c *Config) {
 			cfg.Auth = a
 			r.Configs[host] = cfg
 		}
-		auths.warnf(ep, "deprecated in containerd; read as configs.%s.auth", quoteKey(host))
+		auths.warnf(ep, "deprecated in containerd; read as configs.%s.auth", tomlpos.QuoteKey(host))
 	}
 	headers := t.sub("headers")
 	for _, h := range headers.keys() {
@@ -604,10 +606,14 @@ func checkRegistry(d *doc, c *Config) {
 	if r.ConfigPath == "" || len(r.Mirrors) == 0 {
 		return
 	}
+	// The first mirrors table written (entries are in document order).
 	var p []string
-	for k, n := range d.lines {
-		if strings.HasSuffix(k, "\x00registry\x00mirrors") && (p == nil || n < d.line(p)) {
-			p = strings.Split(k, "\x00")
+	for _, e := range d.idx.Entries() {
+		if n := len(e.Path); n >= 2 && e.Path[n-2] == (tomlpos.Step{Key: "registry", Index: -1}) && e.Path[n-1] == (tomlpos.Step{Key: "mirrors", Index: -1}) {
+			for _, s := range e.Path {
+				p = append(p, s.Key)
+			}
+			break
 		}
 	}
 	d.warn(p, "containerd refuses mirrors together with config_path; ingot uses <config_path>/<host>/hosts.toml where one exists and these mirrors for other hosts")

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"ingot.dev/ingot/internal/tomlpos"
 )
 
 // Error is a bad value in a config.toml or hosts.toml, rendered on one line as
@@ -55,32 +57,20 @@ const elem = "\x01"
 
 // display renders a key path the way containerd's documentation writes it:
 // plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io".endpoint[1].
-func display(path []string) string {
-	var b strings.Builder
-	for i, k := range path {
+func display(path []string) string { return toPath(path).String() }
+
+// toPath converts a path of keys and elem-marked indexes to tomlpos's form.
+func toPath(path []string) tomlpos.Path {
+	var p tomlpos.Path
+	for _, k := range path {
 		if n, ok := strings.CutPrefix(k, elem); ok {
-			fmt.Fprintf(&b, "[%s]", n)
+			i, _ := strconv.Atoi(n)
+			p = p.Index(i)
 			continue
 		}
-		if i > 0 {
-			b.WriteByte('.')
-		}
-		b.WriteString(quoteKey(k))
+		p = p.Key(k)
 	}
-	return b.String()
-}
-
-// quoteKey returns k as a TOML bare key if it is one, else quoted.
-func quoteKey(k string) string {
-	if k == "" {
-		return `""`
-	}
-	for _, c := range []byte(k) {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return strconv.Quote(k)
-		}
-	}
-	return k
+	return p
 }
 
 // with returns a copy of path extended by keys; paths are shared, so they are

@@ -10,18 +10,18 @@ import (
 	"time"
 
 	toml "github.com/pelletier/go-toml/v2"
-	"github.com/pelletier/go-toml/v2/unstable"
+
+	"ingot.dev/ingot/internal/tomlpos"
 )
 
 // doc is a decoded TOML document, where each of its keys sits in the file, and
 // the errors and warnings found while reading it. go-toml's decoder keeps no
 // positions once it has filled a value, so lines come from a second pass with
-// its unstable parser (the same approach as profiles/position.go).
+// its unstable parser (internal/tomlpos).
 type doc struct {
 	file  string
 	root  map[string]any
-	lines map[string]int // pathKey(path) -> line of its first occurrence
-	order map[string]int // pathKey(path) -> rank in document order
+	idx   *tomlpos.Index
 	errs  []*Error
 	warns []Warning
 }
@@ -39,9 +39,7 @@ func readDoc(file string, data []byte) (*doc, error) {
 	if root == nil {
 		root = map[string]any{}
 	}
-	d := &doc{file: file, root: root, lines: map[string]int{}, order: map[string]int{}}
-	d.index(data)
-	return d, nil
+	return &doc{file: file, root: root, idx: tomlpos.New(data)}, nil
 }
 
 // err returns the document's errors, in file order, or nil.
@@ -65,17 +63,8 @@ func (d *doc) warnings() []Warning {
 	return d.warns
 }
 
-func pathKey(path []string) string { return strings.Join(path, "\x00") }
-
 // line returns the line of path, or of its nearest ancestor in the document.
-func (d *doc) line(path []string) int {
-	for ; len(path) > 0; path = path[:len(path)-1] {
-		if l, ok := d.lines[pathKey(path)]; ok {
-			return l
-		}
-	}
-	return 0
-}
+func (d *doc) line(path []string) int { return d.idx.Line(toPath(path)) }
 
 func (d *doc) errorf(path []string, format string, args ...any) {
 	d.errs = append(d.errs, &Error{File: d.file, Line: d.line(path), Key: display(path), Msg: fmt.Sprintf(format, args...)})
@@ -83,82 +72,6 @@ func (d *doc) errorf(path []string, format string, args ...any) {
 
 func (d *doc) warn(path []string, msg string) {
 	d.warns = append(d.warns, Warning{File: d.file, Line: d.line(path), Key: display(path), Msg: msg})
-}
-
-func (d *doc) index(data []byte) {
-	var p unstable.Parser
-	p.Reset(data)
-	var table []string
-	for p.NextExpression() {
-		n := p.Expression()
-		switch n.Kind {
-		case unstable.Table, unstable.ArrayTable:
-			keys, line := keyParts(&p, n)
-			table = nil
-			for _, k := range keys {
-				table = with(table, k)
-				d.mark(table, line)
-			}
-		case unstable.KeyValue:
-			d.keyValue(&p, table, n)
-		}
-	}
-}
-
-func keyParts(p *unstable.Parser, n *unstable.Node) (keys []string, line int) {
-	for it := n.Key(); it.Next(); {
-		k := it.Node()
-		if keys == nil {
-			line = p.Shape(k.Raw).Start.Line
-		}
-		keys = append(keys, string(k.Data))
-	}
-	return keys, line
-}
-
-func (d *doc) keyValue(p *unstable.Parser, table []string, n *unstable.Node) {
-	keys, line := keyParts(p, n)
-	path := table
-	for _, k := range keys {
-		path = with(path, k)
-		d.mark(path, line)
-	}
-	d.value(p, path, line, n.Value())
-}
-
-func (d *doc) value(p *unstable.Parser, path []string, line int, v *unstable.Node) {
-	switch v.Kind {
-	case unstable.Array:
-		i := 0
-		for it := v.Children(); it.Next(); {
-			c := it.Node()
-			if c.Kind == unstable.Comment {
-				continue
-			}
-			l := line
-			if c.Raw.Length > 0 {
-				l = p.Shape(c.Raw).Start.Line
-			}
-			e := index(path, i)
-			d.mark(e, l)
-			d.value(p, e, l, c)
-			i++
-		}
-	case unstable.InlineTable:
-		for it := v.Children(); it.Next(); {
-			if c := it.Node(); c.Kind == unstable.KeyValue {
-				d.keyValue(p, path, c)
-			}
-		}
-	}
-}
-
-func (d *doc) mark(path []string, line int) {
-	k := pathKey(path)
-	if _, ok := d.lines[k]; !ok {
-		d.lines[k] = line
-		d.order[k] = len(d.order)
-	}
 }
 
 // table reads one TOML table against what ingot knows of it: typed getters
@@ -184,7 +97,7 @@ func (t *table) keys() []string {
 		ks = append(ks, k)
 	}
 	sort.Slice(ks, func(i, j int) bool {
-		oi, oj := t.d.order[pathKey(with(t.path, ks[i]))], t.d.order[pathKey(with(t.path, ks[j]))]
+		oi, oj := t.d.idx.Rank(toPath(with(t.path, ks[i]))), t.d.idx.Rank(toPath(with(t.path, ks[j])))
 		if oi != oj {
 			return oi < oj
 		}
