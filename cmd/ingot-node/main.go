@@ -14,6 +14,7 @@ import (
 	"os"
 
 	"ingot.dev/ingot/init/pid1"
+	"ingot.dev/ingot/init/supervise"
 	"ingot.dev/ingot/netsetup/link"
 	"ingot.dev/ingot/runtime/daemon"
 	"ingot.dev/ingot/runtime/oci"
@@ -51,6 +52,19 @@ func main() {
 			os.Exit(1)
 		}
 		fmt.Print(out)
+	case "logs":
+		// `ingot-node logs SERVICE`: what a service PID 1 supervises has written, kept in
+		// /run/ingot/services whether or not the profile echoes it to the console.
+		if len(os.Args) != 3 {
+			fmt.Fprintln(os.Stderr, "usage: ingot-node logs SERVICE (the services: ls "+pid1.ServiceLogDir+")")
+			os.Exit(2)
+		}
+		out, err := supervise.ReadLog(pid1.ServiceLogDir, os.Args[2])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ingot-node logs:", err)
+			os.Exit(1)
+		}
+		os.Stdout.Write(out)
 	case "version":
 		fmt.Printf("ingot-node (libseccomp %s)\n", seccompVersion())
 	default:
@@ -65,6 +79,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: ingot-node runtime|shim|pause|net show|version (as PID 1 it runs the node's init)")
+	fmt.Fprintln(os.Stderr, "usage: ingot-node runtime|shim|pause|net show|logs SERVICE|version (as PID 1 it runs the node's init)")
 	os.Exit(2)
 }
