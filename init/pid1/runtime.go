@@ -3,22 +3,15 @@ package pid1
 import (
 	"context"
 	"fmt"
-	"net/netip"
-	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"ingot.dev/ingot/init/boot"
 	"ingot.dev/ingot/init/cgroup"
 	"ingot.dev/ingot/init/supervise"
-	"ingot.dev/ingot/netsetup/dhcp"
-	"ingot.dev/ingot/netsetup/link"
-	"ingot.dev/ingot/profiles"
 )
 
 // RuntimeSocket is the CRI socket the runtime serves (runtime/config's default).
@@ -80,89 +73,5 @@ func criStatus(ctx context.Context, socket string) error {
 			return fmt.Errorf("runtime not ready: %s", c.GetMessage())
 		}
 	}
-	return nil
-}
-
-// networkSteps brings up loopback and the profile's interfaces: static addresses, then DHCP.
-func (n *Node) networkSteps(p *profiles.Profile) []boot.Step {
-	nw := p.Network
-	const wait = 2 * time.Second
-	steps := []boot.Step{boot.Func{Name: "link lo up", Fn: func(context.Context) error { return link.Loopback() }}}
-	for _, b := range nw.Bonds {
-		steps = append(steps, boot.Func{Name: fmt.Sprintf("bond %s %s %v", b.Name, b.Mode, b.Interfaces),
-			Fn: func(context.Context) error { return link.Bond(b.Name, b.Mode, b.Interfaces, wait) }})
-	}
-	for _, b := range nw.Bridges {
-		steps = append(steps, boot.Func{Name: fmt.Sprintf("bridge %s %v", b.Name, b.Interfaces),
-			Fn: func(context.Context) error { return link.Bridge(b.Name, b.Interfaces, wait) }})
-	}
-	for _, v := range nw.VLANs {
-		steps = append(steps, boot.Func{Name: fmt.Sprintf("vlan %s on %s id %d", v.Name, v.Link, v.ID),
-			Fn: func(context.Context) error { return link.VLAN(v.Name, v.Link, v.ID, wait) }})
-	}
-	for _, ifc := range nw.Interfaces {
-		c := link.Config{Name: ifc.Name, MTU: ifc.MTU}
-		for _, a := range ifc.Addresses {
-			c.Addresses = append(c.Addresses, netip.MustParsePrefix(a)) // validated with the profile
-		}
-		if ifc.Gateway != "" {
-			c.Gateway = netip.MustParseAddr(ifc.Gateway)
-		}
-		desc := fmt.Sprintf("link %s up %v", ifc.Name, ifc.Addresses)
-		if ifc.Gateway != "" {
-			desc += " via " + ifc.Gateway
-		}
-		steps = append(steps, boot.Func{Name: desc, Fn: func(context.Context) error { return link.Apply(c, 2*time.Second) }})
-		if ifc.DHCP {
-			name := ifc.Name
-			steps = append(steps, boot.Func{Name: "dhcp on " + name, Fn: func(ctx context.Context) error {
-				return n.dhcp(ctx, name, p.Hostname == profiles.DefaultHostname)
-			}})
-		}
-	}
-	for _, r := range nw.Routes {
-		var dst netip.Prefix
-		if r.To != "" && r.To != "default" {
-			dst = netip.MustParsePrefix(r.To) // validated with the profile
-		}
-		var gw netip.Addr
-		if r.Via != "" {
-			gw = netip.MustParseAddr(r.Via)
-		}
-		steps = append(steps, boot.Func{Name: fmt.Sprintf("route %s via %s dev %s", r.To, r.Via, r.Interface),
-			Fn: func(context.Context) error { return link.Route(dst, gw, r.Interface) }})
-	}
-	steps = append(steps, boot.Func{Name: "log the network", Fn: func(context.Context) error {
-		out, err := link.Show()
-		if err == nil {
-			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-				n.log.Info("net: " + line)
-			}
-		}
-		return nil
-	}})
-	return steps
-}
-
-// dhcp obtains a lease for the interface, applies it and keeps renewing it in the background.
-// The lease's hostname is used when the profile left the hostname at its default.
-func (n *Node) dhcp(ctx context.Context, ifname string, useHostname bool) error {
-	actx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	lease, err := dhcp.Acquire(actx, ifname)
-	if err != nil {
-		return err
-	}
-	if err := dhcp.Apply(lease, "/etc/resolv.conf"); err != nil {
-		return err
-	}
-	n.log.Info("dhcp lease", "interface", ifname, "address", lease.Address.String(), "router", lease.Router.String(), "lease", lease.Duration)
-	lease.LogRejected(n.log)
-	if useHostname && lease.Hostname != "" {
-		if err := (boot.Hostname(lease.Hostname)).Do(ctx); err == nil {
-			os.WriteFile("/etc/hostname", []byte(lease.Hostname+"\n"), 0o644)
-		}
-	}
-	n.goSafe(func() { dhcp.Keep(ctx, n.log, lease, "/etc/resolv.conf") })
 	return nil
 }
