@@ -44,7 +44,7 @@ func TestMACRefusedWithoutSupport(t *testing.T) {
 		{name: "empty SELinux options", sc: &runtimeapi.LinuxContainerSecurityContext{SelinuxOptions: &runtimeapi.SELinuxOption{}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := ContainerSpec(&runtimeapi.PodSandboxConfig{}, lsmContainer(tc.sc), ContainerInput{Rootfs: t.TempDir(), PodNamespaces: "/run/ingot/podns/p", BoundingSet: DefaultCapabilities})
+			s, err := ContainerSpec(&runtimeapi.PodSandboxConfig{}, lsmContainer(tc.sc), ContainerInput{Rootfs: t.TempDir(), PodNamespaces: "/run/ingot/podns/p", BoundingSet: DefaultCapabilities()})
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -101,7 +101,7 @@ func TestAppArmorProfiles(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := ContainerSpec(&runtimeapi.PodSandboxConfig{}, lsmContainer(tc.sc), ContainerInput{
-				Rootfs: t.TempDir(), PodNamespaces: "/run/ingot/podns/p", BoundingSet: DefaultCapabilities, Host: host})
+				Rootfs: t.TempDir(), PodNamespaces: "/run/ingot/podns/p", BoundingSet: DefaultCapabilities(), Host: host})
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err %v, want %q", err, tc.wantErr)
@@ -134,7 +134,7 @@ func TestCgroupNamespace(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := ContainerSpec(&runtimeapi.PodSandboxConfig{}, lsmContainer(&runtimeapi.LinuxContainerSecurityContext{Privileged: tc.privileged}),
-				ContainerInput{Rootfs: t.TempDir(), PodNamespaces: "/run/ingot/podns/p", BoundingSet: DefaultCapabilities, Host: Host{CgroupV2: tc.v2}})
+				ContainerInput{Rootfs: t.TempDir(), PodNamespaces: "/run/ingot/podns/p", BoundingSet: DefaultCapabilities(), Host: Host{CgroupV2: tc.v2}})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -104,9 +104,9 @@ func TestDefaultSeccomp(t *testing.T) {
 		addrNoRandom   = 0x0040000
 		readImpliesExe = 0x0400000
 	)
-	plain := DefaultCapabilities
-	with := func(c string) []string { return append([]string{c}, DefaultCapabilities...) }
-	noChroot := slices.DeleteFunc(slices.Clone(DefaultCapabilities), func(c string) bool { return c == "CAP_SYS_CHROOT" })
+	plain := DefaultCapabilities()
+	with := func(c string) []string { return append([]string{c}, DefaultCapabilities()...) }
+	noChroot := slices.DeleteFunc(slices.Clone(DefaultCapabilities()), func(c string) bool { return c == "CAP_SYS_CHROOT" })
 	both := []string{"amd64", "arm64"}
 	for _, tc := range []struct {
 		call   string
@@ -224,11 +224,11 @@ func TestDefaultSeccomp(t *testing.T) {
 func extraCaps(caps []string) string {
 	var extra []string
 	for _, c := range caps {
-		if !slices.Contains(DefaultCapabilities, c) {
+		if !slices.Contains(DefaultCapabilities(), c) {
 			extra = append(extra, c)
 		}
 	}
-	if len(caps) < len(DefaultCapabilities) {
+	if len(caps) < len(DefaultCapabilities()) {
 		return "fewer than the default capabilities"
 	}
 	if extra == nil {
@@ -242,7 +242,7 @@ func TestDefaultSeccompShape(t *testing.T) {
 		"amd64": {specs.ArchX86_64, specs.ArchX86, specs.ArchX32},
 		"arm64": {specs.ArchAARCH64, specs.ArchARM},
 	} {
-		s := defaultSeccomp(arch, DefaultCapabilities)
+		s := defaultSeccomp(arch, DefaultCapabilities())
 		if s.DefaultAction != specs.ActErrno || s.DefaultErrnoRet == nil || *s.DefaultErrnoRet != 1 {
 			t.Errorf("%s: default action %s errno %v, want SCMP_ACT_ERRNO with errnoRet 1 (EPERM)", arch, s.DefaultAction, s.DefaultErrnoRet)
 		}
@@ -295,7 +295,7 @@ func TestSeccompLocalhostProfileErrors(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tc.profile), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			_, err := Seccomp(&runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: path}, "", "", DefaultCapabilities)
+			_, err := Seccomp(&runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: path}, "", "", DefaultCapabilities())
 			want := "seccomp localhost profile " + path + ": " + tc.want
 			if err == nil || !strings.HasPrefix(err.Error(), want) {
 				t.Fatalf("err %v\nwant one starting %q", err, want)
@@ -307,7 +307,7 @@ func TestSeccompLocalhostProfileErrors(t *testing.T) {
 	}
 	t.Run("missing file", func(t *testing.T) {
 		path := filepath.Join(dir, "nonexistent.json")
-		_, err := Seccomp(nil, "localhost/"+path, "", DefaultCapabilities)
+		_, err := Seccomp(nil, "localhost/"+path, "", DefaultCapabilities())
 		want := "seccomp localhost profile " + path + ": open " + path + ": no such file or directory"
 		if err == nil || err.Error() != want {
 			t.Fatalf("err %v, want %q", err, want)
@@ -354,7 +354,7 @@ func TestSeccompLocalhostProfile(t *testing.T) {
         }
     ]
 }`)
-	s, err := Seccomp(&runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: seed}, "", "", DefaultCapabilities)
+	s, err := Seccomp(&runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: seed}, "", "", DefaultCapabilities())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,27 +5,32 @@
 package oci
 
 import (
+	"slices"
+
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // DefaultPath is the PATH a container gets when its image sets none.
 const DefaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// DefaultCapabilities is containerd's default capability set for containers.
-var DefaultCapabilities = []string{
+// DefaultCapabilities returns containerd's default capability set for containers (a new slice
+// each call, so no caller can change another's defaults).
+func DefaultCapabilities() []string { return slices.Clone(defaultCapabilities) }
+
+var defaultCapabilities = []string{
 	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
 	"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
 	"CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 }
 
-// DefaultMaskedPaths and DefaultReadonlyPaths hide or protect kernel interfaces from containers.
+// defaultMaskedPaths and defaultReadonlyPaths hide or protect kernel interfaces from containers.
 var (
-	DefaultMaskedPaths = []string{
+	defaultMaskedPaths = []string{
 		"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
 		"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
 		"/sys/firmware", "/sys/devices/virtual/powercap",
 	}
-	DefaultReadonlyPaths = []string{
+	defaultReadonlyPaths = []string{
 		"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 	}
 )
@@ -34,7 +39,7 @@ var (
 // mount, pid, ipc, uts and network namespaces. Callers then adjust it (namespaces shared with the
 // pod, user, env, mounts, resources).
 func Default(rootfs string, args []string) *specs.Spec {
-	caps := append([]string(nil), DefaultCapabilities...)
+	caps := DefaultCapabilities()
 	return &specs.Spec{
 		Version: specs.Version,
 		Root:    &specs.Root{Path: rootfs},
@@ -62,8 +67,8 @@ func Default(rootfs string, args []string) *specs.Spec {
 			Resources: &specs.LinuxResources{
 				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
 			},
-			MaskedPaths:   append([]string(nil), DefaultMaskedPaths...),
-			ReadonlyPaths: append([]string(nil), DefaultReadonlyPaths...),
+			MaskedPaths:   append([]string(nil), defaultMaskedPaths...),
+			ReadonlyPaths: append([]string(nil), defaultReadonlyPaths...),
 		},
 	}
 }

@@ -83,7 +83,7 @@ func TestUserIDsInRange(t *testing.T) {
 			cfg := &runtimeapi.ContainerConfig{Metadata: &runtimeapi.ContainerMetadata{Name: "c"}, Command: []string{"sh"},
 				Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: tc.sc}}
 			s, err := ContainerSpec(&runtimeapi.PodSandboxConfig{}, cfg, ContainerInput{
-				Rootfs: rootfs, Image: ImageConfig{User: tc.imageUser}, PodNamespaces: "/run/ingot/podns/p", BoundingSet: DefaultCapabilities})
+				Rootfs: rootfs, Image: ImageConfig{User: tc.imageUser}, PodNamespaces: "/run/ingot/podns/p", BoundingSet: DefaultCapabilities()})
 			if tc.wantErr != "" {
 				if err == nil {
 					t.Fatalf("user %+v, want the error %q", s.Process.User, tc.wantErr)

@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -204,9 +205,34 @@ func ContainerSpec(sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfi
 	s.Process.NoNewPrivileges = sc.GetNoNewPrivs()
 	s.Hostname = ""
 
-	// Namespaces: net, ipc and uts are the pod's (held by pause); pid as the pod asks.
+	if err := containerNamespaces(s, sb, sc, in); err != nil {
+		return nil, fmt.Errorf("container %s: %w", c.GetMetadata().GetName(), err)
+	}
+	if err := containerPrivileges(s, sc, in); err != nil {
+		return nil, fmt.Errorf("container %s: %w", c.GetMetadata().GetName(), err)
+	}
+	if err := containerMounts(s, c, sc, in); err != nil {
+		return nil, fmt.Errorf("container %s: %w", c.GetMetadata().GetName(), err)
+	}
+	if err := containerDevices(s, c); err != nil {
+		return nil, fmt.Errorf("container %s: %w", c.GetMetadata().GetName(), err)
+	}
+
+	setResources(s, c.GetLinux().GetResources())
+	s.Linux.CgroupsPath = in.CgroupsPath
+	s.Annotations = map[string]string{"io.kubernetes.cri.container-type": "container"}
+	for k, v := range c.GetAnnotations() {
+		s.Annotations[k] = v
+	}
+	return s, nil
+}
+
+// containerNamespaces sets the container's namespaces: net, ipc and uts are the pod's (pinned
+// from pause), pid as the container asks, a user namespace when the pod has one, and a private
+// cgroup namespace where the node allows it.
+func containerNamespaces(s *specs.Spec, sb *runtimeapi.PodSandboxConfig, sc *runtimeapi.LinuxContainerSecurityContext, in ContainerInput) error {
 	if in.PodNamespaces == "" {
-		return nil, fmt.Errorf("container %s: the pod's namespaces are not pinned", c.GetMetadata().GetName())
+		return errors.New("the pod's namespaces are not pinned")
 	}
 	podNS := func(t specs.LinuxNamespaceType) specs.LinuxNamespace {
 		return specs.LinuxNamespace{Type: t, Path: filepath.Join(in.PodNamespaces, PodNamespaces[t])}
@@ -216,7 +242,7 @@ func ContainerSpec(sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfi
 	var ns []specs.LinuxNamespace
 	uids, gids, err := UserNamespace(podOpts.GetUsernsOptions())
 	if err != nil {
-		return nil, fmt.Errorf("container %s: %w", c.GetMetadata().GetName(), err)
+		return err
 	}
 	if uids != nil {
 		ns = append(ns, podNS(specs.UserNamespace))
@@ -235,7 +261,7 @@ func ContainerSpec(sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfi
 		ns = append(ns, podNS(specs.PIDNamespace))
 	case runtimeapi.NamespaceMode_TARGET:
 		if in.TargetPid == 0 {
-			return nil, fmt.Errorf("container %s: pid namespace target %q is not running", c.GetMetadata().GetName(), nsOpts.GetTargetId())
+			return fmt.Errorf("pid namespace target %q is not running", nsOpts.GetTargetId())
 		}
 		ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: nsPath(in.TargetPid, "pid")})
 	default:
@@ -247,8 +273,12 @@ func ContainerSpec(sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfi
 		ns = append(ns, specs.LinuxNamespace{Type: specs.CgroupNamespace})
 	}
 	s.Linux.Namespaces = ns
+	return nil
+}
 
-	// Capabilities and seccomp.
+// containerPrivileges sets capabilities, seccomp and the masked and read-only paths: everything
+// for a privileged container, the adjusted default set and a seccomp filter otherwise.
+func containerPrivileges(s *specs.Spec, sc *runtimeapi.LinuxContainerSecurityContext, in ContainerInput) error {
 	bounding := in.BoundingSet
 	if bounding == nil {
 		bounding = allCapabilities()
@@ -264,15 +294,15 @@ func ContainerSpec(sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfi
 		}
 		s.Linux.Resources.Devices = []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}
 	} else {
-		caps, err := adjustCaps(DefaultCapabilities, sc.GetCapabilities(), bounding)
+		caps, err := adjustCaps(DefaultCapabilities(), sc.GetCapabilities(), bounding)
 		if err != nil {
-			return nil, fmt.Errorf("container %s: %w", c.GetMetadata().GetName(), err)
+			return err
 		}
 		s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
 		// Seccomp is for unprivileged containers: a privileged one gets no filter, whatever it
 		// asks for (as with containerd).
 		if s.Linux.Seccomp, err = Seccomp(sc.GetSeccomp(), sc.GetSeccompProfilePath(), in.UnsetSeccompProfile, caps); err != nil {
-			return nil, fmt.Errorf("container %s: %w", c.GetMetadata().GetName(), err)
+			return err
 		}
 		if p := sc.GetMaskedPaths(); p != nil {
 			s.Linux.MaskedPaths = p
@@ -281,8 +311,12 @@ func ContainerSpec(sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfi
 			s.Linux.ReadonlyPaths = p
 		}
 	}
+	return nil
+}
 
-	// Mounts: the pod's files, then what the kubelet asks for (which may override them).
+// containerMounts adds the pod's files (/etc/hosts, resolv.conf, hostname, /dev/shm), then the
+// mounts the kubelet asks for, which may override them.
+func containerMounts(s *specs.Spec, c *runtimeapi.ContainerConfig, sc *runtimeapi.LinuxContainerSecurityContext, in ContainerInput) error {
 	podMounts := []struct{ src, dst string }{
 		{in.Files.Hosts, "/etc/hosts"}, {in.Files.ResolvConf, "/etc/resolv.conf"},
 		{in.Files.Hostname, "/etc/hostname"}, {in.Files.Shm, "/dev/shm"},
@@ -304,7 +338,7 @@ func ContainerSpec(sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfi
 	for _, m := range c.GetMounts() {
 		mnt, err := mount(m, in.ImageVolumes)
 		if err != nil {
-			return nil, fmt.Errorf("container %s: %w", c.GetMetadata().GetName(), err)
+			return err
 		}
 		s.Mounts = append(s.Mounts, mnt)
 		// The container's root must pass propagation on for its mounts to (runc's rule).
@@ -317,12 +351,15 @@ func ContainerSpec(sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfi
 			}
 		}
 	}
+	return nil
+}
 
-	// Devices.
+// containerDevices adds the host devices the container asks for, with their cgroup rules.
+func containerDevices(s *specs.Spec, c *runtimeapi.ContainerConfig) error {
 	for _, d := range c.GetDevices() {
 		dev, err := device(d.GetHostPath(), d.GetContainerPath())
 		if err != nil {
-			return nil, fmt.Errorf("container %s: %w", c.GetMetadata().GetName(), err)
+			return err
 		}
 		s.Linux.Devices = append(s.Linux.Devices, dev)
 		perms := d.GetPermissions()
@@ -332,14 +369,7 @@ func ContainerSpec(sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfi
 		s.Linux.Resources.Devices = append(s.Linux.Resources.Devices, specs.LinuxDeviceCgroup{
 			Allow: true, Type: dev.Type, Major: &dev.Major, Minor: &dev.Minor, Access: perms})
 	}
-
-	setResources(s, c.GetLinux().GetResources())
-	s.Linux.CgroupsPath = in.CgroupsPath
-	s.Annotations = map[string]string{"io.kubernetes.cri.container-type": "container"}
-	for k, v := range c.GetAnnotations() {
-		s.Annotations[k] = v
-	}
-	return s, nil
+	return nil
 }
 
 // Resources translates the CRI's container resources into the OCI cgroup limits, as
