@@ -35,9 +35,15 @@ func (p *Profile) validate() *Error {
 	if !isHostname(p.Hostname) {
 		return invalid("hostname", p.Hostname, "an RFC 1123 hostname: dot-separated labels of 1-63 lowercase letters, digits and '-', not starting or ending with '-'")
 	}
-	if e := p.Kernel.validate(); e != nil {
-		return e
+	for _, check := range []func() *Error{p.Kernel.validate, p.validateSysctls, p.validateBundles, p.Disk.validate, p.validateEmbedded, p.Network.validate, p.validateServices} {
+		if e := check(); e != nil {
+			return e
+		}
 	}
+	return nil
+}
+
+func (p *Profile) validateSysctls() *Error {
 	for _, k := range slices.Sorted(maps.Keys(p.Sysctls)) {
 		key := "sysctls." + tomlpos.QuoteKey(k)
 		if !isSysctl(k) {
@@ -47,6 +53,10 @@ func (p *Profile) validate() *Error {
 			return &Error{Key: key, Msg: fmt.Sprintf("invalid value %q (want a non-empty single line)", v)}
 		}
 	}
+	return nil
+}
+
+func (p *Profile) validateBundles() *Error {
 	knownBundles := []string{BundleBusybox, BundleCrictl, BundleCNIPlugins}
 	for i, b := range p.Bundles {
 		key := fmt.Sprintf("bundles[%d]", i)
@@ -57,12 +67,22 @@ func (p *Profile) validate() *Error {
 			return &Error{Key: key, Msg: fmt.Sprintf("bundle %q listed twice (also bundles[%d])", b, j)}
 		}
 	}
-	if p.Disk.ESPMiB < MinESPMiB {
-		return &Error{Key: "disk.esp_mib", Msg: fmt.Sprintf("%d MiB is too small (minimum %d)", p.Disk.ESPMiB, MinESPMiB)}
+	return nil
+}
+
+func (d *Disk) validate() *Error {
+	if d.ESPMiB < MinESPMiB {
+		return &Error{Key: "disk.esp_mib", Msg: fmt.Sprintf("%d MiB is too small (minimum %d)", d.ESPMiB, MinESPMiB)}
 	}
-	if p.Disk.StateMiB < MinStateMiB {
-		return &Error{Key: "disk.state_mib", Msg: fmt.Sprintf("%d MiB is too small (minimum %d)", p.Disk.StateMiB, MinStateMiB)}
+	if d.StateMiB < MinStateMiB {
+		return &Error{Key: "disk.state_mib", Msg: fmt.Sprintf("%d MiB is too small (minimum %d)", d.StateMiB, MinStateMiB)}
 	}
+	return nil
+}
+
+// validateEmbedded checks the runtime config.toml and the CNI conflist a profile embeds, with the
+// runtime's and the pod network's own parsers, so a bad one fails the build, not the node.
+func (p *Profile) validateEmbedded() *Error {
 	if p.Runtime.Config != "" {
 		_, _, err := config.Parse("config.toml", []byte(p.Runtime.Config))
 		if err != nil {
@@ -74,6 +94,10 @@ func (p *Profile) validate() *Error {
 			return &Error{Key: "network.cni", Msg: "the embedded " + strings.ReplaceAll(err.Error(), "\n", "; ")}
 		}
 	}
+	return nil
+}
+
+func (n *Network) validate() *Error {
 	linkName := func(key, n string) *Error {
 		if n == "" || len(n) > 15 || strings.ContainsAny(n, "/ \t:") {
 			return &Error{Key: key, Msg: fmt.Sprintf("invalid link name %q", n)}
@@ -81,7 +105,7 @@ func (p *Profile) validate() *Error {
 		return nil
 	}
 	bondModes := []string{"balance-rr", "active-backup", "balance-xor", "broadcast", "802.3ad", "balance-tlb", "balance-alb"}
-	for i, b := range p.Network.Bonds {
+	for i, b := range n.Bonds {
 		key := fmt.Sprintf("network.bond[%d]", i)
 		if e := linkName(key+".name", b.Name); e != nil {
 			return e
@@ -90,12 +114,12 @@ func (p *Profile) validate() *Error {
 			return &Error{Key: key + ".mode", Msg: fmt.Sprintf("unknown bond mode %q (want one of %s)", b.Mode, strings.Join(bondModes, ", "))}
 		}
 	}
-	for i, b := range p.Network.Bridges {
+	for i, b := range n.Bridges {
 		if e := linkName(fmt.Sprintf("network.bridge[%d].name", i), b.Name); e != nil {
 			return e
 		}
 	}
-	for i, v := range p.Network.VLANs {
+	for i, v := range n.VLANs {
 		key := fmt.Sprintf("network.vlan[%d]", i)
 		if e := linkName(key+".name", v.Name); e != nil {
 			return e
@@ -107,7 +131,7 @@ func (p *Profile) validate() *Error {
 			return &Error{Key: key + ".id", Msg: fmt.Sprintf("VLAN id %d out of range 1-4094", v.ID)}
 		}
 	}
-	for i, r := range p.Network.Routes {
+	for i, r := range n.Routes {
 		key := fmt.Sprintf("network.route[%d]", i)
 		if r.To != "" && r.To != "default" {
 			if _, err := netip.ParsePrefix(r.To); err != nil {
@@ -123,7 +147,7 @@ func (p *Profile) validate() *Error {
 			return &Error{Key: key, Msg: "a route needs a gateway (via) or an interface"}
 		}
 	}
-	for i, ifc := range p.Network.Interfaces {
+	for i, ifc := range n.Interfaces {
 		key := fmt.Sprintf("network.interface[%d]", i)
 		if ifc.Name == "" || len(ifc.Name) > 15 || strings.ContainsAny(ifc.Name, "/ \t") {
 			return &Error{Key: key + ".name", Msg: fmt.Sprintf("invalid interface name %q", ifc.Name)}
@@ -142,6 +166,12 @@ func (p *Profile) validate() *Error {
 			return &Error{Key: key + ".mtu", Msg: fmt.Sprintf("invalid MTU %d", ifc.MTU)}
 		}
 	}
+	return nil
+}
+
+// validateServices checks each service, that names are unique, and that at most one owns the
+// console.
+func (p *Profile) validateServices() *Error {
 	console := -1
 	for i := range p.Services {
 		s := &p.Services[i]
