@@ -280,10 +280,21 @@ func idmapLayers(dir string, layers []string, usernsPath string) ([]string, erro
 // owned by owner when the container runs in a user namespace of its pod.
 func mountRootfs(dir string, layers []string, owner *idOwner) error {
 	upper, work, rootfs := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "rootfs")
-	for _, d := range []string{upper, work, rootfs} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+	// The container's directory is closed to other host users: its upper layer holds what the
+	// container wrote. The upper directory itself keeps 0755, as it is the container's "/"; work
+	// is overlayfs's own. With a user namespace, the container's root owns them all: it has to
+	// walk to its rootfs.
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{{dir, 0o700}, {upper, 0o755}, {work, 0o700}, {rootfs, 0o755}} {
+		if err := os.MkdirAll(d.path, d.mode); err != nil {
 			return fmt.Errorf("container directory: %w", err)
 		}
+		if err := os.Chmod(d.path, d.mode); err != nil { // not whatever the umask or an earlier step left
+			return fmt.Errorf("container directory: %w", err)
+		}
+		d := d.path
 		if owner != nil {
 			if err := os.Chown(d, owner.uid, owner.gid); err != nil {
 				return fmt.Errorf("container directory: %w", err)
