@@ -42,7 +42,8 @@ func (s *Server) ExecSync(ctx context.Context, r *runtimeapi.ExecSyncRequest) (*
 	proc.Args = r.GetCmd()
 	proc.Terminal = false
 	pdata, _ := json.Marshal(&proc)
-	res, err := sb.shim.Exec(shim.ExecArgs{ID: c.ID, Process: pdata, Timeout: time.Duration(r.GetTimeout()) * time.Second})
+	res, err := sb.shim.Exec(shim.ExecArgs{ID: c.ID, Process: pdata, Timeout: time.Duration(r.GetTimeout()) * time.Second,
+		DrainTimeout: s.opts.DrainExecSyncIOTimeout})
 	if err != nil {
 		return nil, s.grpcErr("ExecSync", err, "container", c.ID)
 	}

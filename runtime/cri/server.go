@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
@@ -50,6 +51,9 @@ type Options struct {
 	// UnsetSeccompProfile is the seccomp profile of a container whose request names none
 	// (config.toml's unset_seccomp_profile; oci.Seccomp says when it applies).
 	UnsetSeccompProfile string
+	// DrainExecSyncIOTimeout bounds how long ExecSync still reads a command's output after it
+	// exited, while children it left behind hold it (config.toml's drain_exec_sync_io_timeout).
+	DrainExecSyncIOTimeout time.Duration
 }
 
 // Server implements the CRI RuntimeService and ImageService.

@@ -114,7 +114,7 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, o runOptions
 	criOpts := cri.Options{
 		Root: cfg.RootDir, State: cfg.StateDir, Exe: exe, MaxLogLine: cfg.MaxContainerLogLineSize,
 		Images: imageAdapter{store}, Log: log, CgroupRoot: o.cgroupRoot,
-		UnsetSeccompProfile: cfg.Containers.UnsetSeccompProfile,
+		UnsetSeccompProfile: cfg.Containers.UnsetSeccompProfile, DrainExecSyncIOTimeout: cfg.DrainExecSyncIOTimeout,
 	}
 	if o.podNetwork {
 		nw := &network{cfg: cfg, nodeNetNS: o.nodeNetNS, log: log}

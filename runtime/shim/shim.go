@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/rpc"
@@ -86,8 +87,12 @@ type State struct {
 // ExecArgs runs a command in a running container.
 type ExecArgs struct {
 	ID      string
-	Process []byte // OCI process as JSON
-	Timeout time.Duration
+	Process []byte        // OCI process as JSON
+	Timeout time.Duration // 0: none
+	// DrainTimeout bounds how long the output is still read after the command exited, while
+	// children it left behind hold its stdout or stderr (config.toml's
+	// drain_exec_sync_io_timeout); 0: until they close it or Timeout passes.
+	DrainTimeout time.Duration
 }
 
 // ExecResult is an ExecSync answer.
@@ -369,30 +374,99 @@ func (s *Server) exec(a ExecArgs) (ExecResult, error) {
 	if err != nil {
 		return ExecResult{}, err
 	}
+	// Pipes of our own rather than io.Writers: libcontainer would copy a Writer in goroutines
+	// that its Wait waits for, so a background child holding stdout would hold Wait too.
 	var out, errb limitedBuffer
 	out.max, errb.max = 16<<20, 16<<20
-	p.Stdout, p.Stderr = &out, &errb
-	if err := c.lc.Run(p); err != nil {
+	var (
+		readEnds, writeEnds []*os.File
+		copies              sync.WaitGroup
+	)
+	closeReads := func() {
+		for _, r := range readEnds {
+			r.Close()
+		}
+	}
+	for range 2 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeReads()
+			for _, w := range writeEnds {
+				w.Close()
+			}
+			return ExecResult{}, fmt.Errorf("exec in %s: %w", a.ID, err)
+		}
+		readEnds, writeEnds = append(readEnds, r), append(writeEnds, w)
+	}
+	p.Stdout, p.Stderr = writeEnds[0], writeEnds[1]
+	for i, buf := range []*limitedBuffer{&out, &errb} {
+		copies.Add(1)
+		go func() {
+			defer copies.Done()
+			io.Copy(buf, readEnds[i]) // ends at EOF, or when closeReads gives up on the stream
+		}()
+	}
+	err = c.lc.Run(p)
+	// The process holds its own copies of the write ends; ours would keep the pipes open.
+	for _, w := range writeEnds {
+		w.Close()
+	}
+	if err != nil {
+		closeReads()
+		copies.Wait()
 		return ExecResult{}, fmt.Errorf("exec in %s: %w", a.ID, err)
 	}
+	pid, _ := p.Pid()
 	done := make(chan *os.ProcessState, 1)
 	go func() {
 		st, _ := p.Wait()
 		done <- st
 	}()
-	var timeout <-chan time.Time
+	var deadline <-chan time.Time
 	if a.Timeout > 0 {
-		timeout = time.After(a.Timeout)
+		t := time.NewTimer(a.Timeout)
+		defer t.Stop()
+		deadline = t.C
 	}
 	res := ExecResult{}
 	var st *os.ProcessState
 	select {
 	case st = <-done:
-	case <-timeout:
-		p.Signal(unix.SIGKILL)
+	case <-deadline:
+		killGroup(p, pid)
 		st = <-done
 		res.TimedOut = true
 	}
+
+	// The command has ended; children it left may still hold its stdout or stderr.
+	streams := make(chan struct{})
+	go func() { copies.Wait(); close(streams) }()
+	var drain <-chan time.Time
+	switch {
+	case res.TimedOut:
+		// The group is dead: what is left in the pipes arrives at once. Whatever holds them
+		// longer has left the group (setsid) and is not waited for.
+		drain = time.After(killedGroupDrain)
+	case a.DrainTimeout > 0:
+		t := time.NewTimer(a.DrainTimeout)
+		defer t.Stop()
+		drain = t.C
+	}
+	select {
+	case <-streams:
+	case <-drain:
+		s.log.Warn("exec: output still held open by the command's children; not waiting longer", "container", a.ID, "pid", pid, "drain_exec_sync_io_timeout", a.DrainTimeout)
+	case <-deadline:
+		// The command finished, but its children outlived the ExecSync timeout holding its output.
+		killGroup(p, pid)
+		select {
+		case <-streams:
+		case <-time.After(killedGroupDrain):
+		}
+	}
+	closeReads() // a child that writes later gets EPIPE
+	copies.Wait()
+
 	res.Stdout, res.Stderr = out.Bytes(), errb.Bytes()
 	if st != nil {
 		if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
@@ -402,6 +476,22 @@ func (s *Server) exec(a ExecArgs) (ExecResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// killedGroupDrain is how long output is still read after an exec's process group was killed:
+// the kernel closes the dead processes' pipe ends at once, so this only bounds the wait for a
+// process that escaped the group.
+const killedGroupDrain = time.Second
+
+// killGroup kills an exec'd process and every process in its group. runc's init makes each
+// process it starts a session (and group) leader, so the group is the command and the children
+// it started, background ones included. While any member lives the kernel keeps the group's id
+// from being reused, so the kill cannot reach an unrelated process through it.
+func killGroup(p *libcontainer.Process, pid int) {
+	if pid > 0 {
+		unix.Kill(-pid, unix.SIGKILL)
+	}
+	p.Signal(unix.SIGKILL)
 }
 
 // update sets new cgroup limits (an OCI LinuxResources as JSON) on a created or running container.
