@@ -114,17 +114,9 @@ func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 	}
 
 	j.progress("fetching systemd-boot")
-	bootRoot, err := j.deb(ctx, "systemd-boot-efi")
+	stub, bootEFI, err := j.systemdBoot(ctx)
 	if err != nil {
 		return nil, err
-	}
-	stub, err := os.ReadFile(filepath.Join(bootRoot, a.EFIStub))
-	if err != nil {
-		return nil, fmt.Errorf("EFI stub: %w", err)
-	}
-	bootEFI, err := os.ReadFile(filepath.Join(bootRoot, a.EFIBoot))
-	if err != nil {
-		return nil, fmt.Errorf("systemd-boot: %w", err)
 	}
 
 	j.progress("assembling the root filesystem")
@@ -161,14 +153,51 @@ func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 	}
 
 	j.progress("assembling the UKI")
+	efi, err := j.writeUKI(stub, cmdline, k.Release, vmlinuz, initrd)
+	if err != nil {
+		return nil, err
+	}
+
+	j.progress("writing the disk image")
+	if err := j.writeDisk(bootEFI, efi); err != nil {
+		return nil, err
+	}
+
+	j.progress("writing the manifest")
+	if err := j.writeManifest(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// systemdBoot returns the EFI stub a UKI is built on and the systemd-boot boot manager, from
+// Debian's systemd-boot-efi for the target arch.
+func (j *job) systemdBoot(ctx context.Context) (stub, bootEFI []byte, err error) {
+	root, err := j.deb(ctx, "systemd-boot-efi")
+	if err != nil {
+		return nil, nil, err
+	}
+	if stub, err = os.ReadFile(filepath.Join(root, j.a.EFIStub)); err != nil {
+		return nil, nil, fmt.Errorf("EFI stub: %w", err)
+	}
+	if bootEFI, err = os.ReadFile(filepath.Join(root, j.a.EFIBoot)); err != nil {
+		return nil, nil, fmt.Errorf("systemd-boot: %w", err)
+	}
+	return stub, bootEFI, nil
+}
+
+// writeUKI assembles the unified kernel image (stub, os-release, command line, kernel and
+// initramfs) and writes it to the output directory.
+func (j *job) writeUKI(stub []byte, cmdline, release string, vmlinuz, initrd []byte) ([]byte, error) {
+	o := j.o
 	osrel := uki.OSRelease(map[string]string{
-		"ID": "ingot", "NAME": "ingot", "PRETTY_NAME": "ingot (" + o.Profile.Name + ", " + k.Release + ")",
+		"ID": "ingot", "NAME": "ingot", "PRETTY_NAME": "ingot (" + o.Profile.Name + ", " + release + ")",
 		"IMAGE_ID": o.Profile.Name,
 	})
 	efi, err := uki.Assemble(stub, []uki.Section{
 		{Name: ".osrel", Data: osrel},
 		{Name: ".cmdline", Data: []byte(cmdline)},
-		{Name: ".uname", Data: []byte(k.Release)},
+		{Name: ".uname", Data: []byte(release)},
 		{Name: ".linux", Data: vmlinuz},
 		{Name: ".initrd", Data: initrd},
 	})
@@ -178,8 +207,13 @@ func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 	if err := writeAtomic(filepath.Join(o.Out, manifest.FileUKI), efi); err != nil {
 		return nil, err
 	}
+	return efi, nil
+}
 
-	j.progress("writing the disk image")
+// writeDisk writes disk.raw: the ESP with systemd-boot, its loader.conf and slot A's entry and
+// UKI, and the blank state partition.
+func (j *job) writeDisk(bootEFI, efi []byte) error {
+	o, a := j.o, j.a
 	loaderConf := "# written by ingot build\ntimeout 0\ndefault ingot-*\neditor no\nconsole-mode keep\n"
 	entryA := "title ingot " + o.Profile.Name + " (slot A)\nsort-key ingot\nversion a\nefi /" + SlotAPath + "\n"
 	files := []disk.File{
@@ -188,28 +222,27 @@ func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 		{Path: EntryAPath, Data: []byte(entryA)},
 		{Path: SlotAPath, Data: efi},
 	}
-	if err := disk.Write(filepath.Join(o.Out, manifest.FileDisk), disk.Layout{ESPMiB: o.Profile.Disk.ESPMiB, StateMiB: o.Profile.Disk.StateMiB, Epoch: o.SourceDateEpoch}, files); err != nil {
-		return nil, err
-	}
+	return disk.Write(filepath.Join(o.Out, manifest.FileDisk), disk.Layout{ESPMiB: o.Profile.Disk.ESPMiB, StateMiB: o.Profile.Disk.StateMiB, Epoch: o.SourceDateEpoch}, files)
+}
 
-	j.progress("writing the manifest")
+// writeManifest completes m with the sorted inputs and the outputs' sizes and digests, and
+// writes manifest.json last, so a manifest only exists beside a complete image.
+func (j *job) writeManifest(m *manifest.Manifest) error {
+	o := j.o
 	sort.Slice(j.inputs, func(a, b int) bool { return j.inputs[a].Name < j.inputs[b].Name })
 	m.Inputs = j.inputs
 	for _, name := range []string{manifest.FileKernel, manifest.FileInitramfs, manifest.FileUKI, manifest.FileDisk} {
 		out, err := describe(filepath.Join(o.Out, name))
 		if err != nil {
-			return nil, err
+			return err
 		}
 		m.Outputs = append(m.Outputs, out)
 	}
 	data, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := writeAtomic(filepath.Join(o.Out, manifest.FileManifest), append(data, '\n')); err != nil {
-		return nil, err
-	}
-	return m, nil
+	return writeAtomic(filepath.Join(o.Out, manifest.FileManifest), append(data, '\n'))
 }
 
 func (j *job) addInput(name, version string, data []byte) {
