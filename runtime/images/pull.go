@@ -208,92 +208,32 @@ func (ss *session) fetchBlob(ctx context.Context, cs *content.Store, digest stri
 }
 
 func (s *Store) pull(ctx context.Context, ss *session, l *lease, r reference) (Image, error) {
-	need := CapResolve
-	if r.digest != "" {
-		need = CapPull // content addressed: a pull-only mirror may serve it
-	}
-	top, err := ss.fetchManifest(ctx, r.identifier(), need)
+	top, m, err := s.resolve(ctx, ss, r)
 	if err != nil {
 		return Image{}, err
 	}
-	m := top
-	for depth := 0; m.mediaType == types.OCIImageIndex || m.mediaType == types.DockerManifestList; depth++ {
-		if depth == 4 {
-			return Image{}, fmt.Errorf("%w: image indexes nested more than 4 deep", ErrInvalid)
-		}
-		d, err := s.choose(m)
-		if err != nil {
-			return Image{}, err
-		}
-		if m, err = ss.fetchManifest(ctx, d.Digest.String(), CapPull); err != nil {
-			return Image{}, err
-		}
-		if int64(len(m.raw)) != d.Size {
-			return Image{}, fmt.Errorf("%w: manifest %s is %d bytes, the index says %d", ErrInvalid, d.Digest, len(m.raw), d.Size)
-		}
-	}
-	switch m.mediaType {
-	case types.OCIManifestSchema1, types.DockerManifestSchema2:
-	case types.DockerManifestSchema1, types.DockerManifestSchema1Signed:
-		return Image{}, fmt.Errorf("%w: manifest %s: Docker schema 1 images are not supported", ErrInvalid, m.digest)
-	default:
-		return Image{}, fmt.Errorf("%w: manifest %s: unsupported media type %q", ErrInvalid, m.digest, m.mediaType)
-	}
-	mf, err := v1.ParseManifest(bytes.NewReader(m.raw))
+	mf, cfgDigest, err := checkManifest(m)
 	if err != nil {
-		return Image{}, fmt.Errorf("%w: manifest %s: %v", ErrInvalid, m.digest, err)
-	}
-	if mt := mf.Config.MediaType; mt != types.DockerConfigJSON && mt != types.OCIConfigJSON {
-		return Image{}, fmt.Errorf("%w: manifest %s is not a container image (config type %q)", ErrInvalid, m.digest, mt)
-	}
-	cfgDigest, err := checkDescriptor("config", mf.Config)
-	if err != nil {
-		return Image{}, fmt.Errorf("manifest %s: %w", m.digest, err)
-	}
-	if mf.Config.Size > maxManifestSize {
-		return Image{}, fmt.Errorf("%w: manifest %s: config of %d bytes is larger than %d", ErrInvalid, m.digest, mf.Config.Size, maxManifestSize)
-	}
-	// Layers are checked before anything is downloaded, so a bad one costs no transfer.
-	for i, ld := range mf.Layers {
-		if _, err := checkDescriptor(fmt.Sprintf("layer %d", i), ld); err != nil {
-			return Image{}, fmt.Errorf("manifest %s: %w", m.digest, err)
-		}
+		return Image{}, err
 	}
 	l.add(blobKey(m.digest), blobKey(cfgDigest))
 	if err := s.content.Write(ctx, m.digest, int64(len(m.raw)), bytes.NewReader(m.raw)); err != nil {
 		return Image{}, err
 	}
-	if !s.content.Has(cfgDigest, mf.Config.Size) {
-		if err := ss.fetchBlob(ctx, s.content, cfgDigest, mf.Config.Size); err != nil {
-			return Image{}, fmt.Errorf("config: %w", err)
-		}
-	}
-	rawCfg, err := s.content.ReadAll(cfgDigest, mf.Config.Size)
+	cf, err := s.fetchConfig(ctx, ss, cfgDigest, mf.Config.Size)
 	if err != nil {
 		return Image{}, err
-	}
-	cf, err := v1.ParseConfigFile(bytes.NewReader(rawCfg))
-	if err != nil {
-		return Image{}, fmt.Errorf("%w: config %s: %v", ErrInvalid, cfgDigest, err)
 	}
 	plat := Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant}
 	if plat.OS != "" && plat.Architecture != "" && !s.opts.Platform.matches(plat) {
 		return Image{}, fmt.Errorf("%w: image %s is for %s, this node runs %s", ErrInvalid, cfgDigest, plat, s.opts.Platform)
 	}
-	if len(cf.RootFS.DiffIDs) != len(mf.Layers) {
-		return Image{}, fmt.Errorf("%w: config %s lists %d layers, manifest %s has %d", ErrInvalid, cfgDigest, len(cf.RootFS.DiffIDs), m.digest, len(mf.Layers))
+	diffIDs, blobs, err := layerIDs(m, mf, cf, cfgDigest)
+	if err != nil {
+		return Image{}, err
 	}
-	var diffIDs, blobs []string
 	size := int64(len(m.raw)) + mf.Config.Size
-	for i, ld := range mf.Layers {
-		d, diff := ld.Digest.String(), cf.RootFS.DiffIDs[i].String()
-		if _, err := content.CheckDigest(diff); err != nil {
-			return Image{}, fmt.Errorf("%w: config %s: diff_id %d: %v", ErrInvalid, cfgDigest, i, err)
-		}
-		if err := checkLayerType(ld.MediaType); err != nil {
-			return Image{}, fmt.Errorf("%w: layer %s: %v", ErrInvalid, d, err)
-		}
-		diffIDs, blobs = append(diffIDs, diff), append(blobs, d)
+	for _, ld := range mf.Layers {
 		size += ld.Size
 	}
 	chain := chainIDs(diffIDs)
@@ -314,6 +254,104 @@ func (s *Store) pull(ctx context.Context, ss *session, l *lease, r reference) (I
 		rec.RepoTags = []string{r.String()}
 	}
 	return s.commit(rec)
+}
+
+// resolve fetches the manifest r names and, through image indexes (at most 4 deep), the image
+// manifest for this node's platform. top is what r names (its digest is the repo digest).
+func (s *Store) resolve(ctx context.Context, ss *session, r reference) (top, m manifest, err error) {
+	need := CapResolve
+	if r.digest != "" {
+		need = CapPull // content addressed: a pull-only mirror may serve it
+	}
+	if top, err = ss.fetchManifest(ctx, r.identifier(), need); err != nil {
+		return top, m, err
+	}
+	m = top
+	for depth := 0; m.mediaType == types.OCIImageIndex || m.mediaType == types.DockerManifestList; depth++ {
+		if depth == 4 {
+			return top, m, fmt.Errorf("%w: image indexes nested more than 4 deep", ErrInvalid)
+		}
+		d, err := s.choose(m)
+		if err != nil {
+			return top, m, err
+		}
+		if m, err = ss.fetchManifest(ctx, d.Digest.String(), CapPull); err != nil {
+			return top, m, err
+		}
+		if int64(len(m.raw)) != d.Size {
+			return top, m, fmt.Errorf("%w: manifest %s is %d bytes, the index says %d", ErrInvalid, d.Digest, len(m.raw), d.Size)
+		}
+	}
+	switch m.mediaType {
+	case types.OCIManifestSchema1, types.DockerManifestSchema2:
+		return top, m, nil
+	case types.DockerManifestSchema1, types.DockerManifestSchema1Signed:
+		return top, m, fmt.Errorf("%w: manifest %s: Docker schema 1 images are not supported", ErrInvalid, m.digest)
+	default:
+		return top, m, fmt.Errorf("%w: manifest %s: unsupported media type %q", ErrInvalid, m.digest, m.mediaType)
+	}
+}
+
+// checkManifest parses an image manifest and checks its config and layer descriptors before
+// anything is downloaded, so a bad one costs no transfer.
+func checkManifest(m manifest) (*v1.Manifest, string, error) {
+	mf, err := v1.ParseManifest(bytes.NewReader(m.raw))
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: manifest %s: %v", ErrInvalid, m.digest, err)
+	}
+	if mt := mf.Config.MediaType; mt != types.DockerConfigJSON && mt != types.OCIConfigJSON {
+		return nil, "", fmt.Errorf("%w: manifest %s is not a container image (config type %q)", ErrInvalid, m.digest, mt)
+	}
+	cfgDigest, err := checkDescriptor("config", mf.Config)
+	if err != nil {
+		return nil, "", fmt.Errorf("manifest %s: %w", m.digest, err)
+	}
+	if mf.Config.Size > maxManifestSize {
+		return nil, "", fmt.Errorf("%w: manifest %s: config of %d bytes is larger than %d", ErrInvalid, m.digest, mf.Config.Size, maxManifestSize)
+	}
+	for i, ld := range mf.Layers {
+		if _, err := checkDescriptor(fmt.Sprintf("layer %d", i), ld); err != nil {
+			return nil, "", fmt.Errorf("manifest %s: %w", m.digest, err)
+		}
+	}
+	return mf, cfgDigest, nil
+}
+
+// fetchConfig downloads the image config unless the store has it, and parses it; the read is
+// bounded by the size the manifest declares.
+func (s *Store) fetchConfig(ctx context.Context, ss *session, digest string, size int64) (*v1.ConfigFile, error) {
+	if !s.content.Has(digest, size) {
+		if err := ss.fetchBlob(ctx, s.content, digest, size); err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+	}
+	raw, err := s.content.ReadAll(digest, size)
+	if err != nil {
+		return nil, err
+	}
+	cf, err := v1.ParseConfigFile(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("%w: config %s: %v", ErrInvalid, digest, err)
+	}
+	return cf, nil
+}
+
+// layerIDs pairs each layer blob with the diff_id the config gives it, checking both.
+func layerIDs(m manifest, mf *v1.Manifest, cf *v1.ConfigFile, cfgDigest string) (diffIDs, blobs []string, err error) {
+	if len(cf.RootFS.DiffIDs) != len(mf.Layers) {
+		return nil, nil, fmt.Errorf("%w: config %s lists %d layers, manifest %s has %d", ErrInvalid, cfgDigest, len(cf.RootFS.DiffIDs), m.digest, len(mf.Layers))
+	}
+	for i, ld := range mf.Layers {
+		d, diff := ld.Digest.String(), cf.RootFS.DiffIDs[i].String()
+		if _, err := content.CheckDigest(diff); err != nil {
+			return nil, nil, fmt.Errorf("%w: config %s: diff_id %d: %v", ErrInvalid, cfgDigest, i, err)
+		}
+		if err := checkLayerType(ld.MediaType); err != nil {
+			return nil, nil, fmt.Errorf("%w: layer %s: %v", ErrInvalid, d, err)
+		}
+		diffIDs, blobs = append(diffIDs, diff), append(blobs, d)
+	}
+	return diffIDs, blobs, nil
 }
 
 // choose picks the manifest for the store's platform from an index.
