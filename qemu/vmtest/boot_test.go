@@ -43,8 +43,8 @@ func TestBoot(t *testing.T) {
 				if !strings.Contains(mounts, "cgroup2 /sys/fs/cgroup cgroup2") {
 					t.Fatalf("cgroup2 not mounted on /sys/fs/cgroup:\n%s", mounts)
 				}
-				if !strings.Contains(mounts, "/dev/vda2 /var ext4") {
-					t.Fatalf("/var is not the state partition:\n%s", mounts)
+				if !strings.Contains(mounts, "/dev/vda2 /var ext4 rw,nosuid,nodev,noatime") {
+					t.Fatalf("/var is not the state partition mounted nosuid,nodev,noatime:\n%s", mounts)
 				}
 				ctrl := vm.MustShell("cat /sys/fs/cgroup/cgroup.subtree_control /sys/fs/cgroup/ingot.pods/cgroup.subtree_control", shellTimeout)
 				for _, c := range []string{"cpu", "memory", "pids", "io"} {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -69,6 +70,13 @@ func testCRIInVM(t *testing.T, archName, profile, subnet string, builtin bool) {
 			vm.Prompt(shellTimeout)
 			if !strings.Contains(vm.Console.Output(), "dhcp lease interface=eth0 address=10.0.2.15/24") {
 				t.Fatalf("the node did not get 10.0.2.15 by DHCP:\n%s", tail(vm.Console.Output(), 3000))
+			}
+			// The runtime's log is kept for `ingot-node logs`, not echoed on the dev console.
+			if out := vm.MustShell("ingot-node logs runtime", shellTimeout); !strings.Contains(out, "CRI runtime serving") {
+				t.Fatalf("ingot-node logs runtime lacks the serving line:\n%s", tail(out, 2000))
+			}
+			if regexp.MustCompile(`(?m)^runtime: `).MatchString(vm.Console.Output()) {
+				t.Fatalf("the runtime's log reached the console although the profile does not echo it:\n%s", tail(vm.Console.Output(), 3000))
 			}
 			if builtin {
 				out := vm.MustShell("ingot-node net show", shellTimeout)
