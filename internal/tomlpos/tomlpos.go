@@ -42,7 +42,7 @@ func (p Path) Key(k string) Path { return append(p[:len(p):len(p)], Step{Key: k,
 // Index returns a copy of p whose last step is indexed by i (a new index step if it already is).
 func (p Path) Index(i int) Path {
 	if len(p) > 0 && p[len(p)-1].Index < 0 {
-		out := append(p[: len(p)-1 : len(p)-1], p[len(p)-1])
+		out := append(p[:len(p)-1:len(p)-1], p[len(p)-1])
 		out[len(out)-1].Index = i
 		return out
 	}
