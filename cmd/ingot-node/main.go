@@ -36,9 +36,10 @@ func main() {
 		fs := flag.NewFlagSet("shim", flag.ExitOnError)
 		dir := fs.String("dir", "", "the pod's shim directory")
 		socket := fs.String("socket", "", "the shim's unix socket")
+		listenFD := fs.Int("listen-fd", 0, "descriptor of the shim's socket, already listening (0: listen on --socket)")
 		maxLine := fs.Int("max-log-line", 16384, "max_container_log_line_size")
 		fs.Parse(os.Args[2:])
-		if err := shim.Main(*dir, *socket, *maxLine); err != nil {
+		if err := shim.Main(*dir, *socket, *listenFD, *maxLine); err != nil {
 			fmt.Fprintln(os.Stderr, "ingot-node shim:", err)
 			os.Exit(1)
 		}

@@ -38,7 +38,9 @@ type Server struct {
 
 	mu   sync.Mutex
 	ctrs map[string]*container
+	// quit closes once the reply to Shutdown is on its way to the daemon (stop): Serve ends.
 	quit chan struct{}
+	stop func()
 }
 
 type container struct {
@@ -84,6 +86,12 @@ type State struct {
 	NotFound bool
 }
 
+// WaitArgs asks for a container's exit, waiting at most Timeout for it.
+type WaitArgs struct {
+	ID      string
+	Timeout time.Duration
+}
+
 // ExecArgs runs a command in a running container.
 type ExecArgs struct {
 	ID      string
@@ -115,25 +123,33 @@ type SignalArgs struct {
 	All    bool
 }
 
-// Serve runs a shim in the calling process until Shutdown. It never returns before that.
-func Serve(dir, sock string, log *slog.Logger, maxLine int) error {
+// Serve runs a shim in the calling process, answering on l (its socket at sock), until
+// Shutdown. It never returns before that, and removes the socket when it does.
+func Serve(dir, sock string, l net.Listener, log *slog.Logger, maxLine int) error {
 	// Orphans of exec'd processes come back to the shim, which reaps them.
 	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE, syscall.SIGINT, syscall.SIGTERM)
+	err := newServer(dir, log, maxLine).serve(l)
+	os.Remove(sock)
+	return err
+}
+
+func newServer(dir string, log *slog.Logger, maxLine int) *Server {
 	s := &Server{dir: dir, log: log, maxLine: maxLine, ctrs: map[string]*container{}, quit: make(chan struct{})}
+	s.stop = sync.OnceFunc(func() { close(s.quit) })
+	return s
+}
+
+// serve answers the daemon on l until the reply to Shutdown has been written, then closes l.
+func (s *Server) serve(l net.Listener) error {
 	srv := rpc.NewServer()
 	if err := srv.RegisterName("Shim", &service{s}); err != nil {
+		l.Close()
 		return err
-	}
-	os.Remove(sock)
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		return fmt.Errorf("shim: listen %s: %w", sock, err)
 	}
 	go func() {
 		<-s.quit
 		l.Close()
-		os.Remove(sock)
 	}()
 	for {
 		conn, err := l.Accept()
@@ -146,11 +162,12 @@ func Serve(dir, sock string, log *slog.Logger, maxLine int) error {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			log.Warn("shim accept", "err", err)
+			// A transient failure (out of descriptors): back off rather than spin.
+			s.log.Warn("shim accept", "err", err)
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		go srv.ServeConn(conn)
+		go srv.ServeCodec(newServerCodec(conn, s.stop))
 	}
 }
 
@@ -235,7 +252,7 @@ func (s *Server) create(a CreateArgs) (int, error) {
 	s.mu.Lock()
 	s.ctrs[a.ID] = c
 	s.mu.Unlock()
-	go s.wait(c)
+	go s.reap(c)
 	if a.Start {
 		if err := s.start(a.ID); err != nil {
 			return pid, err
@@ -244,7 +261,8 @@ func (s *Server) create(a CreateArgs) (int, error) {
 	return pid, nil
 }
 
-func (s *Server) wait(c *container) {
+// reap waits for the container's main process and records how it ended.
+func (s *Server) reap(c *container) {
 	st, _ := c.proc.Wait()
 	c.streams.Wait() // every byte the process wrote reaches the log before the exit is visible
 	ex := Exit{Finished: time.Now()}
@@ -269,6 +287,22 @@ func (s *Server) wait(c *container) {
 	data, _ := json.Marshal(ex)
 	os.WriteFile(filepath.Join(s.dir, c.id+".exit"), data, 0o600)
 	close(c.exited)
+}
+
+// wait answers when the container's exit is recorded (its log complete) or d passes, with its
+// state then.
+func (s *Server) wait(id string, d time.Duration) State {
+	c, err := s.get(id)
+	if err != nil {
+		return State{ID: id, NotFound: true}
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-c.exited:
+	case <-t.C:
+	}
+	return s.state(id)
 }
 
 func (s *Server) start(id string) error {
@@ -537,8 +571,8 @@ func (s *Server) reopen(id string) error {
 	return c.logw.Reopen()
 }
 
-// shutdown kills and destroys every container, then ends Serve.
-func (s *Server) shutdown() {
+// removeAll kills and destroys every container (Shutdown).
+func (s *Server) removeAll() {
 	s.mu.Lock()
 	var ids []string
 	for id := range s.ctrs {
@@ -550,7 +584,6 @@ func (s *Server) shutdown() {
 			s.log.Warn("shim shutdown", "container", id, "err", err)
 		}
 	}
-	close(s.quit)
 }
 
 type limitedBuffer struct {
@@ -574,11 +607,25 @@ func (b *limitedBuffer) Bytes() []byte {
 	return append([]byte(nil), b.buf...)
 }
 
-// Main runs a shim process for the pod directory dir, logging to stderr.
-func Main(dir, socket string, maxLine int) error {
+// Main runs a shim process for the pod directory dir, logging to stderr. listenFD is the
+// descriptor of its socket, already listening (Spawn passes it); 0: it listens on socket itself.
+func Main(dir, socket string, listenFD, maxLine int) error {
 	if dir == "" || socket == "" {
 		return errors.New("shim: --dir and --socket are required")
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("shim", filepath.Base(dir))
-	return Serve(dir, socket, log, maxLine)
+	var l net.Listener
+	var err error
+	if listenFD > 0 {
+		f := os.NewFile(uintptr(listenFD), socket)
+		l, err = net.FileListener(f)
+		f.Close()
+	} else {
+		os.Remove(socket)
+		l, err = net.Listen("unix", socket)
+	}
+	if err != nil {
+		return fmt.Errorf("shim: listen on %s: %w", socket, err)
+	}
+	return Serve(dir, socket, l, log, maxLine)
 }
