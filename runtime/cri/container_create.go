@@ -38,12 +38,11 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 	if cfg.GetImage().GetImage() == "" {
 		return nil, s.grpcErr("CreateContainer", fmt.Errorf("container %s names no image: %w", cfg.GetMetadata().GetName(), errdefs.ErrInvalid))
 	}
-	s.mu.Lock()
-	sb, err := s.resolveSandbox(r.GetPodSandboxId())
+	sb, err := s.sandbox(r.GetPodSandboxId())
 	if err != nil {
-		s.mu.Unlock()
 		return nil, s.grpcErr("CreateContainer", err)
 	}
+	s.mu.Lock()
 	if !sb.Ready || sb.shim == nil {
 		s.mu.Unlock()
 		return nil, s.grpcErr("CreateContainer", fmt.Errorf("pod sandbox %s is not ready: %w", sb.ID, errdefs.ErrPrecondition))
@@ -131,10 +130,7 @@ func (s *Server) createContainer(ctx context.Context, id string, sb *sandbox, po
 		Host:                oci.DetectHost(), // two small reads; AppArmor profiles are checked per request anyway
 	}
 	if t := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetTargetId(); t != "" {
-		s.mu.Lock()
-		target, err := s.resolveContainer(t)
-		s.mu.Unlock()
-		if err == nil {
+		if target, _, err := s.container(t); err == nil {
 			if st, err := sb.shim.State(target.ID); err == nil && st.Running {
 				in.TargetPid = st.Pid
 			}

@@ -22,12 +22,12 @@ func (s *Server) ExecSync(ctx context.Context, r *runtimeapi.ExecSyncRequest) (*
 	if len(r.GetCmd()) == 0 {
 		return nil, s.grpcErr("ExecSync", fmt.Errorf("exec: empty command: %w", errdefs.ErrInvalid))
 	}
-	c, sb, err := s.containerAndPod(r.GetContainerId())
+	c, sb, err := s.container(r.GetContainerId())
 	if err != nil {
 		return nil, s.grpcErr("ExecSync", err)
 	}
 	s.refresh(c)
-	if c.State != store.Running || sb == nil || sb.shim == nil {
+	if s.stateOf(c) != store.Running || sb == nil || sb.shim == nil {
 		return nil, s.grpcErr("ExecSync", fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrPrecondition))
 	}
 	data, err := os.ReadFile(filepath.Join(c.Dir, "config.json"))
@@ -57,12 +57,12 @@ func (s *Server) ExecSync(ctx context.Context, r *runtimeapi.ExecSyncRequest) (*
 // renames the file to rotate it, and by the CRI contract the runtime must then write to a new
 // file at the original path. A container that is not running has no log to reopen: error.
 func (s *Server) ReopenContainerLog(ctx context.Context, r *runtimeapi.ReopenContainerLogRequest) (*runtimeapi.ReopenContainerLogResponse, error) {
-	c, sb, err := s.containerAndPod(r.GetContainerId())
+	c, sb, err := s.container(r.GetContainerId())
 	if err != nil {
 		return nil, s.grpcErr("ReopenContainerLog", err)
 	}
 	s.refresh(c)
-	if c.State != store.Running || sb == nil || sb.shim == nil {
+	if s.stateOf(c) != store.Running || sb == nil || sb.shim == nil {
 		return nil, s.grpcErr("ReopenContainerLog", fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrPrecondition))
 	}
 	if err := sb.shim.Reopen(c.ID); err != nil {

@@ -14,9 +14,7 @@ import (
 
 // ContainerStats reports one container's CPU, memory and writable-layer usage.
 func (s *Server) ContainerStats(ctx context.Context, r *runtimeapi.ContainerStatsRequest) (*runtimeapi.ContainerStatsResponse, error) {
-	s.mu.Lock()
-	c, err := s.resolveContainer(r.GetContainerId())
-	s.mu.Unlock()
+	c, _, err := s.container(r.GetContainerId())
 	if err != nil {
 		return nil, s.grpcErr("ContainerStats", err)
 	}

@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -28,11 +29,65 @@ func ctrState(c *store.Container) runtimeapi.ContainerState {
 	return runtimeapi.ContainerState_CONTAINER_UNKNOWN
 }
 
+// refresh updates a container's record from its shim, persisting an exit once. It does not wait
+// for a handler working on the container (a stop waiting out its grace period): that handler
+// records what changes.
+func (s *Server) refresh(c *store.Container) {
+	if unlock, ok := s.tryLockContainer(c); ok {
+		s.refreshLocked(c)
+		unlock()
+	}
+}
+
+// refreshLocked is refresh for a caller holding c's lock.
+func (s *Server) refreshLocked(c *store.Container) {
+	s.mu.Lock()
+	sb := s.sandboxes[c.SandboxID]
+	if c.State == store.Exited || c.State == store.Unknown || sb == nil {
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	var st struct {
+		ok, exited, notFound, oom bool
+		code                      int
+		finished                  time.Time
+	}
+	if sb.shim != nil {
+		if v, err := sb.shim.State(c.ID); err == nil {
+			st.ok, st.exited, st.notFound, st.code, st.finished = true, v.Exited, v.NotFound, v.Exit.Code, v.Exit.Finished
+			st.oom = v.Exit.OOMKilled
+		}
+	}
+	s.mu.Lock()
+	changed := false
+	switch {
+	case st.ok && st.exited:
+		c.State, c.ExitCode, c.FinishedAt = store.Exited, int32(st.code), st.finished.UnixNano()
+		c.Reason = "Completed"
+		switch {
+		case st.oom:
+			c.Reason = "OOMKilled" // the kubelet's name for it
+		case st.code != 0:
+			c.Reason = "Error"
+		}
+		changed = true
+	case !st.ok || st.notFound:
+		// The shim (or its record of the container) is gone: the container cannot be running.
+		c.State, c.Reason, c.Message = store.Exited, "Unknown", "the container's shim is gone"
+		c.ExitCode, c.FinishedAt = 255, time.Now().UnixNano()
+		changed = true
+	}
+	rec := *c
+	s.mu.Unlock()
+	if changed {
+		s.store.PutContainer(&rec)
+	}
+}
+
 // ContainerStatus reports a container, asking its shim whether it has exited.
 func (s *Server) ContainerStatus(ctx context.Context, r *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
-	s.mu.Lock()
-	c, err := s.resolveContainer(r.GetContainerId())
-	s.mu.Unlock()
+	c, _, err := s.container(r.GetContainerId())
 	if err != nil {
 		return nil, s.grpcErr("ContainerStatus", err)
 	}

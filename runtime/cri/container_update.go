@@ -18,14 +18,17 @@ import (
 // kubelet's in-place resize and CPU manager) and records them, so ContainerStatus reports them.
 // The request carries the whole desired set (CRI proto), not a change.
 func (s *Server) UpdateContainerResources(ctx context.Context, r *runtimeapi.UpdateContainerResourcesRequest) (*runtimeapi.UpdateContainerResourcesResponse, error) {
-	c, sb, err := s.containerAndPod(r.GetContainerId())
+	c, sb, err := s.container(r.GetContainerId())
 	if err != nil {
 		return nil, s.grpcErr("UpdateContainerResources", err)
 	}
-	s.refresh(c)
-	s.mu.Lock()
-	state := c.State
-	s.mu.Unlock()
+	unlock, ok := s.lockContainer(c)
+	if !ok {
+		return nil, s.grpcErr("UpdateContainerResources", fmt.Errorf("container %s was removed: %w", c.ID, errdefs.ErrNotFound))
+	}
+	defer unlock()
+	s.refreshLocked(c)
+	state := s.stateOf(c)
 	if (state != store.Created && state != store.Running) || sb == nil || sb.shim == nil {
 		return nil, s.grpcErr("UpdateContainerResources", fmt.Errorf("container %s is %s: %w", c.ID, state, errdefs.ErrPrecondition))
 	}

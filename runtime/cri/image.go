@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -52,7 +53,7 @@ func toCRIImage(img Image) *runtimeapi.Image {
 func (s *Server) ListImages(ctx context.Context, r *runtimeapi.ListImagesRequest) (*runtimeapi.ListImagesResponse, error) {
 	if ref := r.GetFilter().GetImage().GetImage(); ref != "" {
 		img, err := s.opts.Images.Get(ref)
-		if errdefs.Code(err) == errdefs.Code(errdefs.ErrNotFound) {
+		if errors.Is(err, errdefs.ErrNotFound) {
 			return &runtimeapi.ListImagesResponse{}, nil
 		}
 		if err != nil {
@@ -75,7 +76,7 @@ func (s *Server) ListImages(ctx context.Context, r *runtimeapi.ListImagesRequest
 // an error (CRI proto).
 func (s *Server) ImageStatus(ctx context.Context, r *runtimeapi.ImageStatusRequest) (*runtimeapi.ImageStatusResponse, error) {
 	img, err := s.opts.Images.Get(r.GetImage().GetImage())
-	if errdefs.Code(err) == errdefs.Code(errdefs.ErrNotFound) {
+	if errors.Is(err, errdefs.ErrNotFound) {
 		return &runtimeapi.ImageStatusResponse{}, nil
 	}
 	if err != nil {
@@ -119,7 +120,7 @@ func (s *Server) RemoveImage(ctx context.Context, r *runtimeapi.RemoveImageReque
 		}
 	}
 	err := s.opts.Images.Remove(r.GetImage().GetImage())
-	if err != nil && errdefs.Code(err) != errdefs.Code(errdefs.ErrNotFound) {
+	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return nil, s.grpcErr("RemoveImage", err, "image", r.GetImage().GetImage())
 	}
 	return &runtimeapi.RemoveImageResponse{}, nil

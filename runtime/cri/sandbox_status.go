@@ -26,9 +26,7 @@ func (sb *sandbox) state() runtimeapi.PodSandboxState {
 // host-network pod, a pod without a pod network, or a stopped pod, whose addresses are released.
 // Verbose adds the pause process's pid and the shim's directory.
 func (s *Server) PodSandboxStatus(ctx context.Context, r *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
-	s.mu.Lock()
-	sb, err := s.resolveSandbox(r.GetPodSandboxId())
-	s.mu.Unlock()
+	sb, err := s.sandbox(r.GetPodSandboxId())
 	if err != nil {
 		return nil, s.grpcErr("PodSandboxStatus", err)
 	}

@@ -2,9 +2,9 @@ package cri
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
-	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -16,10 +16,8 @@ import (
 // StopPodSandbox stops every container of the pod and the pause process. Per the CRI proto it is
 // idempotent, and a sandbox that is already gone is not an error.
 func (s *Server) StopPodSandbox(ctx context.Context, r *runtimeapi.StopPodSandboxRequest) (*runtimeapi.StopPodSandboxResponse, error) {
-	s.mu.Lock()
-	sb, err := s.resolveSandbox(r.GetPodSandboxId())
-	s.mu.Unlock()
-	if errdefs.Code(err) == errdefs.Code(errdefs.ErrNotFound) {
+	sb, err := s.sandbox(r.GetPodSandboxId())
+	if errors.Is(err, errdefs.ErrNotFound) {
 		return &runtimeapi.StopPodSandboxResponse{}, nil
 	}
 	if err != nil {
@@ -33,7 +31,13 @@ func (s *Server) StopPodSandbox(ctx context.Context, r *runtimeapi.StopPodSandbo
 
 func (s *Server) stopSandbox(ctx context.Context, sb *sandbox) error {
 	for _, c := range s.containersOf(sb.ID) {
-		if err := s.stopContainer(ctx, c, 0); err != nil {
+		unlock, ok := s.lockContainer(c)
+		if !ok {
+			continue // removed meanwhile
+		}
+		err := s.stopContainer(ctx, c, 0)
+		unlock()
+		if err != nil {
 			return err
 		}
 	}
@@ -68,10 +72,8 @@ func (s *Server) containersOf(podID string) []*store.Container {
 // RemovePodSandbox stops the pod if needed, removes its containers, ends its shim and forgets it.
 // Removing a sandbox that does not exist is not an error.
 func (s *Server) RemovePodSandbox(ctx context.Context, r *runtimeapi.RemovePodSandboxRequest) (*runtimeapi.RemovePodSandboxResponse, error) {
-	s.mu.Lock()
-	sb, err := s.resolveSandbox(r.GetPodSandboxId())
-	s.mu.Unlock()
-	if errdefs.Code(err) == errdefs.Code(errdefs.ErrNotFound) {
+	sb, err := s.sandbox(r.GetPodSandboxId())
+	if errors.Is(err, errdefs.ErrNotFound) {
 		return &runtimeapi.RemovePodSandboxResponse{}, nil
 	}
 	if err != nil {
@@ -86,10 +88,9 @@ func (s *Server) RemovePodSandbox(ctx context.Context, r *runtimeapi.RemovePodSa
 		}
 	}
 	if sb.shim != nil {
+		// The pod's containers are removed and its shim holds nothing: it answers, then exits.
 		sb.shim.Shutdown()
 		sb.shim.Close()
-		// The shim removes its socket when it exits; give it a moment before its directory goes.
-		time.Sleep(20 * time.Millisecond)
 	}
 	if err := s.teardownNetwork(ctx, sb, true); err != nil {
 		return nil, s.grpcErr("RemovePodSandbox", err, "pod", sb.ID)

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -74,7 +75,10 @@ type Server struct {
 	sandboxes  map[string]*sandbox
 	containers map[string]*store.Container
 	names      map[string]string // reserved pod and container names → id
-	podCIDR    string
+	// ctrLocks holds each container's operation lock (lockContainer); an entry goes with its
+	// container. Lock order: a container's lock, then mu; never wait for one holding mu.
+	ctrLocks map[string]*sync.Mutex
+	podCIDR  string
 
 	bounding []string // the runtime's capability bounding set: what privileged containers get
 	rro      bool     // the kernel has mount_setattr: recursive read-only mounts work
@@ -82,7 +86,24 @@ type Server struct {
 
 type sandbox struct {
 	store.Sandbox
-	shim *shim.Client
+	shim shimClient // nil when the shim is gone
+}
+
+// shimClient is what the server asks of a pod's shim (a *shim.Client); the unit tests give the
+// server a fake.
+type shimClient interface {
+	Create(a shim.CreateArgs) (pid int, err error)
+	Start(id string) error
+	State(id string) (shim.State, error)
+	Wait(ctx context.Context, id string, timeout time.Duration) (shim.State, error)
+	Signal(id string, sig syscall.Signal, all bool) error
+	Remove(id string) error
+	Exec(a shim.ExecArgs) (shim.ExecResult, error)
+	Reopen(id string) error
+	Update(a shim.UpdateArgs) error
+	Stats(id string) (oci.Usage, error)
+	Shutdown() error
+	Close() error
 }
 
 // New opens the runtime's state and recovers every pod and container it had.
@@ -113,7 +134,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{opts: o, log: o.Log, store: st, network: o.Network, sandboxes: map[string]*sandbox{},
-		containers: map[string]*store.Container{}, names: map[string]string{}, rro: hasMountSetattr()}
+		containers: map[string]*store.Container{}, names: map[string]string{}, ctrLocks: map[string]*sync.Mutex{}, rro: hasMountSetattr()}
 	if s.bounding, err = oci.BoundingSet(); err != nil {
 		st.Close()
 		return nil, err
@@ -246,9 +267,17 @@ func (s *Server) resolveContainer(id string) (*store.Container, error) {
 	return found, nil
 }
 
-// containerAndPod finds a container (full id or unique prefix) and its pod; the pod is nil when
-// the pod record is gone.
-func (s *Server) containerAndPod(id string) (*store.Container, *sandbox, error) {
+// sandbox finds a pod by full id or unique prefix, under s.mu. Every handler that names a pod
+// resolves it here.
+func (s *Server) sandbox(id string) (*sandbox, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.resolveSandbox(id)
+}
+
+// container finds a container by full id or unique prefix and its pod, under s.mu; the pod is
+// nil when the pod record is gone. Every handler that names a container resolves it here.
+func (s *Server) container(id string) (*store.Container, *sandbox, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c, err := s.resolveContainer(id)
@@ -256,6 +285,60 @@ func (s *Server) containerAndPod(id string) (*store.Container, *sandbox, error) 
 		return nil, nil, err
 	}
 	return c, s.sandboxes[c.SandboxID], nil
+}
+
+// lockContainer takes c's operation lock, which serialises the handlers that change a container
+// (start, stop, remove, update, recording its exit), so that a Stop racing a Remove cannot write
+// the record back after it was deleted. It reports false, holding nothing, when c was removed
+// while the caller waited; otherwise the caller must call unlock.
+func (s *Server) lockContainer(c *store.Container) (unlock func(), ok bool) {
+	s.mu.Lock()
+	l := s.ctrLockLocked(c)
+	s.mu.Unlock()
+	if l == nil {
+		return nil, false
+	}
+	l.Lock()
+	s.mu.Lock()
+	ok = s.containers[c.ID] == c
+	s.mu.Unlock()
+	if !ok {
+		l.Unlock()
+		return nil, false
+	}
+	return l.Unlock, true
+}
+
+// tryLockContainer is lockContainer for readers that would rather not wait: false when another
+// handler is working on c (it records what changes) or c is gone.
+func (s *Server) tryLockContainer(c *store.Container) (unlock func(), ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.ctrLockLocked(c)
+	if l == nil || !l.TryLock() {
+		return nil, false
+	}
+	return l.Unlock, true
+}
+
+// ctrLockLocked is c's operation lock, nil when c is no longer known. Callers hold s.mu.
+func (s *Server) ctrLockLocked(c *store.Container) *sync.Mutex {
+	if s.containers[c.ID] != c {
+		return nil
+	}
+	l, ok := s.ctrLocks[c.ID]
+	if !ok {
+		l = &sync.Mutex{}
+		s.ctrLocks[c.ID] = l
+	}
+	return l
+}
+
+// stateOf reads c's state under s.mu.
+func (s *Server) stateOf(c *store.Container) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return c.State
 }
 
 // grpcErr logs failures with the request's object and returns the gRPC status.
