@@ -95,20 +95,7 @@ func (s *Server) createContainer(ctx context.Context, id string, sb *sandbox, po
 			os.RemoveAll(dir)
 		}
 	}()
-	// In a pod with its own user namespace the rootfs must belong to that namespace's root:
-	// the layers are seen through idmapped mounts and the writable layer is chowned to it.
-	var owner *idOwner
-	uids, gids, err := oci.UserNamespace(podCfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions())
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errdefs.ErrInvalid, err)
-	}
-	if uids != nil {
-		owner = &idOwner{uid: int(uids[0].HostID), gid: int(gids[0].HostID)}
-		if layers, err = idmapLayers(dir, layers, filepath.Join(s.podNSDir(sb.ID), oci.PodNamespaces[specs.UserNamespace])); err != nil {
-			return nil, err
-		}
-	}
-	if err := mountRootfs(dir, layers, owner); err != nil {
+	if err := s.prepareRootfs(dir, sb, podCfg, layers); err != nil {
 		return nil, err
 	}
 	vols, err := s.mountImageVolumes(dir, cfg.GetMounts())
@@ -151,6 +138,29 @@ func (s *Server) createContainer(ctx context.Context, id string, sb *sandbox, po
 	if _, err := sb.shim.Create(shim.CreateArgs{ID: id, Spec: data, LogDir: logDir, LogPath: logName}); err != nil {
 		return nil, err
 	}
+	return s.recordContainer(id, sb, cfg, img, spec, logPath, dir)
+}
+
+// prepareRootfs stacks the image's layers under a writable layer at dir/rootfs. In a pod with
+// its own user namespace the rootfs must belong to that namespace's root: the layers are seen
+// through idmapped mounts and the writable layer is chowned to it.
+func (s *Server) prepareRootfs(dir string, sb *sandbox, podCfg *runtimeapi.PodSandboxConfig, layers []string) error {
+	var owner *idOwner
+	uids, gids, err := oci.UserNamespace(podCfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions())
+	if err != nil {
+		return fmt.Errorf("%w: %w", errdefs.ErrInvalid, err)
+	}
+	if uids != nil {
+		owner = &idOwner{uid: int(uids[0].HostID), gid: int(gids[0].HostID)}
+		if layers, err = idmapLayers(dir, layers, filepath.Join(s.podNSDir(sb.ID), oci.PodNamespaces[specs.UserNamespace])); err != nil {
+			return err
+		}
+	}
+	return mountRootfs(dir, layers, owner)
+}
+
+// recordContainer persists a created container; if that fails the shim forgets it again.
+func (s *Server) recordContainer(id string, sb *sandbox, cfg *runtimeapi.ContainerConfig, img Image, spec *specs.Spec, logPath, dir string) (*store.Container, error) {
 	raw, _ := proto.Marshal(cfg)
 	rec := &store.Container{
 		ID: id, SandboxID: sb.ID, Name: cfg.GetMetadata().GetName(), Attempt: cfg.GetMetadata().GetAttempt(),

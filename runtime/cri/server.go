@@ -143,7 +143,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	if err := s.recover(ctx); err != nil {
+	if err := s.restoreState(ctx); err != nil {
 		st.Close()
 		return nil, err
 	}

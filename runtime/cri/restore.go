@@ -6,9 +6,9 @@ import (
 	"ingot.dev/ingot/runtime/shim"
 )
 
-// recover reloads every pod and container after a daemon restart and reconnects to the shims,
+// restoreState reloads every pod and container after a daemon restart and reconnects to the shims,
 // which kept the containers running and their logs flowing while the daemon was away.
-func (s *Server) recover(ctx context.Context) error {
+func (s *Server) restoreState(ctx context.Context) error {
 	sbs, err := s.store.Sandboxes()
 	if err != nil {
 		return err
