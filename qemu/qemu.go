@@ -10,10 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,6 +50,11 @@ type Config struct {
 	ExtraCmdline string
 	// Tee, when set, receives a copy of the console output (non-interactive mode).
 	Tee io.Writer
+	// FwCfg maps fw_cfg names ("opt/ingot/node.toml") to host files the guest reads under
+	// /sys/firmware/qemu_fw_cfg/by_name.
+	FwCfg map[string]string
+	// Drives are extra raw images attached read-only as virtio disks after Disk (config drives).
+	Drives []string
 }
 
 // FindFirmware returns the UEFI code image and vars template for a.
@@ -124,6 +131,14 @@ func (c Config) Args(m *manifest.Manifest) ([]string, error) {
 	if c.Disk != "" {
 		args = append(args, "-drive", "if=none,id=disk0,format=raw,file="+c.Disk,
 			"-device", "virtio-blk-pci,drive=disk0")
+	}
+	for i, d := range c.Drives {
+		id := fmt.Sprintf("drive%d", i+1)
+		args = append(args, "-drive", "if=none,id="+id+",format=raw,readonly=on,file="+d,
+			"-device", "virtio-blk-pci,drive="+id)
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.FwCfg)) {
+		args = append(args, "-fw_cfg", "name="+name+",file="+c.FwCfg[name])
 	}
 	net := "user,id=net0,restrict=on"
 	for _, h := range c.HostFwd {
