@@ -27,8 +27,9 @@ type Lease struct {
 	Address   netip.Prefix
 	Router    netip.Addr // invalid when the server gave none (QEMU user networking with restrict=on)
 	DNS       []netip.Addr
-	Search    []string // checked DNS names, each fit for a resolv.conf search line
-	Hostname  string   // a checked RFC 1123 hostname, in lowercase as node names are; "" if none
+	NTP       []netip.Addr // option 42, for the node's NTP client when the node config names none
+	Search    []string     // checked DNS names, each fit for a resolv.conf search line
+	Hostname  string       // a checked RFC 1123 hostname, in lowercase as node names are; "" if none
 	Duration  time.Duration
 	Renew     time.Duration // T1
 	// Rejected says which names from the server were not used and why, naming each value, for
@@ -62,7 +63,8 @@ func Acquire(ctx context.Context, ifname string) (*Lease, error) {
 	defer c.Close()
 	raw, err := c.Request(ctx, dhcpv4.WithOption(dhcpv4.OptParameterRequestList(
 		dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainNameServer,
-		dhcpv4.OptionDomainName, dhcpv4.OptionDNSDomainSearchList, dhcpv4.OptionHostName)))
+		dhcpv4.OptionDomainName, dhcpv4.OptionDNSDomainSearchList, dhcpv4.OptionHostName,
+		dhcpv4.OptionNTPServers)))
 	if err != nil {
 		return nil, fmt.Errorf("dhcp on %s: %w", ifname, err)
 	}
@@ -98,6 +100,11 @@ func fromACK(ifname string, raw *nclient4.Lease) (*Lease, error) {
 	for _, d := range ack.DNS() {
 		if a, ok := netip.AddrFromSlice(d.To4()); ok {
 			l.DNS = append(l.DNS, a)
+		}
+	}
+	for _, d := range ack.NTPServers() {
+		if a, ok := netip.AddrFromSlice(d.To4()); ok {
+			l.NTP = append(l.NTP, a)
 		}
 	}
 	var search []string

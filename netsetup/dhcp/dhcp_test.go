@@ -298,3 +298,19 @@ func TestLeaseNames(t *testing.T) {
 		}
 	}
 }
+
+// TestLeaseNTP: the NTP servers of option 42 reach the lease, IPv4 only, in the server's order.
+func TestLeaseNTP(t *testing.T) {
+	ack, err := dhcpv4.New(dhcpv4.WithYourIP(net.IPv4(10, 0, 2, 15)),
+		dhcpv4.WithOption(dhcpv4.OptNTPServers(net.IPv4(10, 0, 2, 2), net.IPv4(192, 0, 2, 7))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := fromACK("eth0", &nclient4.Lease{ACK: ack})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(l.NTP); got != "[10.0.2.2 192.0.2.7]" {
+		t.Errorf("lease NTP servers %s; want [10.0.2.2 192.0.2.7]", got)
+	}
+}
