@@ -11,7 +11,6 @@
 package profiles
 
 import (
-	"bytes"
 	"embed"
 	"fmt"
 	"io/fs"
@@ -19,8 +18,6 @@ import (
 	"path"
 	"slices"
 	"strings"
-
-	toml "github.com/pelletier/go-toml/v2"
 
 	"ingot.dev/ingot/internal/tomlpos"
 )
@@ -176,17 +173,10 @@ func defaults() *Profile {
 // Parse decodes, defaults and validates a profile. filename is used only in
 // error messages. Errors are *Error.
 func Parse(filename string, data []byte) (*Profile, error) {
-	idx := tomlpos.New(data)
 	p := defaults()
-	dec := toml.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(p); err != nil {
-		return nil, fromDecodeError(filename, data, idx, err)
-	}
-	// go-toml matches keys case-insensitively; a profile should not.
-	if e := checkCase(idx); e != nil {
-		e.File = filename
-		return nil, e
+	idx, err := tomlpos.Decode(filename, data, p)
+	if err != nil {
+		return nil, err
 	}
 	for i := range p.Services {
 		// Presence, not emptiness: `restart = ""` is an error, not a default.

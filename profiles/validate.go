@@ -32,10 +32,11 @@ func (p *Profile) validate() *Error {
 	if !isName(p.Name) {
 		return invalid("name", p.Name, "lowercase letters, digits and '-'")
 	}
-	if !isHostname(p.Hostname) {
-		return invalid("hostname", p.Hostname, "an RFC 1123 hostname: dot-separated labels of 1-63 lowercase letters, digits and '-', not starting or ending with '-'")
+	if !IsHostname(p.Hostname) {
+		return invalid("hostname", p.Hostname, HostnameSyntax)
 	}
-	for _, check := range []func() *Error{p.Kernel.validate, p.validateSysctls, p.validateBundles, p.Disk.validate, p.validateEmbedded, p.Network.validate, p.validateServices} {
+	sysctls := func() *Error { return validateSysctls(p.Sysctls) }
+	for _, check := range []func() *Error{p.Kernel.validate, sysctls, p.validateBundles, p.Disk.validate, p.validateEmbedded, p.Network.validate, p.validateServices} {
 		if e := check(); e != nil {
 			return e
 		}
@@ -43,13 +44,25 @@ func (p *Profile) validate() *Error {
 	return nil
 }
 
-func (p *Profile) validateSysctls() *Error {
-	for _, k := range slices.Sorted(maps.Keys(p.Sysctls)) {
+// HostnameSyntax says what IsHostname accepts, for error messages.
+const HostnameSyntax = "an RFC 1123 hostname: dot-separated labels of 1-63 lowercase letters, digits and '-', not starting or ending with '-'"
+
+// ValidateSysctls checks a [sysctls] table: names are dotted (or slashed) lowercase paths, values
+// non-empty single lines. The error is an *Error keyed sysctls."name", without File or Line.
+func ValidateSysctls(sysctls map[string]string) error {
+	if e := validateSysctls(sysctls); e != nil {
+		return e
+	}
+	return nil
+}
+
+func validateSysctls(sysctls map[string]string) *Error {
+	for _, k := range slices.Sorted(maps.Keys(sysctls)) {
 		key := "sysctls." + tomlpos.QuoteKey(k)
 		if !isSysctl(k) {
 			return &Error{Key: key, Msg: "invalid sysctl name (want dotted lowercase path like net.ipv4.ip_forward)"}
 		}
-		if v := p.Sysctls[k]; v == "" || strings.ContainsAny(v, "\n\x00") {
+		if v := sysctls[k]; v == "" || strings.ContainsAny(v, "\n\x00") {
 			return &Error{Key: key, Msg: fmt.Sprintf("invalid value %q (want a non-empty single line)", v)}
 		}
 	}
@@ -80,8 +93,8 @@ func (d *Disk) validate() *Error {
 	return nil
 }
 
-// validateEmbedded checks the runtime config.toml and the CNI conflist a profile embeds, with the
-// runtime's and the pod network's own parsers, so a bad one fails the build, not the node.
+// validateEmbedded checks the runtime config.toml a profile embeds with the runtime's own parser,
+// so a bad one fails the build, not the node. (Network.validate checks the CNI conflist.)
 func (p *Profile) validateEmbedded() *Error {
 	if p.Runtime.Config != "" {
 		_, _, err := config.Parse("config.toml", []byte(p.Runtime.Config))
@@ -89,15 +102,25 @@ func (p *Profile) validateEmbedded() *Error {
 			return &Error{Key: "runtime.config", Msg: "the embedded " + strings.ReplaceAll(err.Error(), "\n", "; ")}
 		}
 	}
-	if p.Network.CNI != "" {
-		if _, err := cniconf.Parse("conflist", []byte(p.Network.CNI)); err != nil {
-			return &Error{Key: "network.cni", Msg: "the embedded " + strings.ReplaceAll(err.Error(), "\n", "; ")}
-		}
+	return nil
+}
+
+// Validate checks a [network] table on its own, as node.toml's [network] replaces a profile's.
+// The error is an *Error whose Key starts with "network.", without File or Line.
+func (n *Network) Validate() error {
+	if e := n.validate(); e != nil {
+		return e
 	}
 	return nil
 }
 
 func (n *Network) validate() *Error {
+	if n.CNI != "" {
+		// The pod network's own parser, so a bad conflist fails here, not on the node.
+		if _, err := cniconf.Parse("conflist", []byte(n.CNI)); err != nil {
+			return &Error{Key: "network.cni", Msg: "the embedded " + strings.ReplaceAll(err.Error(), "\n", "; ")}
+		}
+	}
 	linkName := func(key, n string) *Error {
 		if n == "" || len(n) > 15 || strings.ContainsAny(n, "/ \t:") {
 			return &Error{Key: key, Msg: fmt.Sprintf("invalid link name %q", n)}
@@ -286,9 +309,8 @@ func isDebianPackage(s string) bool {
 		only(s, func(c byte) bool { return lowerDigit(c) || c == '+' || c == '.' || c == '-' })
 }
 
-// isHostname accepts RFC 1123 names in lowercase, as Kubernetes node names
-// must be.
-func isHostname(s string) bool {
+// IsHostname accepts RFC 1123 names in lowercase, as Kubernetes node names must be.
+func IsHostname(s string) bool {
 	if len(s) > 253 {
 		return false
 	}
