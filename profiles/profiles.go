@@ -33,7 +33,10 @@ type Profile struct {
 	Disk        Disk              `toml:"disk"`
 	Runtime     Runtime           `toml:"runtime"`
 	Network     Network           `toml:"network"`
-	Services    []Service         `toml:"service"` // [[service]] tables
+	// NTP names the time servers init keeps the clock in sync with when neither the node config
+	// nor DHCP names any: host names or addresses, each optionally with :port. Empty: none.
+	NTP      []string  `toml:"ntp"`
+	Services []Service `toml:"service"` // [[service]] tables
 }
 
 // Runtime configures ingot's CRI runtime, which init starts and supervises.

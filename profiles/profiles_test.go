@@ -158,6 +158,10 @@ func TestParseErrors(t *testing.T) {
 			`x.toml:4: disk.esp_mib: 50 MiB is too small (minimum 100)`, 4, "disk.esp_mib"},
 		{"bad cmdline", "name = \"x\"\n[kernel]\ncmdline = [\"quiet loglevel=3\"]\n",
 			`x.toml:3: kernel.cmdline[0]: invalid value "quiet loglevel=3" (want one non-empty argument without spaces)`, 3, "kernel.cmdline[0]"},
+		{"bad ntp server", "name = \"x\"\nntp = [\"pool.ntp.org\", \"ntp server\"]\n",
+			`x.toml:2: ntp[1]: invalid value "ntp server" (want a host name or IP address, optionally with :port)`, 2, "ntp[1]"},
+		{"ntp server with a bad port", "name = \"x\"\nntp = [\"10.0.2.2:ntp\"]\n",
+			`x.toml:2: ntp[0]: invalid value "10.0.2.2:ntp" (want a host name or IP address, optionally with :port)`, 2, "ntp[0]"},
 		{"syntax error", "name = \"x\"\n[kernel\nmodules = []\n",
 			`x.toml:2: expected ']' to close table name`, 2, ""},
 		{"duplicate key", "name = \"x\"\nname = \"y\"\n",
@@ -182,6 +186,18 @@ func TestParseErrors(t *testing.T) {
 				t.Errorf("Error{File: %q, Line: %d, Key: %q}, want {x.toml, %d, %q}", e.File, e.Line, e.Key, tc.line, tc.key)
 			}
 		})
+	}
+}
+
+// TestNTPServers: a profile names the NTP servers a node uses when neither its node config nor
+// DHCP names any, as host names or addresses, each optionally with a port.
+func TestNTPServers(t *testing.T) {
+	p, err := Parse("x.toml", []byte("name = \"x\"\nntp = [\"pool.ntp.org\", \"10.0.2.2:1123\", \"fd00::1\", \"[fd00::2]:123\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"pool.ntp.org", "10.0.2.2:1123", "fd00::1", "[fd00::2]:123"}; !slices.Equal(p.NTP, want) {
+		t.Errorf("ntp = %q; want %q", p.NTP, want)
 	}
 }
 

@@ -3,9 +3,11 @@ package profiles
 import (
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 
 	"ingot.dev/ingot/netsetup/cniconf"
@@ -36,7 +38,7 @@ func (p *Profile) validate() *Error {
 		return invalid("hostname", p.Hostname, HostnameSyntax)
 	}
 	sysctls := func() *Error { return validateSysctls(p.Sysctls) }
-	for _, check := range []func() *Error{p.Kernel.validate, sysctls, p.validateBundles, p.Disk.validate, p.validateEmbedded, p.Network.validate, p.validateServices} {
+	for _, check := range []func() *Error{p.Kernel.validate, sysctls, p.validateBundles, p.Disk.validate, p.validateEmbedded, p.Network.validate, p.validateNTP, p.validateServices} {
 		if e := check(); e != nil {
 			return e
 		}
@@ -272,6 +274,31 @@ func (s *Service) validate(key string) *Error {
 		return invalid(key+".restart", s.Restart, "always, on-failure or never")
 	}
 	return nil
+}
+
+func (p *Profile) validateNTP() *Error {
+	for i, s := range p.NTP {
+		if !IsNTPServer(s) {
+			return invalid(fmt.Sprintf("ntp[%d]", i), s, "a host name or IP address, optionally with :port")
+		}
+	}
+	return nil
+}
+
+// IsNTPServer accepts what an NTP client can query: an IP address or a host name (any case, as
+// DNS names are), optionally followed by :port; an IPv6 address with a port is in brackets.
+func IsNTPServer(s string) bool {
+	host := s
+	if h, port, err := net.SplitHostPort(s); err == nil {
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+			return false
+		}
+		host = h
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return !strings.Contains(host, "%") // a zone names a link of this machine, not a server's
+	}
+	return IsHostname(strings.ToLower(host))
 }
 
 func invalid(key, value, want string) *Error {
