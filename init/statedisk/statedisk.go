@@ -122,9 +122,14 @@ func Format(dev, label string) error {
 type Result struct {
 	Device    string
 	Formatted bool
+	// Grown is set when the blank partition was first grown to the end of its disk; Size is then
+	// its new size in bytes.
+	Grown bool
+	Size  int64
 }
 
-// Prepare finds the labelled partition, formats it if blank, and mounts it at target with flags
+// Prepare finds the labelled partition, grows it to the end of its disk and formats it if blank,
+// and mounts it at target with flags
 // (MS_* mount flags; the node mounts /var nosuid,nodev).
 func Prepare(ctx context.Context, label, target string, flags uintptr, wait time.Duration) (Result, error) {
 	dev, err := Find(ctx, "/sys/class/block", "/dev", label, wait)
@@ -138,6 +143,22 @@ func Prepare(ctx context.Context, label, target string, flags uintptr, wait time
 	}
 	switch kind {
 	case Blank:
+		// Grow before formatting: a blank partition is the only kind Grow moves, and the
+		// filesystem is then made at the full size.
+		disk, _, err := wholeDisk("/sys/class/block", "/dev", dev)
+		if err != nil {
+			return res, err
+		}
+		g, err := Grow(disk, label)
+		if err != nil {
+			return res, err
+		}
+		if g.Grown {
+			if err := resizePartition(disk, g); err != nil {
+				return res, err
+			}
+			res.Grown, res.Size = true, g.Size
+		}
 		if err := Format(dev, label); err != nil {
 			return res, err
 		}
