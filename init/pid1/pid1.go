@@ -207,7 +207,7 @@ func (m stateMount) String() string {
 func (m stateMount) Do(ctx context.Context) error {
 	res, err := statedisk.Prepare(ctx, m.Label, m.Target, m.Flags, time.Second)
 	if err == nil {
-		m.n.log.Info("state partition mounted", "on", m.Target, "device", res.Device, "formatted", res.Formatted)
+		m.n.log.Info("state partition mounted", "on", m.Target, "device", res.Device, "formatted", res.Formatted, "grown", res.Grown)
 		return nil
 	}
 	m.n.log.Warn("no usable state partition; "+m.Target+" is a tmpfs and will not survive a reboot", "err", err)
