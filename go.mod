@@ -3,6 +3,7 @@ module ingot.dev/ingot
 go 1.26.0
 
 require (
+	github.com/beevik/ntp v1.6.0
 	github.com/containernetworking/cni v1.3.1
 	github.com/diskfs/go-diskfs v1.9.4
 	github.com/google/go-containerregistry v0.22.1
