@@ -4,18 +4,19 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 
 	"ingot.dev/ingot/init/boot"
+	"ingot.dev/ingot/init/identity"
 	"ingot.dev/ingot/netsetup/dhcp"
 	"ingot.dev/ingot/netsetup/link"
 	"ingot.dev/ingot/profiles"
 )
 
 // networkSteps brings up loopback and the profile's interfaces: static addresses, then DHCP.
-func (n *Node) networkSteps(p *profiles.Profile) []boot.Step {
+// dhcpHostname lets a lease's hostname replace the profile's (the node config set none).
+func (n *Node) networkSteps(p *profiles.Profile, dhcpHostname bool) []boot.Step {
 	nw := p.Network
 	const wait = 2 * time.Second
 	steps := []boot.Step{boot.Func{Name: "link lo up", Fn: func(context.Context) error { return link.Loopback() }}}
@@ -47,7 +48,7 @@ func (n *Node) networkSteps(p *profiles.Profile) []boot.Step {
 		if ifc.DHCP {
 			name := ifc.Name
 			steps = append(steps, boot.Func{Name: "dhcp on " + name, Fn: func(ctx context.Context) error {
-				return n.dhcp(ctx, name, p.Hostname == profiles.DefaultHostname)
+				return n.dhcp(ctx, name, dhcpHostname)
 			}})
 		}
 	}
@@ -76,7 +77,8 @@ func (n *Node) networkSteps(p *profiles.Profile) []boot.Step {
 }
 
 // dhcp obtains a lease for the interface, applies it and keeps renewing it in the background.
-// The lease's hostname is used when the profile left the hostname at its default.
+// The lease's hostname is used when useHostname says the node config set none (precedence: node
+// config, DHCP, profile).
 func (n *Node) dhcp(ctx context.Context, ifname string, useHostname bool) error {
 	actx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
@@ -91,7 +93,9 @@ func (n *Node) dhcp(ctx context.Context, ifname string, useHostname bool) error 
 	lease.LogRejected(n.log)
 	if useHostname && lease.Hostname != "" {
 		if err := (boot.Hostname(lease.Hostname)).Do(ctx); err == nil {
-			os.WriteFile("/etc/hostname", []byte(lease.Hostname+"\n"), 0o644)
+			if err := identity.WriteHostFiles("/etc", lease.Hostname); err != nil {
+				n.log.Warn("hostname from the dhcp lease", "err", err)
+			}
 		}
 	}
 	n.goSafe(func() { dhcp.Keep(ctx, n.log, lease, "/etc/resolv.conf") })

@@ -24,7 +24,9 @@ import (
 	"ingot.dev/ingot/init/boot"
 	"ingot.dev/ingot/init/cgroup"
 	"ingot.dev/ingot/init/console"
+	"ingot.dev/ingot/init/identity"
 	"ingot.dev/ingot/init/kmod"
+	"ingot.dev/ingot/init/nodesource"
 	"ingot.dev/ingot/init/power"
 	"ingot.dev/ingot/init/rootfs"
 	"ingot.dev/ingot/init/statedisk"
@@ -61,6 +63,10 @@ type Node struct {
 	sup      *supervise.Supervisor
 	once     sync.Once
 	shutdown chan request
+	// node is the node config read at boot. Consumers that start later take their settings from
+	// it: the NTP client its servers (node.NTP()), the kubelet its labels, taints and
+	// [kubernetes], the node API its [api].
+	node *nodeSettings
 }
 
 type request struct {
@@ -126,8 +132,16 @@ func earlyPlan() boot.Plan {
 	}}}
 }
 
-// Plan is the boot after the root has moved off the initramfs.
+// Plan is the boot after the root has moved off the initramfs, as a node without a node config
+// runs it. Boot runs it in two halves: basePlan up to reading the node config, then nodePlan
+// with the profile as the node config changes it.
 func (n *Node) Plan(p *profiles.Profile, modules []string) boot.Plan {
+	return append(n.basePlan(p, modules, &nodeSettings{}), n.nodePlan(p, true)...)
+}
+
+// basePlan mounts what the node needs, the state partition last, then reads the node config into
+// out.
+func (n *Node) basePlan(p *profiles.Profile, modules []string, out *nodeSettings) boot.Plan {
 	const nosuid, nodev, noexec = unix.MS_NOSUID, unix.MS_NODEV, unix.MS_NOEXEC
 	plan := boot.Plan{
 		{Name: "modules", Steps: []boot.Step{boot.Func{
@@ -169,20 +183,40 @@ func (n *Node) Plan(p *profiles.Profile, modules []string) boot.Plan {
 		// /var holds the runtime's root (image layers, container upper dirs): nothing a container
 		// writes there may act as a setuid binary or a device on the host.
 		{Name: "state", Steps: []boot.Step{stateMount{n: n, Label: statedisk.Label, Target: "/var", Flags: nosuid | nodev | unix.MS_NOATIME}}},
+		// After the state partition (the kept copy lives there), before sysctls, hostname and
+		// network, which it changes. It never fails: a bad node config must not brick a node.
+		{Name: "node-config", Steps: []boot.Step{readNodeConfig{log: n.log, reader: nodesource.System(),
+			cmdline: procCmdline(), keptDir: nodesource.KeptDir, out: out}}},
 	}
+	return plan
+}
+
+// nodePlan applies the node's settings: p is the profile as the node config changed it.
+// dhcpHostname lets a DHCP lease name the node (the node config did not).
+func (n *Node) nodePlan(p *profiles.Profile, dhcpHostname bool) boot.Plan {
+	var plan boot.Plan
 	var sysctls []boot.Step
 	for _, k := range slices.Sorted(maps.Keys(p.Sysctls)) {
 		sysctls = append(sysctls, boot.Sysctl{Key: k, Value: p.Sysctls[k]})
 	}
 	plan = append(plan,
 		boot.Phase{Name: "sysctls", Optional: true, Steps: sysctls},
+		boot.Phase{Name: "identity", Steps: []boot.Step{boot.Func{Name: "machine-id kept in " + identity.KeptMachineID,
+			Fn: func(context.Context) error {
+				id, created, err := identity.MachineID(identity.KeptMachineID, "/etc/machine-id", nil)
+				if err == nil {
+					n.log.Info("machine-id", "id", id, "created", created)
+				}
+				return err
+			}}}},
 		boot.Phase{Name: "hostname", Steps: []boot.Step{
 			boot.Hostname(p.Hostname),
 			boot.WriteFile{Path: "/etc/hostname", Data: p.Hostname + "\n", Mode: 0o644},
+			boot.WriteFile{Path: "/etc/hosts", Data: string(identity.Hosts(p.Hostname)), Mode: 0o644},
 		}},
 		// Optional: a link that fails to come up is reported, and the node still boots to a console
 		// and a runtime rather than powering off over a network setting.
-		boot.Phase{Name: "network", Optional: true, Steps: n.networkSteps(p)},
+		boot.Phase{Name: "network", Optional: true, Steps: n.networkSteps(p, dhcpHostname)},
 		boot.Phase{Name: "var-layout", Steps: []boot.Step{
 			boot.Dir{Path: "/var/lib/ingot", Mode: 0o700},
 			boot.Dir{Path: "/var/log", Mode: 0o755},
@@ -246,14 +280,19 @@ func (n *Node) boot(ctx context.Context) error {
 		return err
 	}
 	modules := readLines(ModulesLoad)
-	err = n.Plan(prof, modules).Run(ctx, func(phase string, took time.Duration, err error) {
+	obs := func(phase string, took time.Duration, err error) {
 		if err != nil {
 			n.log.Warn("boot phase failed", "phase", phase, "took", took.Round(time.Microsecond), "err", err)
 			return
 		}
 		n.log.Info("boot phase done", "phase", phase, "took", took.Round(time.Microsecond))
-	})
-	if err != nil {
+	}
+	n.node = &nodeSettings{}
+	if err := n.basePlan(prof, modules, n.node).Run(ctx, obs); err != nil {
+		return err
+	}
+	prof = n.node.effective(prof)
+	if err := n.nodePlan(prof, n.node.Config == nil || n.node.Config.Hostname == "").Run(ctx, obs); err != nil {
 		return err
 	}
 

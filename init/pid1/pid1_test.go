@@ -23,8 +23,11 @@ func TestPlanString(t *testing.T) {
 		"mount devpts on /dev/pts type devpts",
 		"firmware (optional)\n",
 		"state\n  mount INGOT-STATE on /var (",
+		"node-config\n  read node config (fw_cfg opt/ingot/node.toml, a volume labelled INGOT-CONFIG or cidata; kept in /var/lib/ingot/node)\n",
 		"sysctls (optional)\n  sysctl net.ipv4.ip_forward=1\n  sysctl vm.swappiness=0\n",
+		"identity\n  machine-id kept in /var/lib/ingot/node/machine-id\n",
 		"hostname ingot-dev",
+		"write /etc/hosts",
 	}
 	last := -1
 	for _, w := range want {
