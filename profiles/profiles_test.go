@@ -17,7 +17,8 @@ func TestBuiltins(t *testing.T) {
 	wantModules := map[string][]string{
 		"minimal": {"virtio_pci", "virtio_blk", "virtio_rng", "button", "evdev"},
 		"dev": {"virtio_pci", "virtio_blk", "virtio_rng", "virtio_net", "overlay", "bridge", "br_netfilter", "veth",
-			"nf_tables", "nft_chain_nat", "nft_nat", "nft_masq", "nft_fib_inet", "nft_ct", "button", "evdev"},
+			"nf_tables", "nft_chain_nat", "nft_nat", "nft_masq", "nft_fib_inet", "nft_ct", "button", "evdev",
+			"qemu_fw_cfg", "fat", "vfat", "nls_cp437", "nls_ascii", "cdrom", "isofs"},
 	}
 	for _, name := range Names() {
 		p, raw, err := Builtin(name)
