@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/beevik/ntp"
@@ -108,7 +109,13 @@ type Syncer struct {
 	Timeout  time.Duration // per query; DefaultTimeout if zero
 	Interval time.Duration // between checks once synced; DefaultInterval if zero
 	Retry    time.Duration // between rounds while no server answers; DefaultRetry if zero
+
+	synced atomic.Bool
 }
+
+// Synced reports whether a server's time has been applied to the clock, so shutdown knows the
+// clock is worth writing to the hardware clock.
+func (s *Syncer) Synced() bool { return s.synced.Load() }
 
 // Sync asks the servers in order and corrects the clock from the first valid answer. It fails
 // when no server gives one, naming each server and why, and then leaves the clock alone.
@@ -141,6 +148,7 @@ func (s *Syncer) Sync(ctx context.Context) (Result, error) {
 		if err != nil {
 			return r, fmt.Errorf("ntp: time from %s: %w", srv, err)
 		}
+		s.synced.Store(true)
 		return r, nil
 	}
 	return Result{}, fmt.Errorf("ntp: no server answered (%s)", strings.Join(failures, "; "))

@@ -108,6 +108,9 @@ func TestSyncStepsAnHourOff(t *testing.T) {
 	clk := &fakeClock{}
 	s := &Syncer{Servers: []string{dead.LocalAddr().String(), good.LocalAddr().String()}, Clock: clk,
 		Log: slog.New(slog.DiscardHandler), Timeout: 200 * time.Millisecond}
+	if s.Synced() {
+		t.Fatal("Synced before any sync")
+	}
 	var first, second Result
 	err := netns.Do(ns, func() error {
 		var err error
@@ -126,6 +129,9 @@ func TestSyncStepsAnHourOff(t *testing.T) {
 	}
 	if first.Server != good.LocalAddr().String() || first.Action != Step {
 		t.Errorf("first sync %+v; want a step from %s", first, good.LocalAddr())
+	}
+	if !s.Synced() {
+		t.Error("not Synced after a server's time was applied")
 	}
 	if second.Action != Slew || second.Offset.Abs() > time.Second || len(slews) != 1 {
 		t.Errorf("second sync %+v, slews %v; want one slew of under a second", second, slews)
@@ -168,5 +174,8 @@ func TestRunDeadServerWarnsOnce(t *testing.T) {
 	}
 	if steps, slews := clk.corrections(); len(steps)+len(slews) != 0 {
 		t.Errorf("clock corrected (steps %v, slews %v) with no server answering", steps, slews)
+	}
+	if s.Synced() {
+		t.Error("Synced with no server answering")
 	}
 }
