@@ -332,7 +332,6 @@ func (j *job) rootfs(ctx context.Context, node []byte, k *kernel.Kernel, mods []
 	add(t.File("/etc/ingot/profile.toml", j.o.ProfileTOML, 0o644))
 	add(t.File("/etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"), 0o644))
 	add(t.File("/etc/group", []byte("root:x:0:\ntty:x:5:\nnogroup:x:65534:\n"), 0o644))
-	add(t.File("/etc/os-release", uki.OSRelease(map[string]string{"ID": "ingot", "NAME": "ingot", "IMAGE_ID": j.o.Profile.Name}), 0o644))
 	// The node binary under its own name, for `ingot-node net show` and friends.
 	add(t.Symlink("/bin/ingot-node", "/init"))
 	// Merged /usr: everything lives in /bin.
@@ -392,7 +391,36 @@ func (j *job) rootfs(ctx context.Context, node []byte, k *kernel.Kernel, mods []
 			return nil, nil, fmt.Errorf("profile %s: unknown bundle %q", j.o.Profile.Name, b)
 		}
 	}
+	// Last: the build id covers every input recorded so far (node binary, profile, kernel,
+	// systemd-boot, bundles).
+	osrel, buildID := osRelease(j.o.Profile.Name, j.a.Name, j.inputs)
+	if err := t.File("/etc/os-release", osrel, 0o644); err != nil {
+		return nil, nil, err
+	}
+	if err := t.File(BuildIDPath, []byte(buildID+"\n"), 0o644); err != nil {
+		return nil, nil, err
+	}
 	return t, names, nil
+}
+
+// BuildIDPath holds the image's build id in its root filesystem, also os-release's BUILD_ID.
+const BuildIDPath = "/etc/ingot/build-id"
+
+// osRelease renders the image's /etc/os-release and returns its build id: the sha256 of the
+// architecture and every input (name, version, digest), so two images have the same id exactly
+// when they were built from the same things. ingot has no release numbering yet: VERSION_ID is
+// "0" and BUILD_ID tells images apart.
+func osRelease(profile, arch string, inputs []manifest.Input) ([]byte, string) {
+	h := sha256.New()
+	fmt.Fprintf(h, "arch %s\n", arch)
+	for _, in := range inputs {
+		fmt.Fprintf(h, "%s %s %s\n", in.Name, in.Version, in.SHA256)
+	}
+	id := hex.EncodeToString(h.Sum(nil))
+	return uki.OSRelease(map[string]string{
+		"NAME": "ingot", "ID": "ingot", "VERSION_ID": "0", "IMAGE_ID": profile, "BUILD_ID": id,
+		"PRETTY_NAME": "ingot " + profile + " (" + arch + ", build " + id[:12] + ")",
+	}), id
 }
 
 func (j *job) busybox(ctx context.Context, t *initramfs.Tree) error {
