@@ -3,6 +3,7 @@ SHELL      := /bin/bash
 ARCH       ?= $(shell go env GOARCH)
 PROFILE    ?= dev
 BOOT       ?= direct
+NET        ?= restricted
 CACHE      ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ingot
 SYSROOT_ARM64 := $(CACHE)/sysroot/arm64
 GOFLAGS_NODE := -trimpath -buildvcs=false -tags 'seccomp netgo osusergo'
@@ -41,8 +42,8 @@ bin/ingot-node-arm64: $(NODE_SRC) $(SYSROOT_ARM64)/.done
 image: deps bin/ingot bin/ingot-node-$(ARCH) ## build out/$(PROFILE)-$(ARCH) (PROFILE=dev ARCH=amd64|arm64); builds the node binary for ARCH only
 	bin/ingot build --profile $(PROFILE) --arch $(ARCH) --out out/$(PROFILE)-$(ARCH)
 
-qemu: image ## build the dev image for ARCH and boot it with the serial console here (BOOT=direct|uefi)
-	bin/ingot qemu --image out/$(PROFILE)-$(ARCH) --boot $(BOOT) --console
+qemu: image ## build the dev image for ARCH and boot it with the serial console here (BOOT=direct|uefi, NET=restricted|user)
+	bin/ingot qemu --image out/$(PROFILE)-$(ARCH) --boot $(BOOT) --net $(NET) --console
 
 unit: ## unit tests only (no root, no VM)
 	go test -short ./...

@@ -1,7 +1,8 @@
 // Package qemu boots ingot images under QEMU: x86_64 on q35 and arm64 on virt, by direct kernel
 // boot (vmlinuz + initramfs) or from the disk image through UEFI firmware, with TCG or, where
-// /dev/kvm really works, KVM. The guest gets QEMU user networking with restrict=on: it can reach
-// nothing outside the VM except what explicit forwarding rules allow.
+// /dev/kvm really works, KVM. The guest gets QEMU user networking with restrict=on by default: it
+// can reach nothing outside the VM except what explicit forwarding rules allow; NetUser lifts that
+// for people who want the guest to pull from the internet (never in tests).
 package qemu
 
 import (
@@ -43,6 +44,8 @@ type Config struct {
 	// Interactive gives QEMU the terminal (serial console and monitor multiplexed on stdio:
 	// Ctrl-A c switches to the monitor, Ctrl-A x quits). Otherwise the console is a pipe.
 	Interactive bool
+	// Net is NetRestricted (the default when empty) or NetUser.
+	Net string
 	// HostFwd and GuestFwd are QEMU user-network rules, e.g. "tcp:127.0.0.1:2222-:22".
 	HostFwd  []string
 	GuestFwd []string
@@ -140,7 +143,15 @@ func (c Config) Args(m *manifest.Manifest) ([]string, error) {
 	for _, name := range slices.Sorted(maps.Keys(c.FwCfg)) {
 		args = append(args, "-fw_cfg", "name="+name+",file="+c.FwCfg[name])
 	}
-	net := "user,id=net0,restrict=on"
+	var net string
+	switch c.Net {
+	case NetRestricted, "":
+		net = "user,id=net0,restrict=on"
+	case NetUser:
+		net = "user,id=net0"
+	default:
+		return nil, fmt.Errorf("qemu: unknown network %q (want restricted or user)", c.Net)
+	}
 	for _, h := range c.HostFwd {
 		net += ",hostfwd=" + h
 	}

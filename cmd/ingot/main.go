@@ -158,6 +158,12 @@ func cmdQEMU(args []string) error {
 	console := fs.Bool("console", false, "attach the serial console to this terminal (Ctrl-A c: QEMU monitor, Ctrl-A x: quit)")
 	fresh := fs.Bool("fresh", false, "start from a fresh copy of disk.raw (forget the node's state)")
 	mem := fs.Int("memory", 1024, "guest memory in MiB")
+	diskSize := fs.String("disk-size", "", "grow a new working disk (first run or --fresh) to SIZE (e.g. 2G); the node grows its state partition into it")
+	nodeConfig := fs.String("node-config", "", "give the node this node.toml")
+	via := fs.String("node-config-via", "fw_cfg", "how --node-config reaches the node: fw_cfg (opt/ingot/node.toml)")
+	netMode := fs.String("net", qemu.NetRestricted, "guest network: restricted (reaches nothing but forwarded ports) or user (QEMU NAT to wherever the host reaches)")
+	var forwards forwardFlag
+	fs.Var(&forwards, "forward", "forward TCP HOSTPORT on 127.0.0.1 to GUESTPORT on the node (repeatable)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `usage: ingot qemu --image DIR [flags]
 
@@ -186,13 +192,36 @@ sends system_powerdown, the ACPI power button; the node stops its services and p
 	if err := os.MkdirAll(run, 0o755); err != nil {
 		return err
 	}
-	disk := filepath.Join(run, manifest.FileDisk)
-	if _, err := os.Stat(disk); err != nil || *fresh {
-		if err := qemu.CopySparse(filepath.Join(*image, manifest.FileDisk), disk); err != nil {
-			return fmt.Errorf("qemu: working disk: %w", err)
+	var size int64
+	if *diskSize != "" {
+		if size, err = qemu.ParseSize(*diskSize); err != nil {
+			return fmt.Errorf("qemu: --disk-size: %w", err)
 		}
 	}
-	cfg := qemu.Config{Image: *image, Boot: *boot, Disk: disk, Memory: *mem, RunDir: run, Interactive: *console}
+	disk := filepath.Join(run, manifest.FileDisk)
+	if _, err := os.Stat(disk); err == nil && !*fresh && size != 0 {
+		fmt.Fprintf(os.Stderr, "ingot: --disk-size applies to a new working disk; %s is kept as it is (add --fresh to start over)\n", disk)
+	}
+	if err := qemu.WorkingDisk(filepath.Join(*image, manifest.FileDisk), disk, *fresh, size); err != nil {
+		return fmt.Errorf("qemu: %w", err)
+	}
+	cfg := qemu.Config{Image: *image, Boot: *boot, Disk: disk, Memory: *mem, RunDir: run, Interactive: *console,
+		Net: *netMode, HostFwd: forwards}
+	if *nodeConfig != "" {
+		if _, err := os.Stat(*nodeConfig); err != nil {
+			return fmt.Errorf("qemu: --node-config: %w", err)
+		}
+		abs, err := filepath.Abs(*nodeConfig)
+		if err != nil {
+			return fmt.Errorf("qemu: --node-config: %w", err)
+		}
+		switch *via {
+		case "fw_cfg":
+			cfg.FwCfg = map[string]string{"opt/ingot/node.toml": abs}
+		default:
+			return fmt.Errorf("qemu: --node-config-via %q: want fw_cfg", *via)
+		}
+	}
 	if !*console {
 		cfg.Tee = os.Stdout
 	}
@@ -212,6 +241,20 @@ sends system_powerdown, the ACPI power button; the node stops its services and p
 		}
 	}()
 	return vm.Wait()
+}
+
+// forwardFlag collects --forward HOSTPORT:GUESTPORT as QEMU hostfwd rules.
+type forwardFlag []string
+
+func (f *forwardFlag) String() string { return fmt.Sprint(*f) }
+
+func (f *forwardFlag) Set(s string) error {
+	rule, err := qemu.ParseForward(s)
+	if err != nil {
+		return err
+	}
+	*f = append(*f, rule)
+	return nil
 }
 
 func cmdProfiles(args []string) error {
