@@ -84,15 +84,15 @@ func TestRTCTime(t *testing.T) {
 // TestWriteRTC: no hardware clock is nothing to do; a file that is not one is an error naming it.
 func TestWriteRTC(t *testing.T) {
 	dir := t.TempDir()
-	if err := WriteRTC(filepath.Join(dir, "rtc0"), time.Now()); err != nil {
-		t.Errorf("WriteRTC without a device = %v; want nil", err)
+	if set, err := WriteRTC(filepath.Join(dir, "rtc0"), time.Now()); set || err != nil {
+		t.Errorf("WriteRTC without a device = %v, %v; want false, nil", set, err)
 	}
 	notRTC := filepath.Join(dir, "file")
 	if err := os.WriteFile(notRTC, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err := WriteRTC(notRTC, time.Now())
-	if err == nil || !errors.Is(err, unix.ENOTTY) || !strings.HasPrefix(err.Error(), "write the hardware clock "+notRTC+": ") {
+	set, err := WriteRTC(notRTC, time.Now())
+	if set || err == nil || !errors.Is(err, unix.ENOTTY) || !strings.HasPrefix(err.Error(), "write the hardware clock "+notRTC+": ") {
 		t.Errorf("WriteRTC on a regular file = %v; want ENOTTY naming %s", err, notRTC)
 	}
 }

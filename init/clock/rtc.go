@@ -14,21 +14,21 @@ const RTCDevice = "/dev/rtc0"
 
 // WriteRTC sets the hardware clock at dev to t, in UTC as Linux keeps it, so the next boot
 // starts from the time this one ended with rather than the time it started with. A machine
-// without one (dev missing) is not an error: there is nothing to write.
-func WriteRTC(dev string, t time.Time) error {
+// without one (dev missing) is not an error: there is nothing to write, and set is false.
+func WriteRTC(dev string, t time.Time) (set bool, err error) {
 	f, err := os.OpenFile(dev, os.O_WRONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("write the hardware clock %s: %w", dev, err)
+		return false, fmt.Errorf("write the hardware clock %s: %w", dev, err)
 	}
 	defer f.Close()
 	rt := rtcTime(t)
 	if err := unix.IoctlSetRTCTime(int(f.Fd()), &rt); err != nil {
-		return fmt.Errorf("write the hardware clock %s: %w", dev, err)
+		return false, fmt.Errorf("write the hardware clock %s: %w", dev, err)
 	}
-	return nil
+	return true, nil
 }
 
 // rtcTime is t as struct rtc_time: UTC, years since 1900, months from 0.

@@ -19,6 +19,7 @@ import (
 func (n *Node) networkSteps(p *profiles.Profile, dhcpHostname bool) []boot.Step {
 	nw := p.Network
 	const wait = 2 * time.Second
+	var ntpFromDHCP []string // option 42 of the leases, for startClock
 	steps := []boot.Step{boot.Func{Name: "link lo up", Fn: func(context.Context) error { return link.Loopback() }}}
 	for _, b := range nw.Bonds {
 		steps = append(steps, boot.Func{Name: fmt.Sprintf("bond %s %s %v", b.Name, b.Mode, b.Interfaces),
@@ -48,7 +49,13 @@ func (n *Node) networkSteps(p *profiles.Profile, dhcpHostname bool) []boot.Step 
 		if ifc.DHCP {
 			name := ifc.Name
 			steps = append(steps, boot.Func{Name: "dhcp on " + name, Fn: func(ctx context.Context) error {
-				return n.dhcp(ctx, name, dhcpHostname)
+				lease, err := n.dhcp(ctx, name, dhcpHostname)
+				if lease != nil {
+					for _, a := range lease.NTP {
+						ntpFromDHCP = append(ntpFromDHCP, a.String())
+					}
+				}
+				return err
 			}})
 		}
 	}
@@ -73,21 +80,22 @@ func (n *Node) networkSteps(p *profiles.Profile, dhcpHostname bool) []boot.Step 
 		}
 		return nil
 	}})
+	steps = append(steps, n.startClock(p, &ntpFromDHCP))
 	return steps
 }
 
 // dhcp obtains a lease for the interface, applies it and keeps renewing it in the background.
 // The lease's hostname is used when useHostname says the node config set none (precedence: node
 // config, DHCP, profile).
-func (n *Node) dhcp(ctx context.Context, ifname string, useHostname bool) error {
+func (n *Node) dhcp(ctx context.Context, ifname string, useHostname bool) (*dhcp.Lease, error) {
 	actx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	lease, err := dhcp.Acquire(actx, ifname)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := dhcp.Apply(lease, "/etc/resolv.conf"); err != nil {
-		return err
+		return nil, err
 	}
 	n.log.Info("dhcp lease", "interface", ifname, "address", lease.Address.String(), "router", lease.Router.String(), "lease", lease.Duration)
 	lease.LogRejected(n.log)
@@ -99,5 +107,5 @@ func (n *Node) dhcp(ctx context.Context, ifname string, useHostname bool) error 
 		}
 	}
 	n.goSafe(func() { dhcp.Keep(ctx, n.log, lease, "/etc/resolv.conf") })
-	return nil
+	return lease, nil
 }

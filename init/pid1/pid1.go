@@ -66,7 +66,8 @@ type Node struct {
 	// node is the node config read at boot. Consumers that start later take their settings from
 	// it: the NTP client its servers (node.NTP()), the kubelet its labels, taints and
 	// [kubernetes], the node API its [api].
-	node *nodeSettings
+	node  *nodeSettings
+	clock clockRef // the NTP client, once the network phase has started it
 }
 
 type request struct {
@@ -378,6 +379,7 @@ func (n *Node) stop(req request) {
 			}
 			cancel()
 		}
+		n.saveClock()
 		unix.Sync()
 		unmountAll(n.log)
 		unix.Sync()
