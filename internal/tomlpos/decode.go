@@ -112,10 +112,16 @@ func fromDecodeError(file string, data []byte, idx *Index, root reflect.Type, er
 		e.Key, e.Line = path.String(), ent.Line
 	}
 	want := "?"
-	if t := typeAt(root, path); t != nil {
+	t := typeAt(root, path)
+	if t != nil {
 		want = describe(t)
 	}
 	e.Msg = fmt.Sprintf("wrong type: want %s, got %s", want, got)
+	if t != nil && t.Kind() == reflect.Map && got == "table" && strings.HasSuffix(de.Error(), " of type "+t.Elem().String()) {
+		// go-toml names the table, not the value in it that is itself a table: in an inline
+		// table that is a dotted key.
+		e.Msg = fmt.Sprintf("wrong type: a value in this table is a table, want %s (a dotted key is read as nested tables: quote it, \"a.b\" = ...)", describe(t.Elem()))
+	}
 	return e
 }
 

@@ -6,11 +6,8 @@ import (
 	"encoding/pem"
 	"fmt"
 	"maps"
-	"net"
-	"net/netip"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 
 	"ingot.dev/ingot/profiles"
@@ -29,8 +26,8 @@ func (c *Config) validate() *Error {
 		return e
 	}
 	for i, s := range c.NTP {
-		if msg := checkServer(s); msg != "" {
-			return &Error{Key: fmt.Sprintf("ntp[%d]", i), Msg: fmt.Sprintf("invalid server %q: %s", s, msg)}
+		if !profiles.IsNTPServer(s) {
+			return &Error{Key: fmt.Sprintf("ntp[%d]", i), Msg: fmt.Sprintf("invalid server %q (want a host name or IP address, optionally with :port)", s)}
 		}
 	}
 	for _, check := range []func() *Error{c.Node.validate, c.Kubernetes.validate, c.API.validate} {
@@ -39,47 +36,6 @@ func (c *Config) validate() *Error {
 		}
 	}
 	return nil
-}
-
-// checkServer returns why s is not "host" or "host:port" (IPv6 as "[addr]:port" or bare), or "".
-func checkServer(s string) string {
-	host := s
-	if h, port, err := net.SplitHostPort(s); err == nil {
-		n, err := strconv.Atoi(port)
-		if err != nil || n < 1 || n > 65535 {
-			return fmt.Sprintf("port %q is not a number from 1 to 65535", port)
-		}
-		host = h
-	} else if strings.Contains(s, "]") || strings.Count(s, ":") == 1 {
-		return "want host or host:port"
-	}
-	if _, err := netip.ParseAddr(host); err == nil {
-		return ""
-	}
-	if !isDNSName(host) {
-		return "want an IP address or a DNS name, optionally with :port"
-	}
-	return ""
-}
-
-// isDNSName accepts dot-separated labels of letters, digits and '-' (any case: DNS ignores it),
-// with an optional trailing dot.
-func isDNSName(s string) bool {
-	s = strings.TrimSuffix(s, ".")
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for _, l := range strings.Split(s, ".") {
-		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return false
-		}
-		for i := range len(l) {
-			if c := l[i]; !(alnum(c) || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 func alnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' }
