@@ -29,6 +29,8 @@ commands:
   qemu      boot an image under QEMU  ingot qemu --image out/dev-amd64 --console
   profiles  list | show NAME | validate FILE
   config    validate FILE: check a containerd config.toml (version 2 or 3) and print its warnings
+  node-config  validate FILE: check a node.toml (per-node settings)
+            drive FILE --out IMG [--format vfat|iso]: write a config drive holding it
   fetch     download Debian packages for an arch into the cache and unpack them into a directory
             (used by make deps for the arm64 libseccomp sysroot)
 
@@ -54,6 +56,8 @@ func main() {
 		err = cmdFetch(ctx, os.Args[2:])
 	case "config":
 		err = cmdConfig(os.Args[2:])
+	case "node-config":
+		err = cmdNodeConfig(os.Args[2:])
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return
