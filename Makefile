@@ -48,9 +48,10 @@ qemu: image ## build the dev image for ARCH and boot it with the serial console 
 unit: ## unit tests only (no root, no VM)
 	go test -short ./...
 
-vet: ## gofmt, go vet, and go.mod/go.sum as `go mod tidy` would leave them
+vet: ## gofmt, go vet, go.mod/go.sum as `go mod tidy` would leave them, and the docs' links
 	@test -z "$$(gofmt -l cmd init image profiles qemu internal runtime netsetup)" || { gofmt -l cmd init image profiles qemu internal runtime netsetup; exit 1; }
 	@go mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy: run go mod tidy (go mod tidy -diff shows what changes)"; exit 1; }
+	@./scripts/checklinks.sh
 	go vet ./...
 
 test: deps build vet ## the whole suite: unit, root and VM tiers (CI=true makes every skip a failure)
