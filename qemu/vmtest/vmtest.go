@@ -119,16 +119,19 @@ func Boot(t testing.TB, image, boot string) *VM {
 	return BootWith(t, qemu.Config{Image: image, Boot: boot})
 }
 
-// BootWith starts a VM from cfg (Image and Boot set; Disk and RunDir are filled in).
+// BootWith starts a VM from cfg (Image and Boot set; RunDir is filled in, and Disk with a fresh
+// copy of the image's disk unless set: a test that boots one disk twice passes it).
 func BootWith(t testing.TB, cfg qemu.Config) *VM {
 	t.Helper()
 	image := cfg.Image
 	run := t.TempDir()
-	disk := filepath.Join(run, "disk.raw")
-	if err := qemu.CopySparse(filepath.Join(image, manifest.FileDisk), disk); err != nil {
-		t.Fatal(err)
+	if cfg.Disk == "" {
+		cfg.Disk = filepath.Join(run, "disk.raw")
+		if err := qemu.CopySparse(filepath.Join(image, manifest.FileDisk), cfg.Disk); err != nil {
+			t.Fatal(err)
+		}
 	}
-	cfg.Disk, cfg.RunDir = disk, run
+	cfg.RunDir = run
 	vm, err := qemu.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)

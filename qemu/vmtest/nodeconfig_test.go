@@ -1,0 +1,181 @@
+package vmtest
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	diskfs "github.com/diskfs/go-diskfs"
+	"github.com/diskfs/go-diskfs/disk"
+	"github.com/diskfs/go-diskfs/filesystem"
+
+	"ingot.dev/ingot/image/manifest"
+	"ingot.dev/ingot/internal/testgate"
+	"ingot.dev/ingot/qemu"
+)
+
+// nodeTOML is a node config naming the node and giving eth0 a static address in place of the
+// dev profile's DHCP.
+func nodeTOML(hostname, addr string) string {
+	return "hostname = \"" + hostname + "\"\n\n[sysctls]\n\"vm.swappiness\" = \"7\"\n\n" +
+		"[[network.interface]]\nname = \"eth0\"\naddresses = [\"" + addr + "\"]\n"
+}
+
+// configDrive writes a FAT config drive labelled INGOT-CONFIG (FAT keeps 11 characters of it)
+// holding node.toml.
+func configDrive(t *testing.T, path, data string) {
+	t.Helper()
+	d, err := diskfs.Create(path, 64<<20, diskfs.SectorSizeDefault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	fs, err := d.CreateFilesystem(disk.FilesystemSpec{Partition: 0, FSType: filesystem.TypeFat32, VolumeLabel: "INGOT-CONFIG"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := fs.OpenFile("/node.toml", os.O_CREATE|os.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte(data)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+}
+
+// nodeFacts is what a node says about itself from the console shell.
+type nodeFacts struct {
+	hostname, machineID, eth0, hosts, osRelease, keptMode, swappiness string
+}
+
+func facts(t *testing.T, vm *VM) nodeFacts {
+	t.Helper()
+	vm.Prompt(shellTimeout)
+	return nodeFacts{
+		hostname:   vm.MustShell("hostname", shellTimeout),
+		machineID:  vm.MustShell("cat /etc/machine-id", shellTimeout),
+		eth0:       vm.MustShell("ip -4 addr show dev eth0", shellTimeout),
+		hosts:      vm.MustShell("cat /etc/hosts", shellTimeout),
+		osRelease:  vm.MustShell("cat /etc/os-release", shellTimeout),
+		keptMode:   vm.MustShell("stat -c %a /var/lib/ingot/node /var/lib/ingot/node/node.toml", shellTimeout),
+		swappiness: vm.MustShell("cat /proc/sys/vm/swappiness", shellTimeout),
+	}
+}
+
+func powerOff(t *testing.T, vm *VM) {
+	t.Helper()
+	vm.PowerOff("amd64", qemu.BootDirect)
+	vm.WaitExit(powerTimeout)
+	vm.AssertCleanConsole()
+}
+
+var machineIDRe = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+// TestNodeConfig boots one dev image as two nodes: one configured through fw_cfg, one through a
+// config drive. Each takes its hostname, static address and sysctl from its node.toml and makes
+// its own machine-id; a reboot without the source keeps the identity; a config with a bad key
+// boots anyway with the console naming the key.
+func TestNodeConfig(t *testing.T) {
+	testgate.Short(t, "VM boots")
+	const archName = "amd64"
+	RequireVM(t, archName)
+	img := Image(t, "dev", archName)
+	dir := t.TempDir()
+	write := func(name, data string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	diskA := filepath.Join(dir, "a.raw")
+	if err := qemu.CopySparse(filepath.Join(img, manifest.FileDisk), diskA); err != nil {
+		t.Fatal(err)
+	}
+	fwcfg := map[string]string{"opt/ingot/node.toml": write("a.toml", nodeTOML("node-fwcfg", "10.0.2.51/24"))}
+
+	// Node A, through fw_cfg.
+	vm := BootWith(t, qemu.Config{Image: img, Boot: qemu.BootDirect, Disk: diskA, FwCfg: fwcfg})
+	took := vm.WaitReady(bootTimeout)
+	t.Logf("node A (fw_cfg): QEMU start to ready %d ms", took.Milliseconds())
+	a := facts(t, vm)
+	console := vm.Console.Output()
+	powerOff(t, vm)
+	if !strings.Contains(console, "node config read source=fwcfg from=fw_cfg:opt/ingot/node.toml") {
+		t.Errorf("node A: console does not say the node config came by fw_cfg")
+	}
+	if a.hostname != "node-fwcfg" || !machineIDRe.MatchString(a.machineID) || !strings.Contains(a.eth0, "inet 10.0.2.51/24") ||
+		!strings.Contains(a.hosts, "node-fwcfg") || a.swappiness != "7" {
+		t.Fatalf("node A: %+v", a)
+	}
+	if a.keptMode != "700\n600" {
+		t.Errorf("node A: kept config dir and file modes %q, want 700 and 600", a.keptMode)
+	}
+	for _, k := range []string{"NAME=", "ID=ingot", "VERSION_ID=", "PRETTY_NAME=", "BUILD_ID="} {
+		if !strings.Contains(a.osRelease, k) {
+			t.Errorf("node A: /etc/os-release lacks %s:\n%s", k, a.osRelease)
+		}
+	}
+
+	// Node A again, without the source: the kept config and the same machine-id.
+	vm = BootWith(t, qemu.Config{Image: img, Boot: qemu.BootDirect, Disk: diskA})
+	vm.WaitReady(bootTimeout)
+	a2 := facts(t, vm)
+	console = vm.Console.Output()
+	powerOff(t, vm)
+	if !strings.Contains(console, "node config kept from an earlier boot") {
+		t.Errorf("node A reboot: console does not say the kept config was used")
+	}
+	if a2.hostname != a.hostname || a2.machineID != a.machineID || !strings.Contains(a2.eth0, "inet 10.0.2.51/24") {
+		t.Fatalf("node A reboot without source lost its identity: %+v, was %+v", a2, a)
+	}
+
+	// Node A with a misspelt key: it boots, the console names the key, the kept config applies.
+	bad := map[string]string{"opt/ingot/node.toml": write("bad.toml", "hostname = \"node-typo\"\nhostnme = \"x\"\n")}
+	vm = BootWith(t, qemu.Config{Image: img, Boot: qemu.BootDirect, Disk: diskA, FwCfg: bad})
+	vm.WaitReady(bootTimeout)
+	a3 := facts(t, vm)
+	console = vm.Console.Output()
+	powerOff(t, vm)
+	var rejected []string
+	for _, l := range strings.Split(console, "\n") {
+		if strings.Contains(l, "node config rejected") {
+			rejected = append(rejected, strings.TrimSpace(l))
+		}
+	}
+	if len(rejected) != 1 || !strings.Contains(rejected[0], "fw_cfg:opt/ingot/node.toml:2") || !strings.Contains(rejected[0], "hostnme") {
+		t.Errorf("bad key: console lines %q, want one naming fw_cfg:opt/ingot/node.toml:2 and hostnme", rejected)
+	} else {
+		t.Logf("bad key: %s", rejected[0])
+	}
+	if a3.hostname != "node-fwcfg" || a3.machineID != a.machineID {
+		t.Errorf("bad key: hostname %q machine-id %q, want the kept node-fwcfg %s", a3.hostname, a3.machineID, a.machineID)
+	}
+
+	// Node B, a fresh disk of the same image, through a config drive.
+	drive := filepath.Join(dir, "config.img")
+	configDrive(t, drive, nodeTOML("node-drive", "10.0.2.52/24"))
+	vm = BootWith(t, qemu.Config{Image: img, Boot: qemu.BootDirect, Drives: []string{drive}})
+	took = vm.WaitReady(bootTimeout)
+	t.Logf("node B (config drive): QEMU start to ready %d ms", took.Milliseconds())
+	b := facts(t, vm)
+	console = vm.Console.Output()
+	powerOff(t, vm)
+	if !strings.Contains(console, "node config read source=drive from=/dev/vdb:node.toml") {
+		t.Errorf("node B: console does not say the node config came from the drive /dev/vdb")
+	}
+	if b.hostname != "node-drive" || !machineIDRe.MatchString(b.machineID) || !strings.Contains(b.eth0, "inet 10.0.2.52/24") {
+		t.Fatalf("node B: %+v", b)
+	}
+	if b.machineID == a.machineID {
+		t.Errorf("nodes A and B share machine-id %s", a.machineID)
+	}
+	for _, l := range strings.Split(console, "\n") {
+		if strings.Contains(l, "boot phase done phase=node-config") {
+			t.Logf("node B: %s", strings.TrimSpace(l))
+		}
+	}
+}
