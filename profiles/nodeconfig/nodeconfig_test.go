@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -275,5 +276,26 @@ func TestNetworkFor(t *testing.T) {
 				t.Errorf("NetworkFor = %+v, want %+v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestDocExample: the commented full example in docs/node-config.md parses, and sets every table.
+func TestDocExample(t *testing.T) {
+	md, err := os.ReadFile("../../docs/node-config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(md), "```toml\n")
+	block, _, ok2 := strings.Cut(block, "```\n")
+	if !ok || !ok2 {
+		t.Fatal("docs/node-config.md has no ```toml block")
+	}
+	c, err := Parse("docs/node-config.md", []byte(block))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Hostname == "" || len(c.NTP) == 0 || len(c.Sysctls) == 0 || c.Network == nil || len(c.Node.Labels) == 0 ||
+		len(c.Node.Taints) == 0 || c.Kubernetes.CA == "" || c.Kubernetes.BootstrapToken == "" || c.API.Key == "" || c.API.ClientCA == "" {
+		t.Errorf("the example leaves a table out: %+v", c)
 	}
 }
