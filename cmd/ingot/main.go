@@ -14,6 +14,7 @@ import (
 
 	"ingot.dev/ingot/image/arch"
 	"ingot.dev/ingot/image/build"
+	"ingot.dev/ingot/image/configdrive"
 	"ingot.dev/ingot/image/debpkg"
 	"ingot.dev/ingot/image/manifest"
 	"ingot.dev/ingot/internal/cachedir"
@@ -164,7 +165,7 @@ func cmdQEMU(args []string) error {
 	mem := fs.Int("memory", 1024, "guest memory in MiB")
 	diskSize := fs.String("disk-size", "", "grow a new working disk (first run or --fresh) to SIZE (e.g. 2G); the node grows its state partition into it")
 	nodeConfig := fs.String("node-config", "", "give the node this node.toml")
-	via := fs.String("node-config-via", "fw_cfg", "how --node-config reaches the node: fw_cfg (opt/ingot/node.toml)")
+	via := fs.String("node-config-via", "fw_cfg", "how --node-config reaches the node: fw_cfg (opt/ingot/node.toml) or drive (a vfat config drive labelled INGOT-CONFIG, written to DIR/run/config.img)")
 	netMode := fs.String("net", qemu.NetRestricted, "guest network: restricted (reaches nothing but forwarded ports) or user (QEMU NAT to wherever the host reaches)")
 	var forwards forwardFlag
 	fs.Var(&forwards, "forward", "forward TCP HOSTPORT on 127.0.0.1 to GUESTPORT on the node (repeatable)")
@@ -212,18 +213,8 @@ sends system_powerdown, the ACPI power button; the node stops its services and p
 	cfg := qemu.Config{Image: *image, Boot: *boot, Disk: disk, Memory: *mem, RunDir: run, Interactive: *console,
 		Net: *netMode, HostFwd: forwards}
 	if *nodeConfig != "" {
-		if _, err := os.Stat(*nodeConfig); err != nil {
-			return fmt.Errorf("qemu: --node-config: %w", err)
-		}
-		abs, err := filepath.Abs(*nodeConfig)
-		if err != nil {
-			return fmt.Errorf("qemu: --node-config: %w", err)
-		}
-		switch *via {
-		case "fw_cfg":
-			cfg.FwCfg = map[string]string{"opt/ingot/node.toml": abs}
-		default:
-			return fmt.Errorf("qemu: --node-config-via %q: want fw_cfg", *via)
+		if err := attachNodeConfig(&cfg, *nodeConfig, *via); err != nil {
+			return err
 		}
 	}
 	if !*console {
@@ -245,6 +236,32 @@ sends system_powerdown, the ACPI power button; the node stops its services and p
 		}
 	}()
 	return vm.Wait()
+}
+
+// attachNodeConfig hands the node file as its node.toml: by fw_cfg, or on a config drive written
+// into the VM's run directory (rewritten on every run, so it always holds the file as it is now).
+func attachNodeConfig(cfg *qemu.Config, file, via string) error {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("qemu: --node-config: %w", err)
+	}
+	switch via {
+	case "fw_cfg":
+		abs, err := filepath.Abs(file)
+		if err != nil {
+			return fmt.Errorf("qemu: --node-config: %w", err)
+		}
+		cfg.FwCfg = map[string]string{"opt/ingot/node.toml": abs}
+	case "drive":
+		img := filepath.Join(cfg.RunDir, "config.img")
+		if err := configdrive.Write(img, configdrive.VFAT, raw, sourceDateEpoch()); err != nil {
+			return fmt.Errorf("qemu: --node-config: %w", err)
+		}
+		cfg.Drives = append(cfg.Drives, img)
+	default:
+		return fmt.Errorf("qemu: --node-config-via %q: want fw_cfg or drive", via)
+	}
+	return nil
 }
 
 // forwardFlag collects --forward HOSTPORT:GUESTPORT as QEMU hostfwd rules.
