@@ -1,7 +1,6 @@
 // Package identity writes the files that make one node distinct from another booted from the same
 // image: /etc/machine-id (created once, kept on the state partition), /etc/hostname and
-// /etc/hosts. It picks the hostname by precedence (node config, then DHCP, then the profile).
-// /etc/os-release is the image's and is written at build time, not here.
+// /etc/hosts. /etc/os-release is the image's and is written at build time, not here.
 package identity
 
 import (
@@ -75,16 +74,6 @@ func MachineID(kept, etc string, r io.Reader) (id string, created bool, err erro
 		return "", false, err
 	}
 	return id, created, nil
-}
-
-// Hostname picks the node's hostname: the node config's, else the DHCP lease's, else the profile's.
-func Hostname(nodeConfig, dhcp, profile string) string {
-	for _, h := range []string{nodeConfig, dhcp} {
-		if h != "" {
-			return h
-		}
-	}
-	return profile
 }
 
 // Hosts renders /etc/hosts: localhost on both loopback addresses, and the hostname on 127.0.1.1

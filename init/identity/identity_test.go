@@ -70,18 +70,6 @@ func TestValidMachineID(t *testing.T) {
 	}
 }
 
-func TestHostnamePrecedence(t *testing.T) {
-	for _, tc := range []struct{ node, dhcp, profile, want string }{
-		{"from-node", "from-dhcp", "ingot", "from-node"},
-		{"", "from-dhcp", "ingot", "from-dhcp"},
-		{"", "", "ingot-dev", "ingot-dev"},
-	} {
-		if got := Hostname(tc.node, tc.dhcp, tc.profile); got != tc.want {
-			t.Errorf("Hostname(%q, %q, %q) = %q, want %q", tc.node, tc.dhcp, tc.profile, got, tc.want)
-		}
-	}
-}
-
 func TestWriteHostFiles(t *testing.T) {
 	etc := t.TempDir()
 	if err := WriteHostFiles(etc, "web-1"); err != nil {

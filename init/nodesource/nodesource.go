@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -124,10 +125,14 @@ type Reader struct {
 	// ReadVolume returns the named files of a volume (missing ones absent from the map); nil
 	// mounts it read-only on a temporary directory.
 	ReadVolume func(ctx context.Context, v Volume, names ...string) (map[string][]byte, error)
+	// Wait is how long to look for a volume that ingot.node= names alone: disks appear
+	// asynchronously, and a named source is expected to be there. Without a named source one
+	// look is enough (by then the state partition's disk is up, and a missing source is normal).
+	Wait time.Duration
 }
 
 // System is the Reader of the running node.
-func System() Reader { return Reader{Sys: "/sys", Dev: "/dev"} }
+func System() Reader { return Reader{Sys: "/sys", Dev: "/dev", Wait: 3 * time.Second} }
 
 // Read tries sources in order and returns the first present one. A present source that cannot be
 // read is an error naming it (the caller falls back to the kept config); no source at all is
@@ -146,6 +151,9 @@ func (r Reader) Read(ctx context.Context, order []Source) (Config, error) {
 		if !scanned {
 			vols, scanned = r.Volumes(), true
 		}
+		if len(order) == 1 && !has(vols, s) {
+			vols = r.waitFor(ctx, s)
+		}
 		for _, v := range vols {
 			if v.Is(s) {
 				return r.volume(ctx, s, v)
@@ -153,6 +161,31 @@ func (r Reader) Read(ctx context.Context, order []Source) (Config, error) {
 		}
 	}
 	return Config{}, ErrNotFound
+}
+
+func has(vols []Volume, s Source) bool {
+	for _, v := range vols {
+		if v.Is(s) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitFor rescans the block devices until a volume of source s shows up or Wait has passed.
+func (r Reader) waitFor(ctx context.Context, s Source) []Volume {
+	deadline := time.Now().Add(r.Wait)
+	for {
+		vols := r.Volumes()
+		if has(vols, s) || !time.Now().Before(deadline) {
+			return vols
+		}
+		select {
+		case <-ctx.Done():
+			return vols
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // Is reports whether the volume's label makes it source s (Drive or Cidata), ignoring case. A FAT

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/disk"
@@ -343,5 +344,33 @@ func TestVolumeIs(t *testing.T) {
 		if got := tc.v.Is(Cidata); got != tc.cidata {
 			t.Errorf("%v.Is(cidata) = %v", tc.v, got)
 		}
+	}
+}
+
+// A volume that ingot.node= names alone is waited for: disks appear after the driver probes them.
+func TestReadWaitsForNamedVolume(t *testing.T) {
+	n := newFakeNode(t)
+	var mounted []string
+	r := n.reader(&mounted)
+	r.Wait = 5 * time.Second
+	// The device shows up while Read looks: its image is written elsewhere, then moved into /dev
+	// and announced in sysfs, as the kernel would.
+	files := map[string]string{"node.toml": "hostname = \"late\"\n"}
+	n.files[filepath.Join(n.dev, "vdb")] = files
+	tmp := filepath.Join(t.TempDir(), "vdb")
+	go func() {
+		fatImage(t, tmp, "INGOT-CONFIG", files)
+		os.Rename(tmp, filepath.Join(n.dev, "vdb"))
+		os.MkdirAll(filepath.Join(n.sys, "class/block/vdb"), 0o755)
+		os.WriteFile(filepath.Join(n.sys, "class/block/vdb/uevent"), []byte("DEVNAME=vdb\n"), 0o644)
+	}()
+	c, err := r.Read(context.Background(), []Source{Drive})
+	if err != nil || string(c.TOML) != "hostname = \"late\"\n" {
+		t.Fatalf("named drive appearing late: %+v, %v", c, err)
+	}
+	// Unnamed, one look: a missing source is normal and costs no wait.
+	start := time.Now()
+	if _, err := newFakeNode(t).reader(&mounted).Read(context.Background(), DefaultOrder()); !errors.Is(err, ErrNotFound) || time.Since(start) > time.Second {
+		t.Errorf("no source: %v after %s", err, time.Since(start))
 	}
 }

@@ -32,6 +32,12 @@ func (s *nodeSettings) NTP() []string {
 	return s.Config.NTP
 }
 
+// namesNode reports whether the node config gives the hostname. Precedence is node config, then
+// DHCP, then the profile: a lease may rename the node only when this is false.
+func (s *nodeSettings) namesNode() bool {
+	return s != nil && s.Config != nil && s.Config.Hostname != ""
+}
+
 // readNodeConfig is the "node-config" boot step: it finds node.toml (fw_cfg, config drive, cidata,
 // in that order or as ingot.node= says), parses it, keeps a good one on /var and falls back to the
 // kept copy when no source is present. A missing source is one info line; a bad one is one warning

@@ -65,8 +65,8 @@ func TestNodeConfigBoots(t *testing.T) {
 	if s.Config != nil || len(r.lines()) != 1 || !strings.Contains(r.lines()[0], "no node config source") {
 		t.Errorf("no source: config %+v, console %q", s.Config, r.console.String())
 	}
-	if got := s.effective(prof); got.Hostname != "ingot-dev" {
-		t.Errorf("no source: hostname %q", got.Hostname)
+	if got := s.effective(prof); got.Hostname != "ingot-dev" || s.namesNode() {
+		t.Errorf("no source: hostname %q, names the node %v (want the profile's, DHCP may rename it)", got.Hostname, s.namesNode())
 	}
 
 	// A good config through fw_cfg: applied and kept 0600.
@@ -81,6 +81,9 @@ func TestNodeConfigBoots(t *testing.T) {
 	}
 	if prof.Hostname != "ingot-dev" || prof.Sysctls["vm.swappiness"] != "" {
 		t.Errorf("the profile itself was changed: %+v", prof)
+	}
+	if !s.namesNode() {
+		t.Errorf("a node config with a hostname does not name the node: a DHCP lease would rename it")
 	}
 	if got := s.NTP(); len(got) != 1 || got[0] != "time.example.org" {
 		t.Errorf("NTP seam = %q", got)

@@ -241,6 +241,9 @@ func (m stateMount) String() string {
 
 func (m stateMount) Do(ctx context.Context) error {
 	res, err := statedisk.Prepare(ctx, m.Label, m.Target, m.Flags, time.Second)
+	if res.GrowErr != nil {
+		m.n.log.Warn("state partition not grown to the end of its disk; formatted at its own size", "device", res.Device, "err", res.GrowErr)
+	}
 	if err == nil {
 		m.n.log.Info("state partition mounted", "on", m.Target, "device", res.Device, "formatted", res.Formatted, "grown", res.Grown)
 		return nil
@@ -293,7 +296,7 @@ func (n *Node) boot(ctx context.Context) error {
 		return err
 	}
 	prof = n.node.effective(prof)
-	if err := n.nodePlan(prof, n.node.Config == nil || n.node.Config.Hostname == "").Run(ctx, obs); err != nil {
+	if err := n.nodePlan(prof, !n.node.namesNode()).Run(ctx, obs); err != nil {
 		return err
 	}
 
