@@ -126,6 +126,26 @@ type Result struct {
 	// its new size in bytes.
 	Grown bool
 	Size  int64
+	// GrowErr says why a blank partition could not be grown; it was formatted as it was.
+	GrowErr error
+}
+
+// growDevice grows partition dev to the end of its disk and tells the kernel its new size.
+func growDevice(dev, label string) (bool, int64, error) {
+	disk, _, err := wholeDisk("/sys/class/block", "/dev", dev)
+	if err != nil {
+		return false, 0, err
+	}
+	g, err := Grow(disk, label)
+	if err != nil || !g.Grown {
+		return false, 0, err
+	}
+	if err := resizePartition(disk, g); err != nil {
+		// The table on disk is grown but the kernel still sees the old size: the filesystem is
+		// made at that size and stays so (nothing resizes ext4 later). Space lost, state safe.
+		return false, 0, err
+	}
+	return true, g.Size, nil
 }
 
 // Prepare finds the labelled partition, grows it to the end of its disk and formats it if blank,
@@ -144,21 +164,9 @@ func Prepare(ctx context.Context, label, target string, flags uintptr, wait time
 	switch kind {
 	case Blank:
 		// Grow before formatting: a blank partition is the only kind Grow moves, and the
-		// filesystem is then made at the full size.
-		disk, _, err := wholeDisk("/sys/class/block", "/dev", dev)
-		if err != nil {
-			return res, err
-		}
-		g, err := Grow(disk, label)
-		if err != nil {
-			return res, err
-		}
-		if g.Grown {
-			if err := resizePartition(disk, g); err != nil {
-				return res, err
-			}
-			res.Grown, res.Size = true, g.Size
-		}
+		// filesystem is then made at the full size. A failure to grow costs space, not the
+		// state: the partition is formatted at the size it has.
+		res.Grown, res.Size, res.GrowErr = growDevice(dev, label)
 		if err := Format(dev, label); err != nil {
 			return res, err
 		}
