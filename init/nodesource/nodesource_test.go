@@ -15,6 +15,8 @@ import (
 	"github.com/diskfs/go-diskfs/disk"
 	"github.com/diskfs/go-diskfs/filesystem"
 	"github.com/diskfs/go-diskfs/filesystem/iso9660"
+
+	"ingot.dev/ingot/image/configdrive"
 )
 
 // fatImage writes a FAT32 volume labelled label holding files, as a config drive tool would.
@@ -372,5 +374,28 @@ func TestReadWaitsForNamedVolume(t *testing.T) {
 	start := time.Now()
 	if _, err := newFakeNode(t).reader(&mounted).Read(context.Background(), DefaultOrder()); !errors.Is(err, ErrNotFound) || time.Since(start) > time.Second {
 		t.Errorf("no source: %v after %s", err, time.Since(start))
+	}
+}
+
+// The drives `ingot node-config drive` writes are found: FAT12 carries INGOT-CONFI, ISO 9660 the
+// whole label.
+func TestProbeConfigDriveImages(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		format configdrive.Format
+		want   Volume
+	}{
+		{configdrive.VFAT, Volume{FSType: FSVfat, Label: "INGOT-CONFI"}},
+		{configdrive.ISO, Volume{FSType: FSISO9660, Label: "INGOT-CONFIG"}},
+	} {
+		path := filepath.Join(dir, string(tc.format))
+		if err := configdrive.Write(path, tc.format, []byte("hostname = \"a\"\n"), 0); err != nil {
+			t.Fatal(err)
+		}
+		v, ok, err := ProbeLabel(path)
+		tc.want.Dev = path
+		if err != nil || !ok || v != tc.want || !v.Is(Drive) {
+			t.Errorf("%s drive: %v, %v, %v; want %v, a config drive", tc.format, v, ok, err, tc.want)
+		}
 	}
 }
