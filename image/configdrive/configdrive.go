@@ -19,6 +19,8 @@ import (
 	"time"
 
 	diskfs "github.com/diskfs/go-diskfs"
+	"github.com/diskfs/go-diskfs/backend"
+	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/disk"
 	"github.com/diskfs/go-diskfs/filesystem"
 	"github.com/diskfs/go-diskfs/filesystem/iso9660"
@@ -128,9 +130,14 @@ func writeISO(path string, data []byte, epoch int64) error {
 	// hold the descriptors, path tables and directories.
 	const block = 2048
 	size := (int64(len(data))+block-1)/block*block + 64*block
-	d, err := diskfs.Create(path, size, diskfs.SectorSizeDefault)
+	b, err := file.CreateFromPath(path, size)
 	if err != nil {
 		return fmt.Errorf("create image: %w", err)
+	}
+	d, err := diskfs.OpenBackend(freshImage{b})
+	if err != nil {
+		b.Close()
+		return fmt.Errorf("open image: %w", err)
 	}
 	defer d.Close()
 	d.LogicalBlocksize = block
@@ -201,6 +208,31 @@ func stampVolumeDescriptors(path string, t time.Time) error {
 			return fmt.Errorf("no volume descriptor set terminator")
 		}
 	}
+}
+
+// freshImage is a newly created, all-zero image, on which writing zeros changes nothing, so its
+// writer drops such writes. That undoes a go-diskfs v1.9.4 bug: ISO 9660 Finalize pads a file whose
+// size is a multiple of the block size with a whole zero block, over the directory laid out after
+// it, and the file vanishes from the Joliet tree.
+type freshImage struct{ backend.Storage }
+
+func (f freshImage) Writable() (backend.WritableFile, error) {
+	w, err := f.Storage.Writable()
+	if err != nil {
+		return nil, err
+	}
+	return skipZeros{w}, nil
+}
+
+type skipZeros struct{ backend.WritableFile }
+
+func (s skipZeros) WriteAt(p []byte, off int64) (int, error) {
+	for _, c := range p {
+		if c != 0 {
+			return s.WritableFile.WriteAt(p, off)
+		}
+	}
+	return len(p), nil
 }
 
 func writeFile(fs filesystem.FileSystem, data []byte) error {

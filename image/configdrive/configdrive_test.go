@@ -133,3 +133,26 @@ func TestWriteRefuses(t *testing.T) {
 		t.Errorf("a failed write left %s: %v", "x.img", err)
 	}
 }
+
+// TestLargest: a node.toml of MaxSize fits a drive of either format and reads back whole. MaxSize
+// is a multiple of the ISO block size on purpose: go-diskfs pads such a file over the next block.
+func TestLargest(t *testing.T) {
+	data := bytes.Repeat([]byte("# 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abc\n"), MaxSize/64)
+	for _, f := range []Format{VFAT, ISO} {
+		t.Run(string(f), func(t *testing.T) {
+			img := filepath.Join(t.TempDir(), "config.img")
+			if err := Write(img, f, data, epoch); err != nil {
+				t.Fatal(err)
+			}
+			_, got, err := Read(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, data) {
+				t.Errorf("read back %d bytes, differing from the %d written", len(got), len(data))
+			}
+			fi, _ := os.Stat(img)
+			t.Logf("%s: %d-byte node.toml in a %d-byte image", f, len(data), fi.Size())
+		})
+	}
+}
