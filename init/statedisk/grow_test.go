@@ -51,6 +51,32 @@ func readGPT(t *testing.T, p string) *gpt.Table {
 	return tbl
 }
 
+func readAt(t *testing.T, p string, off, n int64) []byte {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func writeAt(t *testing.T, p string, off int64, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func digest(t *testing.T, p string) [32]byte {
 	t.Helper()
 	f, err := os.Open(p)
@@ -102,27 +128,15 @@ func TestGrowBlankStateToEndOfDisk(t *testing.T) {
 	if k, err := probeRange(p, g.Start, g.Size); err != nil || k != Blank {
 		t.Fatalf("grown partition probes as %v (%v); want blank", k, err)
 	}
-	raw, _ := os.ReadFile(p)
-	if i := bytes.LastIndex(raw[:size-512], []byte("EFI PART")); i != 512 {
-		t.Fatalf("a GPT header remains at byte %d; want only LBA 1 and the last LBA", i)
-	}
-
-	// The backup table at the last LBA stands on its own: with the primary header wiped, go-diskfs
-	// recovers the same partitions from it.
-	copy(raw[512:1024], make([]byte, 512))
-	wiped := filepath.Join(t.TempDir(), "wiped.raw")
-	if err := os.WriteFile(wiped, raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	backup := readGPT(t, wiped)
-	if !backup.RecoveredFromBackup {
-		t.Fatal("go-diskfs did not read the backup GPT")
-	}
-	if b := backup.Partitions[1]; b.Name != Label || b.Start != start || b.End != wantEnd {
-		t.Fatalf("backup GPT state partition: %s %d-%d; want %d-%d", b.Name, b.Start, b.End, start, wantEnd)
+	// The image's old backup table (its last 33 sectors) lies inside the grown partition now and
+	// is cleared.
+	oldDisk := int64(1+espMiB+stateMiB+1) << 20
+	if old := readAt(t, p, oldDisk-33*512, 33*512); !allZero(old) {
+		t.Fatalf("the old backup GPT is still at byte %d: %q", oldDisk-512, old[len(old)-512:][:8])
 	}
 	// The protective MBR covers the grown disk.
-	if n := uint64(raw[446+12]) | uint64(raw[446+13])<<8 | uint64(raw[446+14])<<16 | uint64(raw[446+15])<<24; n != lastLBA {
+	mbr := readAt(t, p, 0, 512)
+	if n := uint64(mbr[446+12]) | uint64(mbr[446+13])<<8 | uint64(mbr[446+14])<<16 | uint64(mbr[446+15])<<24; n != lastLBA {
 		t.Fatalf("protective MBR covers %d sectors; want %d", n, lastLBA)
 	}
 
@@ -133,6 +147,17 @@ func TestGrowBlankStateToEndOfDisk(t *testing.T) {
 	}
 	if digest(t, p) != d {
 		t.Fatal("second Grow changed the disk")
+	}
+
+	// The backup table at the last LBA stands on its own: with the primary header wiped, go-diskfs
+	// recovers the same partitions from it.
+	writeAt(t, p, 512, make([]byte, 512))
+	backup := readGPT(t, p)
+	if !backup.RecoveredFromBackup {
+		t.Fatal("go-diskfs did not read the backup GPT")
+	}
+	if b := backup.Partitions[1]; b.Name != Label || b.Start != start || b.End != wantEnd {
+		t.Fatalf("backup GPT state partition: %s %d-%d; want %d-%d", b.Name, b.Start, b.End, start, wantEnd)
 	}
 	// The kernel's reading of the grown table is checked by the VM test (qemu/vmtest): this
 	// host's kernel may lack a GPT parser (CONFIG_EFI_PARTITION), so a loop device proves nothing.
@@ -199,9 +224,9 @@ func TestGrowErrors(t *testing.T) {
 	if _, err := Grow(p, "NOPE"); err == nil || !strings.Contains(err.Error(), "no state partition named NOPE") || !strings.Contains(err.Error(), p) {
 		t.Fatalf("Grow of a missing label: %v", err)
 	}
-	raw, _ := os.ReadFile(p)
-	raw[512+60] ^= 0xFF // inside the disk GUID, covered by the header CRC
-	os.WriteFile(p, raw, 0o644)
+	hdr := readAt(t, p, 512, 512)
+	hdr[60] ^= 0xFF // inside the disk GUID, covered by the header CRC
+	writeAt(t, p, 512, hdr)
 	if _, err := Grow(p, Label); err == nil || !strings.Contains(err.Error(), "GPT header CRC") {
 		t.Fatalf("Grow of a corrupt header: %v", err)
 	}
