@@ -7,10 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	diskfs "github.com/diskfs/go-diskfs"
-	"github.com/diskfs/go-diskfs/disk"
-	"github.com/diskfs/go-diskfs/filesystem"
-
+	"ingot.dev/ingot/image/configdrive"
 	"ingot.dev/ingot/image/manifest"
 	"ingot.dev/ingot/internal/testgate"
 	"ingot.dev/ingot/qemu"
@@ -23,27 +20,12 @@ func nodeTOML(hostname, addr string) string {
 		"[[network.interface]]\nname = \"eth0\"\naddresses = [\"" + addr + "\"]\n"
 }
 
-// configDrive writes a FAT config drive labelled INGOT-CONFIG (FAT keeps 11 characters of it)
-// holding node.toml.
-func configDrive(t *testing.T, path, data string) {
+// configDrive writes a config drive as `ingot node-config drive` does.
+func configDrive(t *testing.T, path string, f configdrive.Format, data string) {
 	t.Helper()
-	d, err := diskfs.Create(path, 64<<20, diskfs.SectorSizeDefault)
-	if err != nil {
+	if err := configdrive.Write(path, f, []byte(data), 0); err != nil {
 		t.Fatal(err)
 	}
-	defer d.Close()
-	fs, err := d.CreateFilesystem(disk.FilesystemSpec{Partition: 0, FSType: filesystem.TypeFat32, VolumeLabel: "INGOT-CONFIG"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := fs.OpenFile("/node.toml", os.O_CREATE|os.O_RDWR)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Write([]byte(data)); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
 }
 
 // nodeFacts is what a node says about itself from the console shell.
@@ -74,8 +56,8 @@ func powerOff(t *testing.T, vm *VM) {
 
 var machineIDRe = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
-// TestNodeConfig boots one dev image as two nodes: one configured through fw_cfg, one through a
-// config drive. Each takes its hostname, static address and sysctl from its node.toml and makes
+// TestNodeConfig boots one dev image as three nodes: one configured through fw_cfg, one through
+// a vfat config drive, one through an ISO 9660 drive named by ingot.node=. Each takes its hostname, static address and sysctl from its node.toml and makes
 // its own machine-id; a reboot without the source keeps the identity; a config with a bad key
 // boots anyway with the console naming the key.
 func TestNodeConfig(t *testing.T) {
@@ -104,6 +86,7 @@ func TestNodeConfig(t *testing.T) {
 	a := facts(t, vm)
 	console := vm.Console.Output()
 	powerOff(t, vm)
+	logPhases(t, "node A", console)
 	if !strings.Contains(console, "node config read source=fwcfg from=fw_cfg:opt/ingot/node.toml") {
 		t.Errorf("node A: console does not say the node config came by fw_cfg")
 	}
@@ -155,9 +138,9 @@ func TestNodeConfig(t *testing.T) {
 		t.Errorf("bad key: hostname %q machine-id %q, want the kept node-fwcfg %s", a3.hostname, a3.machineID, a.machineID)
 	}
 
-	// Node B, a fresh disk of the same image, through a config drive.
+	// Node B, a fresh disk of the same image, through a vfat config drive.
 	drive := filepath.Join(dir, "config.img")
-	configDrive(t, drive, nodeTOML("node-drive", "10.0.2.52/24"))
+	configDrive(t, drive, configdrive.VFAT, nodeTOML("node-drive", "10.0.2.52/24"))
 	vm = BootWith(t, qemu.Config{Image: img, Boot: qemu.BootDirect, Drives: []string{drive}})
 	took = vm.WaitReady(bootTimeout)
 	t.Logf("node B (config drive): QEMU start to ready %d ms", took.Milliseconds())
@@ -173,9 +156,29 @@ func TestNodeConfig(t *testing.T) {
 	if b.machineID == a.machineID {
 		t.Errorf("nodes A and B share machine-id %s", a.machineID)
 	}
+	logPhases(t, "node B", console)
+
+	// Node C: an ISO 9660 config drive that ingot.node=drive names, with a fw_cfg config present
+	// that the command line tells the node to ignore.
+	iso := filepath.Join(dir, "config.iso")
+	configDrive(t, iso, configdrive.ISO, nodeTOML("node-iso", "10.0.2.53/24"))
+	vm = BootWith(t, qemu.Config{Image: img, Boot: qemu.BootDirect, Drives: []string{iso}, FwCfg: fwcfg, ExtraCmdline: "ingot.node=drive"})
+	vm.WaitReady(bootTimeout)
+	c := facts(t, vm)
+	console = vm.Console.Output()
+	powerOff(t, vm)
+	if c.hostname != "node-iso" || !strings.Contains(c.eth0, "inet 10.0.2.53/24") || c.machineID == a.machineID || c.machineID == b.machineID {
+		t.Fatalf("node C (ISO drive named by ingot.node=drive): %+v", c)
+	}
+	logPhases(t, "node C", console)
+}
+
+// logPhases logs what reading the node config and loading modules took, for the record of what
+// the feature costs at boot.
+func logPhases(t *testing.T, node, console string) {
 	for _, l := range strings.Split(console, "\n") {
-		if strings.Contains(l, "boot phase done phase=node-config") {
-			t.Logf("node B: %s", strings.TrimSpace(l))
+		if strings.Contains(l, "boot phase done phase=node-config") || strings.Contains(l, "boot phase done phase=modules") {
+			t.Logf("%s: %s", node, strings.TrimSpace(l))
 		}
 	}
 }
