@@ -76,6 +76,9 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 func (s *Server) ctrDir(id string) string { return filepath.Join(s.opts.Root, "containers", id) }
 
 func (s *Server) createContainer(ctx context.Context, id string, sb *sandbox, podCfg *runtimeapi.PodSandboxConfig, cfg *runtimeapi.ContainerConfig) (_ *store.Container, retErr error) {
+	if err := validateContainer(podCfg, cfg); err != nil {
+		return nil, err
+	}
 	if err := s.checkPause(sb); err != nil {
 		return nil, err
 	}

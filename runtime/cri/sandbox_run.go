@@ -38,6 +38,9 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 	if m.GetName() == "" || m.GetNamespace() == "" || m.GetUid() == "" {
 		return nil, s.grpcErr("RunPodSandbox", fmt.Errorf("pod sandbox metadata needs name, namespace and uid: %w", errdefs.ErrInvalid))
 	}
+	if err := validateSandbox(cfg); err != nil {
+		return nil, s.grpcErr("RunPodSandbox", err)
+	}
 	if h := r.GetRuntimeHandler(); h != "" && h != "runc" && h != "ingot" {
 		return nil, s.grpcErr("RunPodSandbox", fmt.Errorf("runtime handler %q is not configured (ingot has runc): %w", h, errdefs.ErrNotFound))
 	}

@@ -120,6 +120,9 @@ func UserNamespace(u *runtimeapi.UserNamespace) (uids, gids []specs.LinuxIDMappi
 // netnsPath, when set, is a pinned network namespace the pod network was set up in; the pause
 // process joins it instead of creating an empty one.
 func SandboxSpec(cfg *runtimeapi.PodSandboxConfig, rootfs, cgroupsPath, netnsPath string) (*specs.Spec, error) {
+	if err := ValidateSandbox(cfg); err != nil {
+		return nil, err
+	}
 	s := Default(rootfs, []string{"/pause", "pause"})
 	s.Root.Readonly = true
 	s.Process.Capabilities = &specs.LinuxCapabilities{} // the pause process needs none
@@ -184,6 +187,9 @@ type ContainerInput struct {
 
 // ContainerSpec builds the spec of an application container in a pod.
 func ContainerSpec(sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfig, in ContainerInput) (*specs.Spec, error) {
+	if err := ValidateContainer(c); err != nil {
+		return nil, err
+	}
 	args, err := Args(c, in.Image)
 	if err != nil {
 		return nil, err
@@ -433,8 +439,12 @@ func currentOOMScoreAdj() int {
 }
 
 func device(hostPath, ctrPath string) (specs.LinuxDevice, error) {
+	real, err := hostDevicePath(devRoot, hostPath)
+	if err != nil {
+		return specs.LinuxDevice{}, err
+	}
 	var st unix.Stat_t
-	if err := unix.Stat(hostPath, &st); err != nil {
+	if err := unix.Stat(real, &st); err != nil {
 		return specs.LinuxDevice{}, fmt.Errorf("device %s: %w", hostPath, err)
 	}
 	d := specs.LinuxDevice{Path: ctrPath, Major: int64(unix.Major(st.Rdev)), Minor: int64(unix.Minor(st.Rdev))}

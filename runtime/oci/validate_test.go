@@ -1,0 +1,186 @@
+package oci
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"ingot.dev/ingot/runtime/errdefs"
+)
+
+// TestHostileContainerRequests: ContainerSpec refuses each hostile request with an invalid
+// argument naming the field, and before it changes anything: the host path of an earlier,
+// harmless mount in the same request is not created.
+func TestHostileContainerRequests(t *testing.T) {
+	big := strings.Repeat("x", MaxAnnotationBytes)
+	for _, tc := range []struct {
+		name    string
+		edit    func(c *runtimeapi.ContainerConfig)
+		wantErr string
+	}{
+		{"relative mount destination", func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = append(c.Mounts, &runtimeapi.Mount{HostPath: "/tmp", ContainerPath: "data"})
+		}, `container c: mount destination "data" is not absolute`},
+		{"container name with a slash", func(c *runtimeapi.ContainerConfig) { c.Metadata.Name = "a/b" },
+			`container name "a/b": a name may not contain`},
+		{"container name with dot-dot", func(c *runtimeapi.ContainerConfig) { c.Metadata.Name = ".." },
+			`container name "..": a name may not contain`},
+		{"container name with a CNI_ARGS separator", func(c *runtimeapi.ContainerConfig) { c.Metadata.Name = "a;K8S_POD_NAME=x" },
+			`a name may not contain`},
+		{"annotations over 256 KiB", func(c *runtimeapi.ContainerConfig) { c.Annotations = map[string]string{"k": big} },
+			"container c: annotations are 262145 bytes, more than the 262144 allowed"},
+		{"device outside /dev", func(c *runtimeapi.ContainerConfig) {
+			c.Devices = []*runtimeapi.Device{{HostPath: "/etc/shadow", ContainerPath: "/dev/x", Permissions: "rwm"}}
+		}, "device /etc/shadow: host path is outside /dev"},
+		{"device reaching out of /dev with dot-dot", func(c *runtimeapi.ContainerConfig) {
+			c.Devices = []*runtimeapi.Device{{HostPath: "/dev/../etc/shadow", ContainerPath: "/dev/x"}}
+		}, "device /dev/../etc/shadow: host path is outside /dev"},
+		{"device through a symlink leaving /dev", func(c *runtimeapi.ContainerConfig) {
+			// /dev/fd is a symlink to /proc/self/fd: cleaned, the path is below /dev; resolved,
+			// it is the runtime's own /proc/<pid>/status.
+			c.Devices = []*runtimeapi.Device{{HostPath: "/dev/fd/../status", ContainerPath: "/dev/x"}}
+		}, "device /dev/fd/../status: a symlink leads outside /dev, to /proc/"},
+		{"relative device destination", func(c *runtimeapi.ContainerConfig) {
+			c.Devices = []*runtimeapi.Device{{HostPath: "/dev/null", ContainerPath: "x"}}
+		}, `device destination "x" is not absolute`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			created := filepath.Join(t.TempDir(), "would-be-created")
+			cfg := &runtimeapi.ContainerConfig{
+				Metadata: &runtimeapi.ContainerMetadata{Name: "c"}, Command: []string{"sh"},
+				Mounts: []*runtimeapi.Mount{{HostPath: created, ContainerPath: "/harmless"}},
+			}
+			tc.edit(cfg)
+			_, err := ContainerSpec(&runtimeapi.PodSandboxConfig{}, cfg, ContainerInput{Rootfs: t.TempDir(), PodNamespaces: "/run/ingot/podns/p"})
+			if err == nil || !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err %v, want an invalid argument containing %q", err, tc.wantErr)
+			}
+			if _, err := os.Lstat(created); err == nil {
+				t.Errorf("the refused request created %s", created)
+			}
+		})
+	}
+}
+
+// TestContainerRequestsAccepted: what the validation lets through (the edges of each rule).
+func TestContainerRequestsAccepted(t *testing.T) {
+	cfg := &runtimeapi.ContainerConfig{
+		Metadata:    &runtimeapi.ContainerMetadata{Name: "Container.name-1_x"}, // critest uses mixed case
+		Command:     []string{"sh"},
+		Annotations: map[string]string{"k": strings.Repeat("x", MaxAnnotationBytes-1)},
+		Mounts:      []*runtimeapi.Mount{{HostPath: t.TempDir(), ContainerPath: "/a/../b"}},
+		Devices:     []*runtimeapi.Device{{HostPath: "/dev/null", ContainerPath: "/dev/mynull"}},
+	}
+	s, err := ContainerSpec(&runtimeapi.PodSandboxConfig{}, cfg, ContainerInput{Rootfs: t.TempDir(), PodNamespaces: "/run/ingot/podns/p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Linux.Devices) != 1 || s.Linux.Devices[0].Path != "/dev/mynull" || s.Linux.Devices[0].Major != 1 || s.Linux.Devices[0].Minor != 3 {
+		t.Errorf("devices %+v, want /dev/null (1:3) at /dev/mynull", s.Linux.Devices)
+	}
+}
+
+func TestHostDevicePath(t *testing.T) {
+	root := t.TempDir()
+	dev := filepath.Join(root, "dev")
+	os.MkdirAll(filepath.Join(dev, "disk"), 0o755)
+	os.WriteFile(filepath.Join(dev, "sda"), nil, 0o600)
+	os.WriteFile(filepath.Join(root, "secret"), nil, 0o600)
+	os.Symlink("../sda", filepath.Join(dev, "disk", "by-id"))
+	os.Symlink("../secret", filepath.Join(dev, "escape"))
+	os.Symlink(root, filepath.Join(dev, "rootlink"))
+	for _, tc := range []struct{ host, want, wantErr string }{
+		{host: filepath.Join(dev, "sda"), want: filepath.Join(dev, "sda")},
+		{host: filepath.Join(dev, "disk", "by-id"), want: filepath.Join(dev, "sda")},
+		{host: filepath.Join(dev, "escape"), wantErr: "a symlink leads outside"},
+		{host: filepath.Join(dev, "rootlink", "secret"), wantErr: "a symlink leads outside"},
+		{host: filepath.Join(dev, "..", "secret"), wantErr: "host path is outside"},
+		{host: dev, wantErr: "host path is outside"},
+		{host: dev + "x/sda", wantErr: "host path is outside"},
+		{host: "dev/sda", wantErr: "not absolute"},
+		{host: filepath.Join(dev, "missing"), wantErr: "no such file"},
+	} {
+		got, err := hostDevicePath(dev, tc.host)
+		if tc.wantErr != "" {
+			if err == nil || !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%s: %q, %v; want an invalid argument containing %q", tc.host, got, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%s: %q, %v; want %s", tc.host, got, err, tc.want)
+		}
+	}
+}
+
+// TestHostileSandboxRequests: SandboxSpec refuses hostile pod requests with an invalid
+// argument naming the field; the kubelet's namespaced sysctls pass where the pod has the
+// namespace of its own.
+func TestHostileSandboxRequests(t *testing.T) {
+	pod := func(edit func(*runtimeapi.PodSandboxConfig)) *runtimeapi.PodSandboxConfig {
+		c := &runtimeapi.PodSandboxConfig{
+			Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "default", Uid: "u1"},
+			Linux:    &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{}}},
+		}
+		edit(c)
+		return c
+	}
+	sysctl := func(k string) func(*runtimeapi.PodSandboxConfig) {
+		return func(c *runtimeapi.PodSandboxConfig) { c.Linux.Sysctls = map[string]string{k: "1"} }
+	}
+	hostNet := func(k string) func(*runtimeapi.PodSandboxConfig) {
+		return func(c *runtimeapi.PodSandboxConfig) {
+			sysctl(k)(c)
+			c.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		edit    func(*runtimeapi.PodSandboxConfig)
+		wantErr string // "" accepted
+	}{
+		{"pod name with a slash", func(c *runtimeapi.PodSandboxConfig) { c.Metadata.Name = "../../etc" }, `pod sandbox name "../../etc": a name may not contain`},
+		{"namespace with dot-dot", func(c *runtimeapi.PodSandboxConfig) { c.Metadata.Namespace = "a..b" }, `pod sandbox namespace "a..b"`},
+		{"uid with a slash", func(c *runtimeapi.PodSandboxConfig) { c.Metadata.Uid = "u/1" }, `pod sandbox uid "u/1"`},
+		{"pod name with a newline", func(c *runtimeapi.PodSandboxConfig) { c.Metadata.Name = "p\nx" }, "control characters"},
+		{"annotations over 256 KiB", func(c *runtimeapi.PodSandboxConfig) {
+			c.Annotations = map[string]string{"a": strings.Repeat("x", MaxAnnotationBytes/2), "b": strings.Repeat("x", MaxAnnotationBytes/2)}
+		}, "pod sandbox p: annotations are 262146 bytes, more than the 262144 allowed"},
+		{"relative log directory", func(c *runtimeapi.PodSandboxConfig) { c.LogDirectory = "logs" }, `log_directory "logs" is not absolute`},
+		{"node-wide sysctl", sysctl("kernel.panic"), "sysctl kernel.panic is not namespaced"},
+		{"node-wide sysctl in slash form", sysctl("vm/overcommit_memory"), "sysctl vm/overcommit_memory is not namespaced"},
+		{"uts sysctl (not in the kubelet's set)", sysctl("kernel.hostname"), "sysctl kernel.hostname is not namespaced"},
+		{"sysctl reaching out of /proc/sys", sysctl("net/../../../etc/passwd"), "is not a valid sysctl name"},
+		{"sysctl with an empty segment", sysctl("net..ipv4"), "is not a valid sysctl name"},
+		{"net sysctl with host network", hostNet("net.ipv4.ip_forward"), "sysctl net.ipv4.ip_forward: the pod shares the node's network namespace"},
+		{"ipc sysctl with host ipc", func(c *runtimeapi.PodSandboxConfig) {
+			sysctl("kernel.shmmax")(c)
+			c.Linux.SecurityContext.NamespaceOptions.Ipc = runtimeapi.NamespaceMode_NODE
+		}, "sysctl kernel.shmmax: the pod shares the node's IPC namespace"},
+		{"net sysctl in its own netns", sysctl("net.ipv4.ip_unprivileged_port_start"), ""},
+		{"net sysctl in slash form with a dotted interface", sysctl("net/ipv4/conf/eth0.100/rp_filter"), ""},
+		{"kernel.shm*", sysctl("kernel.shm_rmid_forced"), ""},
+		{"kernel.msg*", sysctl("kernel.msgmax"), ""},
+		{"kernel.sem", sysctl("kernel.sem"), ""},
+		{"kernel.sem is not a prefix", sysctl("kernel.semx"), "sysctl kernel.semx is not namespaced"},
+		{"fs.mqueue.*", sysctl("fs.mqueue.msg_max"), ""},
+		{"ipc sysctl with host network", hostNet("kernel.msgmax"), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := SandboxSpec(pod(tc.edit), "/pause-root", "/ingot.pods/p/p", "")
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err %v, want an invalid argument containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
