@@ -47,9 +47,9 @@ func facts(t *testing.T, vm *VM) nodeFacts {
 	}
 }
 
-func powerOff(t *testing.T, vm *VM) {
+func powerOff(t *testing.T, vm *VM, archName string) {
 	t.Helper()
-	vm.PowerOff("amd64", qemu.BootDirect)
+	vm.PowerOff(archName, qemu.BootDirect)
 	vm.WaitExit(powerTimeout)
 	vm.AssertCleanConsole()
 }
@@ -62,7 +62,12 @@ var machineIDRe = regexp.MustCompile(`^[0-9a-f]{32}$`)
 // boots anyway with the console naming the key.
 func TestNodeConfig(t *testing.T) {
 	testgate.Short(t, "VM boots")
-	const archName = "amd64"
+	for _, archName := range []string{"amd64", "arm64"} {
+		t.Run(archName, func(t *testing.T) { testNodeConfig(t, archName) })
+	}
+}
+
+func testNodeConfig(t *testing.T, archName string) {
 	RequireVM(t, archName)
 	img := Image(t, "dev", archName)
 	dir := t.TempDir()
@@ -85,7 +90,7 @@ func TestNodeConfig(t *testing.T) {
 	t.Logf("node A (fw_cfg): QEMU start to ready %d ms", took.Milliseconds())
 	a := facts(t, vm)
 	console := vm.Console.Output()
-	powerOff(t, vm)
+	powerOff(t, vm, archName)
 	logPhases(t, "node A", console)
 	if !strings.Contains(console, "node config read source=fwcfg from=fw_cfg:opt/ingot/node.toml") {
 		t.Errorf("node A: console does not say the node config came by fw_cfg")
@@ -108,7 +113,7 @@ func TestNodeConfig(t *testing.T) {
 	vm.WaitReady(bootTimeout)
 	a2 := facts(t, vm)
 	console = vm.Console.Output()
-	powerOff(t, vm)
+	powerOff(t, vm, archName)
 	if !strings.Contains(console, "node config kept from an earlier boot") {
 		t.Errorf("node A reboot: console does not say the kept config was used")
 	}
@@ -122,7 +127,7 @@ func TestNodeConfig(t *testing.T) {
 	vm.WaitReady(bootTimeout)
 	a3 := facts(t, vm)
 	console = vm.Console.Output()
-	powerOff(t, vm)
+	powerOff(t, vm, archName)
 	var rejected []string
 	for _, l := range strings.Split(console, "\n") {
 		if strings.Contains(l, "node config rejected") {
@@ -146,7 +151,7 @@ func TestNodeConfig(t *testing.T) {
 	t.Logf("node B (config drive): QEMU start to ready %d ms", took.Milliseconds())
 	b := facts(t, vm)
 	console = vm.Console.Output()
-	powerOff(t, vm)
+	powerOff(t, vm, archName)
 	if !strings.Contains(console, "node config read source=drive from=/dev/vdb:node.toml") {
 		t.Errorf("node B: console does not say the node config came from the drive /dev/vdb")
 	}
@@ -166,7 +171,7 @@ func TestNodeConfig(t *testing.T) {
 	vm.WaitReady(bootTimeout)
 	c := facts(t, vm)
 	console = vm.Console.Output()
-	powerOff(t, vm)
+	powerOff(t, vm, archName)
 	if c.hostname != "node-iso" || !strings.Contains(c.eth0, "inet 10.0.2.53/24") || c.machineID == a.machineID || c.machineID == b.machineID {
 		t.Fatalf("node C (ISO drive named by ingot.node=drive): %+v", c)
 	}
