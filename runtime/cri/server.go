@@ -143,6 +143,11 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	if oom := oci.DetectOOMLimit(); !oom.CanLower {
+		// Said once here rather than per container: it holds for every container this runtime starts.
+		s.log.Warn("the runtime lacks CAP_SYS_RESOURCE in the node's user namespace: containers' oom_score_adj is raised to at least the runtime's own",
+			"oom_score_adj", oom.Own)
+	}
 	if err := s.restoreState(ctx); err != nil {
 		st.Close()
 		return nil, err

@@ -19,6 +19,8 @@ type Host struct {
 	// /sys/fs/cgroup and /proc/self/cgroup instead of the node's layout.
 	CgroupV2 bool
 	AppArmor AppArmor
+	// OOM is how far containers' oom_score_adj may go below the runtime's own.
+	OOM OOMLimit
 }
 
 // AppArmor is the host's AppArmor, as far as containers are concerned.
@@ -33,7 +35,7 @@ type AppArmor struct {
 
 // DetectHost reads what the running kernel enforces.
 func DetectHost() Host {
-	h := Host{CgroupV2: cgroups.IsCgroup2UnifiedMode()}
+	h := Host{CgroupV2: cgroups.IsCgroup2UnifiedMode(), OOM: DetectOOMLimit()}
 	if b, err := os.ReadFile("/sys/module/apparmor/parameters/enabled"); err == nil && strings.HasPrefix(string(b), "Y") {
 		h.AppArmor = AppArmor{Enabled: true, Profiles: "/sys/kernel/security/apparmor/profiles"}
 	}

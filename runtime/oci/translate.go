@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -225,6 +224,10 @@ func ContainerSpec(sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfi
 	}
 
 	setResources(s, c.GetLinux().GetResources())
+	// Always set, 0 included, as containerd does: a container must not inherit the runtime's own
+	// value (config.toml's oom_score) when the kubelet asks for another.
+	adj, _ := in.Host.OOM.Apply(int(c.GetLinux().GetResources().GetOomScoreAdj()))
+	s.Process.OOMScoreAdj = &adj
 	s.Linux.CgroupsPath = in.CgroupsPath
 	s.Annotations = map[string]string{"io.kubernetes.cri.container-type": "container"}
 	for k, v := range c.GetAnnotations() {
@@ -412,30 +415,12 @@ func setResources(s *specs.Spec, r *runtimeapi.LinuxContainerResources) {
 			res.Memory.Swap = &sw
 		}
 	}
-	if v := r.GetOomScoreAdj(); v != 0 {
-		// A process can only lower its OOM priority below its parent's with CAP_SYS_RESOURCE,
-		// which containers lack: clamp at what we have instead of failing the start with EPERM.
-		adj := int(v)
-		if cur := currentOOMScoreAdj(); adj < cur {
-			adj = cur
-		}
-		s.Process.OOMScoreAdj = &adj
-	}
 	for _, h := range r.GetHugepageLimits() {
 		res.HugepageLimits = append(res.HugepageLimits, specs.LinuxHugepageLimit{Pagesize: h.GetPageSize(), Limit: h.GetLimit()})
 	}
 	if u := r.GetUnified(); len(u) > 0 {
 		res.Unified = u
 	}
-}
-
-func currentOOMScoreAdj() int {
-	data, err := os.ReadFile("/proc/self/oom_score_adj")
-	if err != nil {
-		return 0
-	}
-	v, _ := strconv.Atoi(strings.TrimSpace(string(data)))
-	return v
 }
 
 func device(hostPath, ctrPath string) (specs.LinuxDevice, error) {
