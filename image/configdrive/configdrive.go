@@ -24,6 +24,8 @@ import (
 	"github.com/diskfs/go-diskfs/disk"
 	"github.com/diskfs/go-diskfs/filesystem"
 	"github.com/diskfs/go-diskfs/filesystem/iso9660"
+
+	"ingot.dev/ingot/profiles/nodeconfig"
 )
 
 // Label is the volume label a node looks for; FileName the file it reads from the volume's root.
@@ -43,8 +45,8 @@ const (
 	ISO  Format = "iso"
 )
 
-// MaxSize bounds node.toml: a config drive is for settings and certificates, not payloads.
-const MaxSize = 4 << 20
+// MaxSize bounds node.toml: what the node reads from any source (nodeconfig.MaxSize).
+const MaxSize = nodeconfig.MaxSize
 
 // fatEpoch is the earliest time FAT can store (1980-01-01).
 const fatEpoch = 315532800

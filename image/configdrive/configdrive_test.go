@@ -126,7 +126,7 @@ func TestWriteRefuses(t *testing.T) {
 	}
 	big := make([]byte, MaxSize+1)
 	err = Write(filepath.Join(dir, "big.img"), VFAT, big, epoch)
-	if err == nil || !strings.Contains(err.Error(), "node.toml is 4194305 bytes, more than the 4194304 a config drive holds") {
+	if err == nil || !strings.Contains(err.Error(), "node.toml is 1048577 bytes, more than the 1048576 a config drive holds") {
 		t.Errorf("too big: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "x.img")); !os.IsNotExist(err) {

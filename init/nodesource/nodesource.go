@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"ingot.dev/ingot/profiles/nodeconfig"
 )
 
 // Source names where a node config came from; the values are those of `ingot.node=`.
@@ -42,7 +44,7 @@ const (
 	// KeptDir holds the last good node.toml (and a cidata volume's meta-data) on /var.
 	KeptDir = "/var/lib/ingot/node"
 	// MaxSize bounds what is read from any source: a node config is a few KiB.
-	MaxSize = 1 << 20
+	MaxSize = nodeconfig.MaxSize
 )
 
 // ErrNotFound means no source is present: the normal case for a node without per-node settings.

@@ -97,8 +97,15 @@ func (s Secret) Format(f fmt.State, verb rune) {
 	}
 }
 
+// MaxSize bounds a node.toml: the node reads no more from any source, and the host tools refuse
+// to write a larger one. A node config is settings and certificates, a few KiB.
+const MaxSize = 1 << 20
+
 // Parse decodes and validates a node.toml. file is used only in error messages. Errors are *Error.
 func Parse(file string, data []byte) (*Config, error) {
+	if len(data) > MaxSize {
+		return nil, &Error{File: file, Msg: fmt.Sprintf("%d bytes, more than the %d a node config may have", len(data), MaxSize)}
+	}
 	c := &Config{}
 	idx, err := tomlpos.Decode(file, data, c)
 	if err != nil {

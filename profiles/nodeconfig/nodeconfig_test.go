@@ -299,3 +299,12 @@ func TestDocExample(t *testing.T) {
 		t.Errorf("the example leaves a table out: %+v", c)
 	}
 }
+
+// A node.toml over MaxSize is refused before it is decoded: the node reads no more than that.
+func TestParseTooLarge(t *testing.T) {
+	data := []byte("hostname = \"n\"\n" + strings.Repeat("#", MaxSize))
+	_, err := Parse("big.toml", data)
+	if err == nil || !strings.Contains(err.Error(), "big.toml") || !strings.Contains(err.Error(), "more than the 1048576 a node config may have") {
+		t.Fatalf("Parse of %d bytes: %v", len(data), err)
+	}
+}
