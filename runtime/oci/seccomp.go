@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"slices"
@@ -57,7 +58,7 @@ func Seccomp(p *runtimeapi.SecurityProfile, legacyPath, unset string, caps []str
 		if !strings.HasPrefix(ref, "/") {
 			return nil, invalid{fmt.Errorf("seccomp localhost profile %s: not an absolute path", ref)}
 		}
-		data, err := os.ReadFile(ref)
+		data, err := readProfile(ref)
 		if err != nil {
 			return nil, invalid{fmt.Errorf("seccomp localhost profile %s: %w", ref, err)}
 		}
@@ -444,4 +445,36 @@ func normCap(v string) string {
 		v = "CAP_" + v
 	}
 	return v
+}
+
+// maxSeccompProfile bounds a localhost seccomp profile: Docker's default profile is ~20 KiB.
+const maxSeccompProfile = 1 << 20
+
+// readProfile reads a profile the request names by path: only a regular file, and only up to
+// maxSeccompProfile. A FIFO would block the open (hence O_NONBLOCK) and /dev/zero would be read
+// until the runtime runs out of memory.
+func readProfile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, errors.New("not a regular file")
+	}
+	if fi.Size() > maxSeccompProfile {
+		return nil, fmt.Errorf("larger than %d bytes", maxSeccompProfile)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxSeccompProfile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxSeccompProfile { // it grew after the stat
+		return nil, fmt.Errorf("larger than %d bytes", maxSeccompProfile)
+	}
+	return data, nil
 }

@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ingot.dev/ingot/runtime/errdefs"
@@ -182,5 +184,41 @@ func TestHostileSandboxRequests(t *testing.T) {
 				t.Fatalf("err %v, want an invalid argument containing %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestSeccompProfileNotARegularFile: a localhost seccomp profile naming a FIFO, a device or a
+// huge file is refused at once; the runtime neither blocks on the open nor reads without end.
+func TestSeccompProfileNotARegularFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	huge := filepath.Join(dir, "huge.json")
+	if err := os.WriteFile(huge, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(huge, 2*maxSeccompProfile); err != nil { // sparse: nothing to fill the disk
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ path, want string }{
+		{fifo, "seccomp localhost profile " + fifo + ": not a regular file"},
+		{"/dev/zero", "seccomp localhost profile /dev/zero: not a regular file"},
+		{huge, "seccomp localhost profile " + huge + ": larger than 1048576 bytes"},
+	} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := Seccomp(&runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: tc.path}, "", "", nil)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil || err.Error() != tc.want || !errors.Is(err, errdefs.ErrInvalid) {
+				t.Errorf("err %v, want %q (invalid argument)", err, tc.want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("Seccomp(%s) still reading after 5s", tc.path)
+		}
 	}
 }
