@@ -83,6 +83,9 @@ type Log struct {
 // Metrics configures the Prometheus endpoint.
 type Metrics struct {
 	Address string // host:port serving /metrics; "" = off
+	// GRPCHistogram adds a latency histogram per CRI method (grpc_histogram), as containerd
+	// does: off by default because it multiplies the series a scrape returns.
+	GRPCHistogram bool
 }
 
 // Stream configures the CRI streaming server.

@@ -189,6 +189,9 @@ oom_score = -999
     auth = "dXNlcjpwYXNz"
   [plugins."io.containerd.grpc.v1.cri".registry.headers]
     X-Meta = ["a", "b"]
+[metrics]
+  address = "[::1]:1338"
+  grpc_histogram = true
 `
 	c, ws, err := Parse("config.toml", []byte(doc))
 	if err != nil {
@@ -204,6 +207,7 @@ oom_score = -999
 	check("GRPC", c.GRPC, GRPC{Address: "/run/containerd/containerd.sock", UID: 5, GID: 6, TCPAddress: "0.0.0.0:1234",
 		MaxRecvMessageSize: DefaultMaxMessageSize, MaxSendMessageSize: DefaultMaxMessageSize})
 	check("Log", c.Log, Log{Level: slog.LevelDebug - 4, Format: LogFormatJSON})
+	check("Metrics", c.Metrics, Metrics{Address: "[::1]:1338", GRPCHistogram: true})
 	check("MaxContainerLogLineSize", c.MaxContainerLogLineSize, 0)
 	check("Images", c.Images, Images{Snapshotter: SnapshotterNative})
 	check("Stream", c.Stream, Stream{Address: "::1", Port: "10010", IdleTimeout: 30 * time.Minute, TLS: true, TLSCertFile: "/c", TLSKeyFile: "/k"})
@@ -243,10 +247,9 @@ func TestWarnings(t *testing.T) {
 		{"case", "version = 3\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.runc.options]\n  systemdCgroup = false\n",
 			[]string{`config.toml:3: plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options.systemdCgroup: read as SystemdCgroup (containerd ignores the case of keys; ingot's documentation does not)`}},
 		{"default values are silent", "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  enable_selinux = false\n  stats_collect_period = 10\n[metrics]\n  grpc_histogram = false\n", nil},
-		{"meaningless values warn", "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  enable_selinux = true\n[metrics]\n  grpc_histogram = true\n",
+		{"meaningless values warn", "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  enable_selinux = true\n",
 			[]string{
 				`config.toml:3: plugins."io.containerd.grpc.v1.cri".enable_selinux: ingot's kernel runs without SELinux; SELinux options in pod specs are refused`,
-				`config.toml:5: metrics.grpc_histogram: ingot exports no gRPC latency histograms`,
 			}},
 		{"tcp address without tcp service", "version = 2\n[grpc]\n  tcp_address = \"127.0.0.1:1\"\n",
 			[]string{`config.toml:3: grpc.tcp_address: no TCP listener: disable_tcp_service is true and ingot serves only CRI, not containerd's own API`}},

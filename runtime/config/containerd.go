@@ -163,7 +163,7 @@ func decodeTop(t *table, c *Config) {
 	if m.str("address", &c.Metrics.Address) && c.Metrics.Address != "" {
 		hostPort(m, "address", c.Metrics.Address)
 	}
-	m.unused(unusedKey{"grpc_histogram", false, "ingot exports no gRPC latency histograms"})
+	m.boolean("grpc_histogram", &c.Metrics.GRPCHistogram)
 	m.done()
 }
 
