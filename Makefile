@@ -54,8 +54,10 @@ vet: ## gofmt, go vet, go.mod/go.sum as `go mod tidy` would leave them, and the 
 	@./scripts/checklinks.sh
 	go vet ./...
 
-test: deps build vet ## the whole suite: unit, root and VM tiers (CI=true makes every skip a failure)
+test: deps build vet ## the whole suite: unit, root and VM tiers (CI=true makes every skip a failure), then 20 s of fuzzing each for CRI-to-OCI and config.toml
 	INGOT_BIN=$(CURDIR)/bin go test -count=1 -timeout 55m -p 1 ./...
+	go test -run '^$$' -fuzz FuzzContainerSpec -fuzztime 20s ./runtime/oci
+	go test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./runtime/config
 
 .PHONY: critest
 critest: bin/ingot-node-$(ARCH) ## CRI conformance: critest vs the runtime here, in private namespaces (root; CRITEST_ARGS=-ginkgo.focus=…)
