@@ -70,6 +70,7 @@ func (s *Server) CreateContainer(ctx context.Context, r *runtimeapi.CreateContai
 	s.mu.Lock()
 	s.containers[id] = c
 	s.mu.Unlock()
+	s.publishEvent(runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, sb, id)
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
 }
 

@@ -64,5 +64,6 @@ func (s *Server) removeContainer(ctx context.Context, c *store.Container) error 
 		}
 	}
 	s.mu.Unlock()
+	s.publishEvent(runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, sb, c.ID)
 	return nil
 }

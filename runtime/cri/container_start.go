@@ -41,5 +41,6 @@ func (s *Server) StartContainer(ctx context.Context, r *runtimeapi.StartContaine
 	if err := s.store.PutContainer(&rec); err != nil {
 		return nil, s.grpcErr("StartContainer", err)
 	}
+	s.publishEvent(runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, sb, c.ID)
 	return &runtimeapi.StartContainerResponse{}, nil
 }

@@ -52,6 +52,9 @@ func (s *Server) containerStats(c *store.Container) *runtimeapi.ContainerStats {
 	if sb != nil && sb.shim != nil {
 		if u, err := sb.shim.Stats(rec.ID); err == nil {
 			st.Cpu.UsageCoreNanoSeconds.Value = u.CPUNanos
+			if n, ok := s.cpuSamples.NanoCores("ctr/"+rec.ID, u.CPUNanos, time.Unix(0, now)); ok {
+				st.Cpu.UsageNanoCores = &runtimeapi.UInt64Value{Value: n}
+			}
 			st.Memory = &runtimeapi.MemoryUsage{Timestamp: now,
 				WorkingSetBytes: &runtimeapi.UInt64Value{Value: u.WorkingSet},
 				UsageBytes:      &runtimeapi.UInt64Value{Value: u.MemoryUsage},

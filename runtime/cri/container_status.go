@@ -82,6 +82,7 @@ func (s *Server) refreshLocked(c *store.Container) {
 	s.mu.Unlock()
 	if changed {
 		s.store.PutContainer(&rec)
+		s.publishEvent(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, sb, rec.ID) // every exit is recorded here
 	}
 }
 
@@ -92,6 +93,11 @@ func (s *Server) ContainerStatus(ctx context.Context, r *runtimeapi.ContainerSta
 		return nil, s.grpcErr("ContainerStatus", err)
 	}
 	s.refresh(c)
+	return &runtimeapi.ContainerStatusResponse{Status: s.containerStatus(c)}, nil
+}
+
+// containerStatus reports c as recorded, without asking its shim.
+func (s *Server) containerStatus(c *store.Container) *runtimeapi.ContainerStatus {
 	s.mu.Lock()
 	rec := *c
 	s.mu.Unlock()
@@ -113,7 +119,7 @@ func (s *Server) ContainerStatus(ctx context.Context, r *runtimeapi.ContainerSta
 		Resources: &runtimeapi.ContainerResources{Linux: cfg.GetLinux().GetResources()},
 		User:      containerUser(&rec),
 	}
-	return &runtimeapi.ContainerStatusResponse{Status: st}, nil
+	return st
 }
 
 // containerUser is the identity the container's processes run with; the supplementary groups

@@ -64,6 +64,8 @@ func (s *Server) RunPodSandbox(ctx context.Context, r *runtimeapi.RunPodSandboxR
 	s.mu.Lock()
 	s.sandboxes[id] = sb
 	s.mu.Unlock()
+	s.publishEvent(runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, sb, id)
+	s.publishEvent(runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, sb, id)
 	s.log.Info("pod sandbox running", "pod", m.GetName(), "namespace", m.GetNamespace(), "id", id, "pause_pid", sb.PausePid)
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
 }

@@ -30,9 +30,18 @@ func (s *Server) PodSandboxStatus(ctx context.Context, r *runtimeapi.PodSandboxS
 	if err != nil {
 		return nil, s.grpcErr("PodSandboxStatus", err)
 	}
+	resp := &runtimeapi.PodSandboxStatusResponse{Status: sandboxStatus(sb)}
+	if r.GetVerbose() {
+		resp.Info = map[string]string{"info": `{"pid":` + itoa(sb.PausePid) + `,"shim":"` + sb.ShimDir + `"}`}
+	}
+	return resp, nil
+}
+
+// sandboxStatus reports sb as recorded.
+func sandboxStatus(sb *sandbox) *runtimeapi.PodSandboxStatus {
 	cfg := sb.config()
 	nsOpts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
-	st := &runtimeapi.PodSandboxStatus{
+	return &runtimeapi.PodSandboxStatus{
 		Id:             sb.ID,
 		Metadata:       cfg.GetMetadata(),
 		State:          sb.state(),
@@ -43,11 +52,6 @@ func (s *Server) PodSandboxStatus(ctx context.Context, r *runtimeapi.PodSandboxS
 		Annotations:    cfg.GetAnnotations(),
 		RuntimeHandler: sb.Handler,
 	}
-	resp := &runtimeapi.PodSandboxStatusResponse{Status: st}
-	if r.GetVerbose() {
-		resp.Info = map[string]string{"info": `{"pid":` + itoa(sb.PausePid) + `,"shim":"` + sb.ShimDir + `"}`}
-	}
-	return resp, nil
 }
 
 // ListPodSandbox lists pods, filtered by id (or prefix), state and labels.

@@ -51,10 +51,17 @@ func (s *Server) stopSandbox(ctx context.Context, sb *sandbox) error {
 		return err
 	}
 	s.mu.Lock()
+	wasReady := sb.Ready
 	sb.Ready = false
 	rec := sb.Sandbox
 	s.mu.Unlock()
-	return s.store.PutSandbox(&rec)
+	if err := s.store.PutSandbox(&rec); err != nil {
+		return err
+	}
+	if wasReady {
+		s.publishEvent(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, sb, sb.ID)
+	}
+	return nil
 }
 
 func (s *Server) containersOf(podID string) []*store.Container {
@@ -114,6 +121,7 @@ func (s *Server) RemovePodSandbox(ctx context.Context, r *runtimeapi.RemovePodSa
 		}
 	}
 	s.mu.Unlock()
+	s.publishEvent(runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, sb, sb.ID)
 	s.log.Info("pod sandbox removed", "pod", sb.Name, "namespace", sb.Namespace, "id", sb.ID)
 	return &runtimeapi.RemovePodSandboxResponse{}, nil
 }

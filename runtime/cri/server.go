@@ -29,6 +29,7 @@ import (
 	"ingot.dev/ingot/runtime/errdefs"
 	"ingot.dev/ingot/runtime/oci"
 	"ingot.dev/ingot/runtime/shim"
+	"ingot.dev/ingot/runtime/stats"
 	"ingot.dev/ingot/runtime/store"
 )
 
@@ -79,6 +80,12 @@ type Server struct {
 	// container. Lock order: a container's lock, then mu; never wait for one holding mu.
 	ctrLocks map[string]*sync.Mutex
 	podCIDR  string
+
+	// cgroupFS is where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup); tests point it at a
+	// fake. cpuSamples keeps each pod's and container's previous CPU reading for usage_nano_cores.
+	cgroupFS   string
+	cpuSamples stats.CPUSampler
+	events     *eventBroadcaster // GetContainerEvents' subscribers
 
 	bounding []string // the runtime's capability bounding set: what privileged containers get
 	rro      bool     // the kernel has mount_setattr: recursive read-only mounts work
@@ -134,7 +141,8 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{opts: o, log: o.Log, store: st, network: o.Network, sandboxes: map[string]*sandbox{},
-		containers: map[string]*store.Container{}, names: map[string]string{}, ctrLocks: map[string]*sync.Mutex{}, rro: hasMountSetattr()}
+		containers: map[string]*store.Container{}, names: map[string]string{}, ctrLocks: map[string]*sync.Mutex{}, rro: hasMountSetattr(),
+		cgroupFS: "/sys/fs/cgroup", events: newEventBroadcaster(o.Log)}
 	if s.bounding, err = oci.BoundingSet(); err != nil {
 		st.Close()
 		return nil, err

@@ -1,0 +1,164 @@
+package cri
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// fakeCgroup writes a cgroup v2 directory under the server's (fake) cgroup mount.
+func fakeCgroup(t *testing.T, s *Server, path string, files map[string]string) {
+	t.Helper()
+	dir := filepath.Join(s.cgroupFS, path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// podWithCgroup is a running pod with one running container, both with fake cgroups.
+func podWithCgroup(t *testing.T) *Server {
+	s := newTestServer(t)
+	s.cgroupFS = t.TempDir()
+	sh := newFakeShim()
+	addPod(t, s, podA, sh)
+	s.mu.Lock()
+	sb := s.sandboxes[podA]
+	sb.CgroupParent = "/ingot.pods/" + podA
+	cfg, _ := proto.Marshal(&runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "web", Namespace: "default", Uid: "u1"},
+		Labels: map[string]string{"app": "web"}})
+	sb.Config = cfg
+	s.mu.Unlock()
+	addContainer(t, s, ctrX, podA, sh)
+	fakeCgroup(t, s, sb.CgroupParent, map[string]string{
+		"cpu.stat": "usage_usec 3000000\nuser_usec 2000000\nsystem_usec 1000000\n", "memory.current": "8388608\n",
+		"memory.stat": "anon 2097152\nfile 4194304\ninactive_file 3145728\npgfault 50\npgmajfault 2\n",
+		"memory.max":  "16777216\n", "pids.current": "4\n",
+	})
+	fakeCgroup(t, s, filepath.Join(sb.CgroupParent, ctrX), map[string]string{
+		"cpu.stat": "usage_usec 2000000\n", "memory.current": "4194304\n", "memory.max": "max\n", "pids.current": "2\n",
+	})
+	return s
+}
+
+// TestPodSandboxStats: a pod's stats are its cgroup's (working set less inactive file pages,
+// available against memory.max, process count) with its containers'; a second reading has a
+// CPU rate; a filter on labels picks the pod and one on another label none.
+func TestPodSandboxStats(t *testing.T) {
+	s := podWithCgroup(t)
+	ctx := context.Background()
+	resp, err := s.PodSandboxStats(ctx, &runtimeapi.PodSandboxStatsRequest{PodSandboxId: podA[:6]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := resp.GetStats()
+	l := st.GetLinux()
+	if st.GetAttributes().GetId() != podA || st.GetAttributes().GetMetadata().GetName() != "web" {
+		t.Errorf("attributes = %v", st.GetAttributes())
+	}
+	if got := l.GetCpu().GetUsageCoreNanoSeconds().GetValue(); got != 3e9 {
+		t.Errorf("cpu usage = %d ns, want 3e9", got)
+	}
+	if l.GetCpu().GetUsageNanoCores() != nil {
+		t.Errorf("a first reading has a rate: %v", l.GetCpu().GetUsageNanoCores())
+	}
+	m := l.GetMemory()
+	if m.GetWorkingSetBytes().GetValue() != 5<<20 || m.GetUsageBytes().GetValue() != 8<<20 || m.GetRssBytes().GetValue() != 2<<20 ||
+		m.GetAvailableBytes().GetValue() != 11<<20 || m.GetPageFaults().GetValue() != 50 || m.GetMajorPageFaults().GetValue() != 2 {
+		t.Errorf("memory = %v, want working set 5 MiB, usage 8 MiB, rss 2 MiB, available 11 MiB, faults 50/2", m)
+	}
+	if l.GetProcess().GetProcessCount().GetValue() != 4 {
+		t.Errorf("processes = %v, want 4", l.GetProcess())
+	}
+	if l.GetNetwork() != nil {
+		t.Errorf("network counters for a pod without a network namespace: %v", l.GetNetwork())
+	}
+	if len(l.GetContainers()) != 1 || l.GetContainers()[0].GetAttributes().GetId() != ctrX {
+		t.Errorf("containers in the pod's stats: %v", l.GetContainers())
+	}
+
+	// One more second of CPU over the time between the readings: a non-zero rate.
+	fakeCgroup(t, s, "/ingot.pods/"+podA, map[string]string{"cpu.stat": "usage_usec 4000000\n"})
+	list, err := s.ListPodSandboxStats(ctx, &runtimeapi.ListPodSandboxStatsRequest{
+		Filter: &runtimeapi.PodSandboxStatsFilter{LabelSelector: map[string]string{"app": "web"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.GetStats()) != 1 || list.GetStats()[0].GetLinux().GetCpu().GetUsageNanoCores().GetValue() == 0 {
+		t.Fatalf("ListPodSandboxStats = %v, want the pod with a CPU rate", list.GetStats())
+	}
+	list, err = s.ListPodSandboxStats(ctx, &runtimeapi.ListPodSandboxStatsRequest{
+		Filter: &runtimeapi.PodSandboxStatsFilter{LabelSelector: map[string]string{"app": "db"}}})
+	if err != nil || len(list.GetStats()) != 0 {
+		t.Errorf("ListPodSandboxStats app=db = %v, %v; want none", list.GetStats(), err)
+	}
+
+	// A stopped pod has no usage.
+	s.mu.Lock()
+	s.sandboxes[podA].Ready = false
+	s.mu.Unlock()
+	_, err = s.PodSandboxStats(ctx, &runtimeapi.PodSandboxStatsRequest{PodSandboxId: podA})
+	wantCode(t, "PodSandboxStats of a stopped pod", err, codes.FailedPrecondition, podA)
+}
+
+// TestPodSandboxMetrics: every metric ListPodSandboxMetrics reports has a descriptor, with as
+// many label values as the descriptor has keys, and the values are the cgroups'.
+func TestPodSandboxMetrics(t *testing.T) {
+	s := podWithCgroup(t)
+	ctx := context.Background()
+	d, err := s.ListMetricDescriptors(ctx, &runtimeapi.ListMetricDescriptorsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string][]string{}
+	for _, m := range d.GetDescriptors() {
+		keys[m.GetName()] = m.GetLabelKeys()
+		if slices.ContainsFunc(m.GetLabelKeys(), func(k string) bool { return k == "namespace" || k == "pod" || k == "container" }) {
+			t.Errorf("%s has a label the kubelet adds itself: %v", m.GetName(), m.GetLabelKeys())
+		}
+	}
+	resp, err := s.ListPodSandboxMetrics(ctx, &runtimeapi.ListPodSandboxMetricsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetPodMetrics()) != 1 {
+		t.Fatalf("pod metrics = %v, want one pod", resp.GetPodMetrics())
+	}
+	pm := resp.GetPodMetrics()[0]
+	values := map[string]uint64{}
+	check := func(owner string, ms []*runtimeapi.Metric) {
+		for _, m := range ms {
+			k, ok := keys[m.GetName()]
+			if !ok || len(k) != len(m.GetLabelValues()) {
+				t.Errorf("%s metric %s: labels %v, descriptor keys %v", owner, m.GetName(), m.GetLabelValues(), k)
+			}
+			values[owner+" "+m.GetName()] = m.GetValue().GetValue()
+		}
+	}
+	check("pod", pm.GetMetrics())
+	if len(pm.GetContainerMetrics()) != 1 || pm.GetContainerMetrics()[0].GetContainerId() != ctrX {
+		t.Fatalf("container metrics = %v", pm.GetContainerMetrics())
+	}
+	check("ctr", pm.GetContainerMetrics()[0].GetMetrics())
+	want := map[string]uint64{
+		"pod container_cpu_usage_seconds_total": 3, "pod container_cpu_user_seconds_total": 2,
+		"pod container_memory_working_set_bytes": 5 << 20, "pod container_spec_memory_limit_bytes": 16 << 20,
+		"pod container_threads": 4, "ctr container_cpu_usage_seconds_total": 2, "ctr container_memory_usage_bytes": 4 << 20,
+		"ctr container_spec_memory_limit_bytes": 0, "ctr container_threads": 2,
+	}
+	for k, v := range want {
+		if got, ok := values[k]; !ok || got != v {
+			t.Errorf("%s = %d (reported: %v), want %d", k, got, ok, v)
+		}
+	}
+}

@@ -1,0 +1,194 @@
+// Package stats reads the resource usage the CRI reports for pods and containers: a cgroup v2
+// directory's CPU, memory, process and pressure counters, and the interface counters of a
+// network namespace. It only reads; it never changes a cgroup or a namespace.
+package stats
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Cgroup is a cgroup v2 directory's usage at one moment.
+type Cgroup struct {
+	CPU    CPU
+	Memory Memory
+	// Pids is pids.current: the tasks (processes and threads) in the cgroup and below.
+	Pids uint64
+	// Pressure of each resource (cpu, memory, io); nil where the kernel has no PSI.
+	CPUPressure, MemoryPressure, IOPressure *Pressure
+}
+
+// CPU is cpu.stat's time, in nanoseconds (the kernel counts microseconds).
+type CPU struct {
+	UsageNanos, UserNanos, SystemNanos uint64
+}
+
+// Memory is memory.current, memory.stat and memory.max in the terms the kubelet uses.
+type Memory struct {
+	Usage uint64 // memory.current: every charged byte, page cache included
+	// WorkingSet is Usage less inactive file pages, which the kernel reclaims first: what the
+	// kubelet compares against limits and evicts by.
+	WorkingSet      uint64
+	RSS             uint64 // anonymous memory (memory.stat anon)
+	Cache           uint64 // page cache (memory.stat file)
+	PageFaults      uint64
+	MajorPageFaults uint64
+	Limit           uint64 // memory.max; 0: no limit ("max")
+}
+
+// Available is the limit less the working set; 0 when there is no limit.
+func (m Memory) Available() uint64 {
+	if m.Limit == 0 || m.WorkingSet >= m.Limit {
+		return 0
+	}
+	return m.Limit - m.WorkingSet
+}
+
+// Pressure is one resource's PSI lines (cpu.pressure, memory.pressure, io.pressure).
+type Pressure struct {
+	Some, Full PressureLine
+}
+
+// PressureLine is one PSI line: stall averages in percent and the total stall in microseconds.
+type PressureLine struct {
+	Avg10, Avg60, Avg300 float64
+	TotalMicros          uint64
+}
+
+// ReadCgroup reads the cgroup v2 directory dir (e.g. /sys/fs/cgroup/kubepods/pod…). cpu.stat
+// must be there — without it dir is no cgroup v2 directory; other files a kernel or a disabled
+// controller leaves out read as zero.
+func ReadCgroup(dir string) (Cgroup, error) {
+	var c Cgroup
+	cpu, err := readKeyed(filepath.Join(dir, "cpu.stat"))
+	if err != nil {
+		return c, fmt.Errorf("read cgroup %s: %w", dir, err)
+	}
+	c.CPU = CPU{UsageNanos: cpu["usage_usec"] * 1000, UserNanos: cpu["user_usec"] * 1000, SystemNanos: cpu["system_usec"] * 1000}
+
+	mem, err := readKeyed(filepath.Join(dir, "memory.stat"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return c, fmt.Errorf("read cgroup %s: %w", dir, err)
+	}
+	c.Memory = Memory{RSS: mem["anon"], Cache: mem["file"], PageFaults: mem["pgfault"], MajorPageFaults: mem["pgmajfault"]}
+	if c.Memory.Usage, err = readUint(filepath.Join(dir, "memory.current")); err != nil {
+		return c, fmt.Errorf("read cgroup %s: %w", dir, err)
+	}
+	if inactive := mem["inactive_file"]; inactive < c.Memory.Usage {
+		c.Memory.WorkingSet = c.Memory.Usage - inactive
+	}
+	if c.Memory.Limit, err = readUint(filepath.Join(dir, "memory.max")); err != nil {
+		return c, fmt.Errorf("read cgroup %s: %w", dir, err)
+	}
+	if c.Pids, err = readUint(filepath.Join(dir, "pids.current")); err != nil {
+		return c, fmt.Errorf("read cgroup %s: %w", dir, err)
+	}
+	for name, dst := range map[string]**Pressure{"cpu.pressure": &c.CPUPressure, "memory.pressure": &c.MemoryPressure, "io.pressure": &c.IOPressure} {
+		p, err := readPressure(filepath.Join(dir, name))
+		if err != nil {
+			return c, fmt.Errorf("read cgroup %s: %w", dir, err)
+		}
+		*dst = p
+	}
+	return c, nil
+}
+
+// readKeyed reads a flat keyed file ("key value" lines).
+func readKeyed(path string) (map[string]uint64, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]uint64{}
+	for line := range strings.Lines(string(data)) {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s: key %s: %w", path, k, err)
+		}
+		out[k] = n
+	}
+	return out, nil
+}
+
+// readUint reads a single-value file; "max" and a missing file (a controller not enabled for
+// the cgroup, or the root cgroup's absent memory.max) read as 0.
+func readUint(path string) (uint64, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	s := string(bytes.TrimSpace(data))
+	if s == "max" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return n, nil
+}
+
+// readPressure reads a PSI file: "some avg10=0.12 avg60=… avg300=… total=…" and a "full" line
+// (cpu.pressure has one only on newer kernels). A missing file (no CONFIG_PSI) is nil.
+func readPressure(path string) (*Pressure, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var p Pressure
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 {
+			continue
+		}
+		var line *PressureLine
+		switch fields[0] {
+		case "some":
+			line = &p.Some
+		case "full":
+			line = &p.Full
+		default:
+			continue
+		}
+		for _, kv := range fields[1:] {
+			k, v, _ := strings.Cut(kv, "=")
+			var err error
+			switch k {
+			case "avg10":
+				line.Avg10, err = strconv.ParseFloat(v, 64)
+			case "avg60":
+				line.Avg60, err = strconv.ParseFloat(v, 64)
+			case "avg300":
+				line.Avg300, err = strconv.ParseFloat(v, 64)
+			case "total":
+				line.TotalMicros, err = strconv.ParseUint(v, 10, 64)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%s: %s: %w", path, kv, err)
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &p, nil
+}
