@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -151,17 +152,21 @@ type passwdEntry struct {
 }
 
 // readDB reads a colon-separated database file inside the rootfs, never following a symlink out
-// of it.
+// of it. Only a regular file counts: image layers may hold FIFOs and device nodes, and opening a
+// FIFO would block CreateContainer (hence O_NONBLOCK on the open).
 func readDB(rootfs, rel string, each func(f []string) bool) {
 	p, err := securePath(rootfs, rel)
 	if err != nil {
 		return
 	}
-	f, err := os.Open(p)
+	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return
+	}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		line := sc.Text()

@@ -222,3 +222,31 @@ func TestSeccompProfileNotARegularFile(t *testing.T) {
 		}
 	}
 }
+
+// TestImageUserDatabaseNotARegularFile: an image whose /etc/passwd is a FIFO (image layers may
+// hold FIFOs) does not block CreateContainer: the database is treated as missing.
+func TestImageUserDatabaseNotARegularFile(t *testing.T) {
+	rootfs := t.TempDir()
+	os.MkdirAll(filepath.Join(rootfs, "etc"), 0o755)
+	for _, db := range []string{"passwd", "group"} {
+		if err := unix.Mkfifo(filepath.Join(rootfs, "etc", db), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := ContainerSpec(&runtimeapi.PodSandboxConfig{}, &runtimeapi.ContainerConfig{
+			Metadata: &runtimeapi.ContainerMetadata{Name: "c"}, Command: []string{"sh"},
+			Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{RunAsUsername: "www-data"}},
+		}, ContainerInput{Rootfs: rootfs, PodNamespaces: "/run/ingot/podns/p"})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if want := `user "www-data"`; err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("err %v, want one naming the user the image does not have (%s)", err, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("ContainerSpec still reading the image's /etc/passwd FIFO after 5s")
+	}
+}
