@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -74,10 +75,15 @@ func (b *eventBroadcaster) publish(ev *runtimeapi.ContainerEventResponse) {
 // deleted) until the client goes away, for the kubelet's evented PLEG. Each event carries the
 // pod's status and its containers' statuses as they are after the change; a pod's own events
 // carry the pod's id as container_id. A client that falls behind by more than eventBuffer
-// events is cut off with ResourceExhausted and must resubscribe (and relist).
+// events is cut off with ResourceExhausted and must resubscribe (and relist). The stream's
+// headers are sent as soon as it is subscribed.
 func (s *Server) GetContainerEvents(r *runtimeapi.GetEventsRequest, srv runtimeapi.RuntimeService_GetContainerEventsServer) error {
 	sub := s.events.subscribe()
 	defer s.events.unsubscribe(sub)
+	// The headers go out once subscribed: a client that waits for them misses no later event.
+	if err := srv.SendHeader(metadata.MD{}); err != nil {
+		return err
+	}
 	for {
 		select {
 		case <-srv.Context().Done():

@@ -9,14 +9,15 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ingot.dev/ingot/runtime/store"
 )
 
-// fakeEventStream is the server side of a GetContainerEvents stream. GetContainerEvents reads
-// Context only once it has subscribed: the first read says events from now on reach the stream.
+// fakeEventStream is the server side of a GetContainerEvents stream. GetContainerEvents sends
+// the headers once it has subscribed: from then on events reach the stream.
 type fakeEventStream struct {
 	grpc.ServerStream
 	ctx        context.Context
@@ -30,9 +31,11 @@ func newFakeEventStream(ctx context.Context) *fakeEventStream {
 	return &fakeEventStream{ctx: ctx, subscribed: make(chan struct{}), events: make(chan *runtimeapi.ContainerEventResponse, 100)}
 }
 
-func (f *fakeEventStream) Context() context.Context {
+func (f *fakeEventStream) Context() context.Context { return f.ctx }
+
+func (f *fakeEventStream) SendHeader(metadata.MD) error {
 	f.once.Do(func() { close(f.subscribed) })
-	return f.ctx
+	return nil
 }
 
 func (f *fakeEventStream) Send(ev *runtimeapi.ContainerEventResponse) error {

@@ -141,7 +141,7 @@ func (s *Server) containerMetrics(sb *sandbox, c *store.Container) (*runtimeapi.
 	if rec.State != store.Running {
 		return nil, false
 	}
-	cg, err := stats.ReadCgroup(filepath.Join(s.cgroupFS, parent, rec.ID))
+	cg, err := stats.Read(s.cgroupFS, filepath.Join(parent, rec.ID))
 	if err != nil {
 		s.log.Debug("container left out of the metrics", "container", rec.ID, "err", err)
 		return nil, false

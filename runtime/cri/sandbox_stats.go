@@ -3,7 +3,6 @@ package cri
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -69,7 +68,7 @@ func (s *Server) readPod(sb *sandbox) (podUsage, error) {
 	}
 	u := podUsage{at: time.Now()}
 	var err error
-	if u.cgroup, err = stats.ReadCgroup(filepath.Join(s.cgroupFS, cgroup)); err != nil {
+	if u.cgroup, err = stats.Read(s.cgroupFS, cgroup); err != nil {
 		return podUsage{}, fmt.Errorf("pod %s: %w", sb.ID, err)
 	}
 	if nsPath != "" {

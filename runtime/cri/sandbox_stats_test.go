@@ -30,6 +30,7 @@ func fakeCgroup(t *testing.T, s *Server, path string, files map[string]string) {
 func podWithCgroup(t *testing.T) *Server {
 	s := newTestServer(t)
 	s.cgroupFS = t.TempDir()
+	fakeCgroup(t, s, "/", map[string]string{"cgroup.controllers": "cpu memory pids\n"}) // a v2 root
 	sh := newFakeShim()
 	addPod(t, s, podA, sh)
 	s.mu.Lock()

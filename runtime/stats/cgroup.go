@@ -62,6 +62,69 @@ type PressureLine struct {
 	TotalMicros          uint64
 }
 
+// Read reads the cgroup at path (as in a spec's cgroupsPath, "/ingot.pods/<pod>") below root,
+// where the cgroup file systems are mounted (/sys/fs/cgroup): the unified (v2) hierarchy when
+// root is one (it has cgroup.controllers), else the v1 cpuacct, memory and pids hierarchies —
+// ingot nodes run v2, but the runtime also serves stats on v1 hosts (tests, critest).
+func Read(root, path string) (Cgroup, error) {
+	if _, err := os.Stat(filepath.Join(root, "cgroup.controllers")); err == nil {
+		return ReadCgroup(filepath.Join(root, path))
+	}
+	return readV1(root, path)
+}
+
+// v1UnlimitedMemory: v1 reports "no limit" as a page-rounded huge number, not "max".
+const v1UnlimitedMemory = 1 << 62
+
+// clockTicks is USER_HZ, the unit of v1's cpuacct.stat: 100 on every Linux architecture.
+const clockTicks = 100
+
+// readV1 reads a cgroup from the v1 hierarchies: cpuacct (on its own or mounted with cpu),
+// memory (its total_* counters include the cgroups below, as v2's do) and pids.
+func readV1(root, path string) (Cgroup, error) {
+	var c Cgroup
+	cpuDir := filepath.Join(root, "cpuacct", path)
+	if _, err := os.Stat(cpuDir); err != nil {
+		cpuDir = filepath.Join(root, "cpu,cpuacct", path)
+	}
+	// cpuacct.usage must be there, as cpu.stat on v2: without it path is no cgroup.
+	if _, err := os.Stat(filepath.Join(cpuDir, "cpuacct.usage")); err != nil {
+		return c, fmt.Errorf("read cgroup %s (v1): %w", path, err)
+	}
+	usage, err := readUint(filepath.Join(cpuDir, "cpuacct.usage"))
+	if err != nil {
+		return c, fmt.Errorf("read cgroup %s (v1): %w", path, err)
+	}
+	ticks, err := readKeyed(filepath.Join(cpuDir, "cpuacct.stat"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return c, fmt.Errorf("read cgroup %s (v1): %w", path, err)
+	}
+	c.CPU = CPU{UsageNanos: usage, UserNanos: ticks["user"] * (1e9 / clockTicks), SystemNanos: ticks["system"] * (1e9 / clockTicks)}
+
+	memDir := filepath.Join(root, "memory", path)
+	mem, err := readKeyed(filepath.Join(memDir, "memory.stat"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return c, fmt.Errorf("read cgroup %s (v1): %w", path, err)
+	}
+	c.Memory = Memory{RSS: mem["total_rss"], Cache: mem["total_cache"], PageFaults: mem["total_pgfault"], MajorPageFaults: mem["total_pgmajfault"]}
+	if c.Memory.Usage, err = readUint(filepath.Join(memDir, "memory.usage_in_bytes")); err != nil {
+		return c, fmt.Errorf("read cgroup %s (v1): %w", path, err)
+	}
+	if inactive := mem["total_inactive_file"]; inactive < c.Memory.Usage {
+		c.Memory.WorkingSet = c.Memory.Usage - inactive
+	}
+	if c.Memory.Limit, err = readUint(filepath.Join(memDir, "memory.limit_in_bytes")); err != nil {
+		return c, fmt.Errorf("read cgroup %s (v1): %w", path, err)
+	}
+	if c.Memory.Limit >= v1UnlimitedMemory {
+		c.Memory.Limit = 0
+	}
+	if c.Pids, err = readUint(filepath.Join(root, "pids", path, "pids.current")); err != nil {
+		return c, fmt.Errorf("read cgroup %s (v1): %w", path, err)
+	}
+	return c, nil
+}
+
 // ReadCgroup reads the cgroup v2 directory dir (e.g. /sys/fs/cgroup/kubepods/pod…). cpu.stat
 // must be there — without it dir is no cgroup v2 directory; other files a kernel or a disabled
 // controller leaves out read as zero.

@@ -86,6 +86,45 @@ func TestReadCgroupErrors(t *testing.T) {
 	}
 }
 
+// TestReadV1: without cgroup.controllers at the root, Read takes the v1 hierarchies: cpuacct
+// (ticks of USER_HZ for user and system), memory's total_* counters, an "unlimited" limit.
+func TestReadV1(t *testing.T) {
+	root := t.TempDir()
+	for dir, files := range map[string]map[string]string{
+		"cpu,cpuacct/pods/p1": {"cpuacct.usage": "2500000000\n", "cpuacct.stat": "user 200\nsystem 50\n"},
+		"memory/pods/p1": {"memory.usage_in_bytes": "10485760\n", "memory.limit_in_bytes": "9223372036854771712\n",
+			"memory.stat": "rss 1\ntotal_rss 4194304\ntotal_cache 6291456\ntotal_inactive_file 4194304\ntotal_pgfault 9\ntotal_pgmajfault 1\n"},
+		"pids/pods/p1": {"pids.current": "5\n"},
+	} {
+		if err := os.MkdirAll(filepath.Join(root, dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, content := range files {
+			if err := os.WriteFile(filepath.Join(root, dir, name), []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	c, err := Read(root, "/pods/p1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Cgroup{CPU: CPU{UsageNanos: 2_500_000_000, UserNanos: 2_000_000_000, SystemNanos: 500_000_000},
+		Memory: Memory{Usage: 10 << 20, WorkingSet: 6 << 20, RSS: 4 << 20, Cache: 6 << 20, PageFaults: 9, MajorPageFaults: 1},
+		Pids:   5}
+	if c.CPU != want.CPU || c.Memory != want.Memory || c.Pids != want.Pids {
+		t.Errorf("Read (v1) = %+v\nwant %+v", c, want)
+	}
+	if _, err := Read(root, "/pods/gone"); err == nil || !strings.Contains(err.Error(), "/pods/gone") {
+		t.Errorf("Read of a missing v1 cgroup: err = %v, want one naming it", err)
+	}
+	// With cgroup.controllers the root is v2: the same path is read as a v2 directory.
+	os.WriteFile(filepath.Join(root, "cgroup.controllers"), []byte("cpu\n"), 0o644)
+	if _, err := Read(root, "/pods/p1"); err == nil || !strings.Contains(err.Error(), "cpu.stat") {
+		t.Errorf("Read under a v2 root: err = %v, want the missing cpu.stat", err)
+	}
+}
+
 func TestCPUSampler(t *testing.T) {
 	var s CPUSampler
 	t0 := time.Unix(1000, 0)
