@@ -102,6 +102,41 @@ func TestPodStatsAndEvents(t *testing.T) {
 		t.Errorf("eth0 counters rx %d tx %d bytes, want at least the ping's 294 each way", num(ifc.RxBytes), num(ifc.TxBytes))
 	}
 
+	// The kubelet's /metrics/cadvisor from the CRI: each metric has a descriptor; the pod's eth0
+	// and the container's memory are there with the values the kernel counts.
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	descs, err := rt.ListMetricDescriptors(ctx, &runtimeapi.ListMetricDescriptorsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string]int{}
+	for _, d := range descs.GetDescriptors() {
+		keys[d.GetName()] = len(d.GetLabelKeys())
+	}
+	metrics, err := rt.ListPodSandboxMetrics(ctx, &runtimeapi.ListPodSandboxMetricsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := map[string]uint64{}
+	for _, pm := range metrics.GetPodMetrics() {
+		all := pm.GetMetrics()
+		for _, cm := range pm.GetContainerMetrics() {
+			all = append(all, cm.GetMetrics()...)
+		}
+		for _, m := range all {
+			if n, ok := keys[m.GetName()]; !ok || n != len(m.GetLabelValues()) {
+				t.Errorf("metric %s %v has no matching descriptor", m.GetName(), m.GetLabelValues())
+			}
+			values[m.GetName()+strings.Join(m.GetLabelValues(), ",")] = m.GetValue().GetValue()
+		}
+	}
+	if v := values["container_network_receive_bytes_total"+pod+",statsp,,eth0"]; v == 0 {
+		t.Errorf("container_network_receive_bytes_total of the pod's eth0 = 0; metrics: %v", values)
+	}
+	if v := values["container_memory_working_set_bytes"+ctr+",pinger,"+busybox]; v == 0 {
+		t.Errorf("container_memory_working_set_bytes of the container = 0; metrics: %v", values)
+	}
+
 	r.MustCrictl("stop", ctr)
 	r.MustCrictl("rm", ctr)
 	r.MustCrictl("stopp", pod)
