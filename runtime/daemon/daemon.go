@@ -20,6 +20,7 @@ import (
 	"ingot.dev/ingot/runtime/cri"
 	"ingot.dev/ingot/runtime/images"
 	"ingot.dev/ingot/runtime/images/archive"
+	"ingot.dev/ingot/runtime/metrics"
 )
 
 // DefaultConfig is where the node's runtime configuration lives.
@@ -53,7 +54,7 @@ func Main(args []string) int {
 	if *socket != "" {
 		cfg.GRPC.Address = *socket
 	}
-	log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.Log.Level}))
+	log = newLogger(os.Stderr, cfg.Log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	opts := runOptions{cgroupRoot: *cgroupRoot, nodeNetNS: *nodeNetNS, podNetwork: *podNetwork}
@@ -96,10 +97,12 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, o runOptions
 	if err != nil {
 		return fmt.Errorf("find own executable: %w", err)
 	}
+	m := metrics.New(metrics.Options{GRPCHistogram: cfg.Metrics.GRPCHistogram})
 	store, err := images.Open(filepath.Join(cfg.RootDir, "images"), images.Options{
 		MaxConcurrentDownloads: cfg.Images.MaxConcurrentDownloads,
 		Hosts:                  registryHosts{&cfg.Registry},
 		Logger:                 log,
+		OnPull:                 pullObserver(m),
 		Unpack: archive.Limits{
 			MaxPathLength: cfg.Unpack.MaxPathLength,
 			MaxPathDepth:  cfg.Unpack.MaxPathDepth,
@@ -137,11 +140,19 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, o runOptions
 	if cfg.GRPC.UID != 0 || cfg.GRPC.GID != 0 {
 		os.Chown(cfg.GRPC.Address, cfg.GRPC.UID, cfg.GRPC.GID)
 	}
-	g := grpc.NewServer(grpc.MaxRecvMsgSize(cfg.GRPC.MaxRecvMessageSize), grpc.MaxSendMsgSize(cfg.GRPC.MaxSendMessageSize))
+	m.WatchState(census(srv))
+	g := grpc.NewServer(grpc.MaxRecvMsgSize(cfg.GRPC.MaxRecvMessageSize), grpc.MaxSendMsgSize(cfg.GRPC.MaxSendMessageSize),
+		grpc.ChainUnaryInterceptor(m.UnaryInterceptor(), logRequests(log)), grpc.ChainStreamInterceptor(m.StreamInterceptor()))
 	srv.Register(g)
+	ep, err := metrics.Serve(cfg.Metrics.Address, m, log)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	defer ep.Close()
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(l) }()
-	log.Info("CRI runtime serving", "socket", cfg.GRPC.Address, "root", cfg.RootDir, "state", cfg.StateDir)
+	log.Info("CRI runtime serving", "socket", cfg.GRPC.Address, "root", cfg.RootDir, "state", cfg.StateDir, "metrics", cfg.Metrics.Address)
 	select {
 	case <-ctx.Done():
 		log.Info("stopping the CRI server; pods keep running in their shims")

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -49,6 +50,28 @@ var manifestAccept = strings.Join([]string{
 // the next attempt or removed by the next Remove or Open.
 func (s *Store) Pull(ctx context.Context, ref string, opts PullOptions) (Image, error) {
 	start := time.Now()
+	var received int64
+	img, err := s.pullRef(ctx, ref, opts, &received)
+	if s.opts.OnPull != nil {
+		s.opts.OnPull(PullReport{Ref: ref, Bytes: received, Duration: time.Since(start), Err: err})
+	}
+	if err != nil {
+		return Image{}, err
+	}
+	s.log.Info("image pulled", "ref", ref, "id", img.ID, "platform", img.Platform.String(), "duration", time.Since(start).Round(time.Millisecond))
+	return img, nil
+}
+
+// PullReport is what one Pull cost, for Options.OnPull.
+type PullReport struct {
+	Ref      string        // as the caller named it
+	Bytes    int64         // manifests, configs and layer blobs received from registries
+	Duration time.Duration // from the call to the return
+	Err      error         // what Pull returned
+}
+
+// pullRef is Pull; received counts the bytes read from registries, a failed pull's too.
+func (s *Store) pullRef(ctx context.Context, ref string, opts PullOptions, received *int64) (Image, error) {
 	r, err := parseReference(ref)
 	if err != nil {
 		return Image{}, err
@@ -57,6 +80,7 @@ func (s *Store) Pull(ctx context.Context, ref string, opts PullOptions) (Image, 
 	if err != nil {
 		return Image{}, fmt.Errorf("pull %s: %w", r, err)
 	}
+	defer func() { *received = sess.received.Load() }()
 	defer sess.close()
 	l := s.newLease()
 	defer l.release()
@@ -64,7 +88,6 @@ func (s *Store) Pull(ctx context.Context, ref string, opts PullOptions) (Image, 
 	if err != nil {
 		return Image{}, fmt.Errorf("pull %s: %w", r, err)
 	}
-	s.log.Info("image pulled", "ref", r.String(), "id", img.ID, "platform", img.Platform.String(), "duration", time.Since(start).Round(time.Millisecond))
 	return img, nil
 }
 
@@ -73,6 +96,21 @@ type session struct {
 	ref     reference
 	clients []*client
 	log     func(msg string, args ...any)
+	// received counts the bytes of manifests and blobs read, from every endpoint tried; layers
+	// download concurrently.
+	received atomic.Int64
+}
+
+// countingReader adds what it reads to n.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	c.n.Add(int64(k))
+	return k, err
 }
 
 func (s *Store) newSession(r reference, opts PullOptions) (*session, error) {
@@ -158,6 +196,7 @@ func (ss *session) fetchManifest(ctx context.Context, identifier string, need Ca
 		}
 		ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 		raw, err := limitedBody(resp, maxManifestSize)
+		ss.received.Add(int64(len(raw)))
 		if err != nil {
 			return err
 		}
@@ -203,7 +242,7 @@ func (ss *session) fetchBlob(ctx context.Context, cs *content.Store, digest stri
 			return err
 		}
 		defer resp.Body.Close()
-		return cs.Write(ctx, digest, size, resp.Body)
+		return cs.Write(ctx, digest, size, countingReader{resp.Body, &ss.received})
 	})
 }
 

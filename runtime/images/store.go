@@ -87,6 +87,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Unpack bounds what unpacking one layer may cost; a zero field means archive's default.
 	Unpack archive.Limits
+	// OnPull, when set, is told of every Pull as it returns (the runtime's metrics). It is called
+	// on the pulling goroutine and must not block.
+	OnPull func(PullReport)
 }
 
 // Store is the image store. Its methods are safe for concurrent use.
