@@ -42,5 +42,6 @@ func (s *Server) StartContainer(ctx context.Context, r *runtimeapi.StartContaine
 		return nil, s.grpcErr("StartContainer", err)
 	}
 	s.publishEvent(runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, sb, c.ID)
+	go s.watchExit(sb, c)
 	return &runtimeapi.StartContainerResponse{}, nil
 }

@@ -1,6 +1,7 @@
 package cri
 
 import (
+	"context"
 	"log/slog"
 	"sync"
 	"time"
@@ -120,4 +121,31 @@ func (s *Server) publishEvent(typ runtimeapi.ContainerEventType, sb *sandbox, id
 		ev.ContainersStatuses = append(ev.ContainersStatuses, s.containerStatus(c))
 	}
 	s.events.publish(ev)
+}
+
+// exitWatchSlice bounds one Wait on the shim; the watch asks again until the container exits.
+const exitWatchSlice = time.Hour
+
+// watchExit waits in the background for a running container to exit by itself and records the
+// exit at once, so that GetContainerEvents reports it (the kubelet's evented PLEG relists only
+// every few minutes) rather than the next status call noticing it. A handler working on the
+// container meanwhile (a stop) records the exit itself; refresh then leaves it alone. The watch
+// ends with the container's exit, its removal, or its shim going away.
+func (s *Server) watchExit(sb *sandbox, c *store.Container) {
+	if sb == nil || sb.shim == nil {
+		return
+	}
+	for {
+		st, err := sb.shim.Wait(context.Background(), c.ID, exitWatchSlice)
+		if err != nil || st.Exited || st.NotFound {
+			break
+		}
+		s.mu.Lock()
+		gone := s.containers[c.ID] != c
+		s.mu.Unlock()
+		if gone {
+			return
+		}
+	}
+	s.refresh(c)
 }

@@ -181,3 +181,38 @@ func TestContainerEventsDropSlowSubscriber(t *testing.T) {
 		t.Error("the dropped subscriber is still subscribed")
 	}
 }
+
+// TestContainerEventsOnOwnExit: a started container that exits by itself is reported stopped
+// at once, with its exit code, without a status call noticing it first (the evented PLEG
+// relists only every few minutes).
+func TestContainerEventsOnOwnExit(t *testing.T) {
+	s := newTestServer(t)
+	sh := newFakeShim()
+	addPod(t, s, podA, sh)
+	c := addContainer(t, s, ctrX, podA, sh)
+	c.State = store.Created
+	sh.add(ctrX, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream := newFakeEventStream(ctx)
+	subscribeEvents(t, s, stream)
+	if _, err := s.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ctrX}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := <-stream.events; ev.GetContainerEventType() != runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT {
+		t.Fatalf("first event %s, want started", ev.GetContainerEventType())
+	}
+	sh.mu.Lock()
+	sh.exitLocked(sh.ctrs[ctrX], 3) // the process ends by itself
+	sh.mu.Unlock()
+	select {
+	case ev := <-stream.events:
+		sts := ev.GetContainersStatuses()
+		if ev.GetContainerEventType() != runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT || ev.GetContainerId() != ctrX ||
+			len(sts) != 1 || sts[0].GetState() != runtimeapi.ContainerState_CONTAINER_EXITED || sts[0].GetExitCode() != 3 {
+			t.Errorf("after the exit: %s of %.4s, statuses %v; want stopped, exited with 3", ev.GetContainerEventType(), ev.GetContainerId(), sts)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event within 10s of the container's own exit")
+	}
+}

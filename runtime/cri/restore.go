@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"ingot.dev/ingot/runtime/shim"
+	"ingot.dev/ingot/runtime/store"
 )
 
 // restoreState reloads every pod and container after a daemon restart and reconnects to the shims,
@@ -38,6 +39,9 @@ func (s *Server) restoreState(ctx context.Context) error {
 	}
 	for _, c := range s.containers {
 		s.refresh(c)
+		if c.State == store.Running {
+			go s.watchExit(s.sandboxes[c.SandboxID], c) // as StartContainer does
+		}
 	}
 	if s.network != nil {
 		// Forget addresses and veths of pods this runtime no longer has (removed while it was down,
