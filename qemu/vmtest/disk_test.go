@@ -2,7 +2,6 @@ package vmtest
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -39,23 +38,6 @@ func gptBytes(t *testing.T, disk string) []byte {
 	return b
 }
 
-// bootDisk starts a VM on a disk the test prepared (BootWith always starts from a fresh copy).
-func bootDisk(t *testing.T, cfg qemu.Config) *VM {
-	t.Helper()
-	vm, err := qemu.Start(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		vm.Kill()
-		vm.Wait()
-		if t.Failed() {
-			t.Logf("console:\n%s", tail(vm.Console.Output(), 4000))
-		}
-	})
-	return &VM{VM: vm, t: t}
-}
-
 // varKiB is the size of the filesystem on /var as df reports it, in KiB.
 func varKiB(t *testing.T, vm *VM) int64 {
 	t.Helper()
@@ -88,9 +70,9 @@ func TestStateFillsDisk(t *testing.T) {
 				t.Fatal(err)
 			}
 			shipped := gptBytes(t, filepath.Join(img, manifest.FileDisk))
-			cfg := qemu.Config{Image: img, Boot: qemu.BootDirect, Disk: disk, RunDir: run}
+			cfg := qemu.Config{Image: img, Boot: qemu.BootDirect, Disk: disk}
 
-			vm := bootDisk(t, cfg)
+			vm := BootWith(t, cfg)
 			took := vm.WaitReady(bootTimeout)
 			t.Logf("%s: first boot on a 2 GiB disk (grow and format) to %q: %d ms", archName, ReadyLine, took.Milliseconds())
 			vm.Prompt(shellTimeout)
@@ -111,7 +93,7 @@ func TestStateFillsDisk(t *testing.T) {
 				t.Fatal("the primary GPT is the image's own: the node did not grow the state partition")
 			}
 
-			vm = bootDisk(t, cfg)
+			vm = BootWith(t, cfg)
 			vm.WaitReady(bootTimeout)
 			vm.Prompt(shellTimeout)
 			if got := vm.MustShell("cat /var/persist", shellTimeout); got != token {
