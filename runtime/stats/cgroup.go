@@ -23,6 +23,12 @@ type Cgroup struct {
 	Pids uint64
 	// Pressure of each resource (cpu, memory, io); nil where the kernel has no PSI.
 	CPUPressure, MemoryPressure, IOPressure *Pressure
+
+	Throttling   Throttling
+	MemoryDetail MemoryDetail
+	PidsMax      uint64   // pids.max; 0: no limit
+	IO           []Device // per block device, as the kernel lists them
+	Procs        []int    // cgroup.procs: the processes in the cgroup itself
 }
 
 // CPU is cpu.stat's time, in nanoseconds (the kernel counts microseconds).
@@ -122,6 +128,9 @@ func readV1(root, path string) (Cgroup, error) {
 	if c.Pids, err = readUint(filepath.Join(root, "pids", path, "pids.current")); err != nil {
 		return c, fmt.Errorf("read cgroup %s (v1): %w", path, err)
 	}
+	if err := readExtraV1(root, path, &c); err != nil {
+		return c, fmt.Errorf("read cgroup %s (v1): %w", path, err)
+	}
 	return c, nil
 }
 
@@ -159,6 +168,9 @@ func ReadCgroup(dir string) (Cgroup, error) {
 			return c, fmt.Errorf("read cgroup %s: %w", dir, err)
 		}
 		*dst = p
+	}
+	if err := readExtraV2(dir, &c); err != nil {
+		return c, fmt.Errorf("read cgroup %s: %w", dir, err)
 	}
 	return c, nil
 }

@@ -210,3 +210,44 @@ func TestNetworkReadsTheNamespace(t *testing.T) {
 		t.Errorf("Network of a missing namespace: err = %v", err)
 	}
 }
+
+// TestReadV1Detail: on v1 the throttling, spec, memory detail, blkio and processes come from
+// the cpu, memory, pids and blkio hierarchies; memsw counts memory and swap together.
+func TestReadV1Detail(t *testing.T) {
+	root := t.TempDir()
+	for dir, files := range map[string]map[string]string{
+		"cpu,cpuacct/pods/p1": {"cpuacct.usage": "1\n", "cpu.stat": "nr_periods 7\nnr_throttled 3\nthrottled_time 2000000000\n",
+			"cpu.cfs_period_us": "100000\n", "cpu.shares": "512\n"},
+		"memory/pods/p1": {"memory.usage_in_bytes": "8192\n", "memory.limit_in_bytes": "9223372036854771712\n",
+			"memory.stat": "total_mapped_file 4096\n", "memory.kmem.usage_in_bytes": "1024\n", "memory.max_usage_in_bytes": "16384\n",
+			"memory.failcnt": "2\n", "memory.memsw.usage_in_bytes": "12288\n", "memory.memsw.limit_in_bytes": "9223372036854771712\n",
+			"memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"},
+		"pids/pods/p1":  {"pids.current": "2\n", "pids.max": "max\n", "cgroup.procs": "10\n11\n"},
+		"blkio/pods/p1": {"blkio.throttle.io_service_bytes_recursive": "8:0 Read 4096\n8:0 Write 512\n8:0 Total 4608\nTotal 4608\n", "blkio.throttle.io_serviced_recursive": "8:0 Read 1\n8:0 Write 1\nTotal 2\n"},
+	} {
+		if err := os.MkdirAll(filepath.Join(root, dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, content := range files {
+			if err := os.WriteFile(filepath.Join(root, dir, name), []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	c, err := Read(root, "/pods/p1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Throttling{Periods: 7, ThrottledPeriods: 3, ThrottledNanos: 2e9, PeriodMicros: 100000, Shares: 512}); c.Throttling != want {
+		t.Errorf("throttling = %+v, want %+v", c.Throttling, want)
+	}
+	if want := (MemoryDetail{Kernel: 1024, MappedFile: 4096, MaxUsage: 16384, Swap: 4096, Failcnt: 2, OOMEvents: 3}); c.MemoryDetail != want {
+		t.Errorf("memory detail = %+v, want %+v", c.MemoryDetail, want)
+	}
+	if want := []Device{{Major: 8, ReadBytes: 4096, WriteBytes: 512, Reads: 1, Writes: 1}}; len(c.IO) != 1 || c.IO[0] != want[0] {
+		t.Errorf("io = %+v, want %+v", c.IO, want)
+	}
+	if c.PidsMax != 0 || len(c.Procs) != 2 || c.Procs[1] != 11 {
+		t.Errorf("pids.max %d, procs %v: want 0 (max) and [10 11]", c.PidsMax, c.Procs)
+	}
+}
