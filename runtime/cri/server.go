@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -86,6 +87,8 @@ type Server struct {
 	cgroupFS   string
 	cpuSamples stats.CPUSampler
 	events     *eventBroadcaster // GetContainerEvents' subscribers
+	// streams is the streaming server Exec, Attach and PortForward hand out URLs on (ServeStreams).
+	streams atomic.Pointer[StreamServer]
 
 	bounding []string // the runtime's capability bounding set: what privileged containers get
 	rro      bool     // the kernel has mount_setattr: recursive read-only mounts work

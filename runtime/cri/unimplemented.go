@@ -15,18 +15,6 @@ func unimplemented(call, why string) error {
 	return status.Errorf(codes.Unimplemented, "%s is not supported by ingot yet: %s", call, why)
 }
 
-func (s *Server) Exec(ctx context.Context, r *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
-	return nil, unimplemented("Exec", "interactive streaming (the cri-streaming server) is not built; ExecSync works")
-}
-
-func (s *Server) Attach(ctx context.Context, r *runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error) {
-	return nil, unimplemented("Attach", "interactive streaming (the cri-streaming server) is not built")
-}
-
-func (s *Server) PortForward(ctx context.Context, r *runtimeapi.PortForwardRequest) (*runtimeapi.PortForwardResponse, error) {
-	return nil, unimplemented("PortForward", "interactive streaming (the cri-streaming server) is not built")
-}
-
 func (s *Server) CheckpointContainer(ctx context.Context, r *runtimeapi.CheckpointContainerRequest) (*runtimeapi.CheckpointContainerResponse, error) {
 	return nil, unimplemented("CheckpointContainer", "ingot has no CRIU")
 }

@@ -133,6 +133,16 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, o runOptions
 		return err
 	}
 	defer srv.Close()
+	// Before the CRI socket: the URLs Exec, Attach and PortForward hand out must work from the
+	// first request on.
+	streams, err := srv.ServeStreams(cri.StreamOptions{
+		Address: cfg.Stream.Address, Port: cfg.Stream.Port, IdleTimeout: cfg.Stream.IdleTimeout,
+		TLS: cfg.Stream.TLS, TLSCertFile: cfg.Stream.TLSCertFile, TLSKeyFile: cfg.Stream.TLSKeyFile,
+	})
+	if err != nil {
+		return err
+	}
+	defer streams.Close()
 	l, err := cri.Listen(cfg.GRPC.Address)
 	if err != nil {
 		return err
@@ -152,7 +162,8 @@ func run(ctx context.Context, cfg *config.Config, log *slog.Logger, o runOptions
 	defer ep.Close()
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(l) }()
-	log.Info("CRI runtime serving", "socket", cfg.GRPC.Address, "root", cfg.RootDir, "state", cfg.StateDir, "metrics", cfg.Metrics.Address)
+	log.Info("CRI runtime serving", "socket", cfg.GRPC.Address, "root", cfg.RootDir, "state", cfg.StateDir, "metrics", cfg.Metrics.Address,
+		"streaming", streams.URL())
 	select {
 	case <-ctx.Done():
 		log.Info("stopping the CRI server; pods keep running in their shims")
