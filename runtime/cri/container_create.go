@@ -139,7 +139,8 @@ func (s *Server) createContainer(ctx context.Context, id string, sb *sandbox, po
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), data, 0o600); err != nil {
 		return nil, err
 	}
-	if _, err := sb.shim.Create(shim.CreateArgs{ID: id, Spec: data, LogDir: logDir, LogPath: logName}); err != nil {
+	if _, err := sb.shim.Create(shim.CreateArgs{ID: id, Spec: data, LogDir: logDir, LogPath: logName,
+		Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce()}); err != nil {
 		return nil, err
 	}
 	return s.recordContainer(id, sb, cfg, img, spec, logPath, dir)

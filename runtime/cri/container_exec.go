@@ -2,13 +2,9 @@ package cri
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"ingot.dev/ingot/runtime/errdefs"
@@ -30,18 +26,10 @@ func (s *Server) ExecSync(ctx context.Context, r *runtimeapi.ExecSyncRequest) (*
 	if s.stateOf(c) != store.Running || sb == nil || sb.shim == nil {
 		return nil, s.grpcErr("ExecSync", fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrPrecondition))
 	}
-	data, err := os.ReadFile(filepath.Join(c.Dir, "config.json"))
+	pdata, err := execProcess(c, r.GetCmd(), false)
 	if err != nil {
-		return nil, s.grpcErr("ExecSync", fmt.Errorf("container %s: spec: %w", c.ID, err))
-	}
-	var spec specs.Spec
-	if err := json.Unmarshal(data, &spec); err != nil {
 		return nil, s.grpcErr("ExecSync", err)
 	}
-	proc := *spec.Process
-	proc.Args = r.GetCmd()
-	proc.Terminal = false
-	pdata, _ := json.Marshal(&proc)
 	res, err := sb.shim.Exec(shim.ExecArgs{ID: c.ID, Process: pdata, Timeout: time.Duration(r.GetTimeout()) * time.Second,
 		DrainTimeout: s.opts.DrainExecSyncIOTimeout})
 	if err != nil {

@@ -195,6 +195,11 @@ func ContainerSpec(sb *runtimeapi.PodSandboxConfig, c *runtimeapi.ContainerConfi
 	}
 	s := Default(in.Rootfs, args)
 	s.Process.Env = Env(c, in.Image)
+	// A tty: runc init gives the process a terminal, whose master the shim holds. Programs on a
+	// terminal want to know its kind; kubectl's is xterm-like (containerd says the same).
+	if s.Process.Terminal = c.GetTty(); s.Process.Terminal && !slices.ContainsFunc(s.Process.Env, func(kv string) bool { return strings.HasPrefix(kv, "TERM=") }) {
+		s.Process.Env = append(s.Process.Env, "TERM=xterm")
+	}
 	s.Process.Cwd = firstNonEmpty(c.GetWorkingDir(), in.Image.WorkingDir, "/")
 	sc := c.GetLinux().GetSecurityContext()
 	if err := setUser(s, sc, in.Image.User, in.Rootfs); err != nil {

@@ -81,8 +81,9 @@ func (c *serverCodec) WriteResponse(r *rpc.Response, body any) error {
 
 // Client talks to one shim.
 type Client struct {
-	rpc *rpc.Client
-	Dir string
+	rpc    *rpc.Client
+	Dir    string
+	socket string // for stream connections (stream.go)
 }
 
 // Dial connects to the shim listening on socket; dir is its directory, for messages.
@@ -91,7 +92,7 @@ func Dial(dir, socket string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("shim %s: %w", dir, err)
 	}
-	return &Client{rpc: rpc.NewClient(conn), Dir: dir}, nil
+	return &Client{rpc: rpc.NewClient(conn), Dir: dir, socket: socket}, nil
 }
 
 // Spawn starts a shim (exe shim --dir dir --socket socket) in its own session and connects to

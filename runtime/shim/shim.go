@@ -53,6 +53,15 @@ type container struct {
 	exited  chan struct{}
 	exit    Exit
 	streams sync.WaitGroup
+
+	// stdin is the container's stdin for attached clients: a pipe's write end, or the terminal's
+	// master; nil when the container was created without stdin. stdinOnce: the first client
+	// that ends its stdin closes it.
+	stdin     io.WriteCloser
+	stdinOnce bool
+	stdinMu   sync.Mutex
+	console   *os.File  // the terminal's master (tty containers)
+	out       [2]fanout // stdout and stderr (a terminal's output is stdout) to attached clients
 }
 
 // Exit is how a container's main process ended.
@@ -72,6 +81,10 @@ type CreateArgs struct {
 	LogDir  string
 	LogPath string
 	Start   bool // start at once (the pause container) instead of waiting for Start
+	// Stdin keeps the container's stdin open for attached clients (CRI's stdin); StdinOnce
+	// closes it when the first of them ends its input. A terminal is asked for by the spec
+	// (process.terminal).
+	Stdin, StdinOnce bool
 }
 
 // State reports a container.
@@ -167,7 +180,7 @@ func (s *Server) serve(l net.Listener) error {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		go srv.ServeCodec(newServerCodec(conn, s.stop))
+		go s.handle(srv, conn)
 	}
 }
 
@@ -201,52 +214,62 @@ func (s *Server) create(a CreateArgs) (int, error) {
 		lc.Destroy()
 		return 0, err
 	}
-	c := &container{id: a.ID, lc: lc, proc: p, exited: make(chan struct{})}
-	var childEnds []*os.File
+	c := &container{id: a.ID, lc: lc, proc: p, exited: make(chan struct{}), stdinOnce: a.StdinOnce}
+	tty := spec.Process.Terminal
+	var logw *logs.Writer
 	if a.LogPath != "" {
-		w, err := logs.OpenIn(a.LogDir, a.LogPath, logs.Options{MaxLineSize: s.maxLine})
-		if err != nil {
+		if logw, err = logs.OpenIn(a.LogDir, a.LogPath, logs.Options{MaxLineSize: s.maxLine}); err != nil {
 			lc.Destroy()
 			return 0, err
 		}
-		c.logw = w
-		for _, name := range []logs.Stream{logs.Stdout, logs.Stderr} {
-			r, wr, err := os.Pipe()
-			if err != nil {
-				lc.Destroy()
-				return 0, err
-			}
-			childEnds = append(childEnds, wr)
-			if name == logs.Stdout {
-				p.Stdout = wr
-			} else {
-				p.Stderr = wr
-			}
-			c.streams.Add(1)
-			go func() {
-				defer c.streams.Done()
-				defer r.Close()
-				if err := w.Copy(name, r); err != nil {
-					s.log.Warn("container log", "container", a.ID, "stream", string(name), "err", err)
-				}
-			}()
+	}
+	c.logw = logw
+	// Output is read when it has somewhere to go: the log, or a client attached later (a
+	// container with stdin or a terminal is one a client means to attach to).
+	stdio, err := setupStdio(p, c, a.Stdin, tty, logw != nil || a.Stdin || tty)
+	if err == nil {
+		if err = lc.Start(p); err != nil {
+			err = fmt.Errorf("container %s: start init: %w", a.ID, err)
 		}
 	}
-	devnull, _ := os.Open(os.DevNull)
-	p.Stdin = devnull
-	if err := lc.Start(p); err != nil {
-		for _, f := range childEnds {
-			f.Close()
+	if err == nil {
+		err = stdio.started(c)
+	}
+	if err != nil {
+		if stdio != nil {
+			stdio.close()
 		}
-		devnull.Close()
+		if c.stdin != nil {
+			c.stdin.Close()
+		}
+		if logw != nil {
+			logw.Close()
+		}
 		lc.Destroy()
-		return 0, fmt.Errorf("container %s: start init: %w", a.ID, err)
+		return 0, err
 	}
-	// The container holds its own copies now; ours would keep the log streams open forever.
-	for _, f := range childEnds {
-		f.Close()
+	if c.console != nil {
+		if a.Stdin {
+			c.stdin = c.console
+		}
+		c.streams.Add(1)
+		go func() {
+			defer c.streams.Done()
+			pump(s.log, a.ID, logs.Stdout, c.console, logw, &c.out[0])
+		}()
 	}
-	devnull.Close()
+	for name, r := range stdio.readers {
+		o := &c.out[0]
+		if name == logs.Stderr {
+			o = &c.out[1]
+		}
+		c.streams.Add(1)
+		go func() {
+			defer c.streams.Done()
+			defer r.Close()
+			pump(s.log, a.ID, name, r, logw, o)
+		}()
+	}
 	pid, _ := p.Pid()
 	c.pid = pid
 	s.mu.Lock()
@@ -280,6 +303,12 @@ func (s *Server) reap(c *container) {
 	}
 	if c.logw != nil {
 		c.logw.Close()
+	}
+	c.out[0].closeAll()
+	c.out[1].closeAll()
+	c.closeStdin()
+	if c.console != nil {
+		c.console.Close()
 	}
 	s.mu.Lock()
 	c.exit = ex
