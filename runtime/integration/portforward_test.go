@@ -8,8 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -165,4 +167,47 @@ func TestPortForwardHostNetwork(t *testing.T) {
 	if err != nil || got != "HOST NETWORK" {
 		t.Fatalf("through the forward to the host-network pod: %q, %v; want %q\ndaemon log:\n%s", got, err, "HOST NETWORK", tail(r.Log(), 3000))
 	}
+}
+
+// TestPortForwardTLS: with enable_tls_streaming the daemon logs an https streaming URL with the
+// port it listens on, and crictl port-forward works through it (crictl, like the kubelet, takes
+// the self-signed certificate). A key pair that cannot be read stops the daemon at start with
+// an error naming the file.
+func TestPortForwardTLS(t *testing.T) {
+	testgate.Short(t, "the runtime integration tier")
+	const tlsOn = "[plugins.\"io.containerd.grpc.v1.cri\"]\n  enable_tls_streaming = true\n"
+	r := StartWith(t, func(r *Runtime) { appendConfig(t, r, tlsOn) })
+	if log := r.Log(); !regexp.MustCompile(`streaming=https://127\.0\.0\.1:[1-9][0-9]*`).MatchString(log) {
+		t.Fatalf("daemon log names no https streaming URL with its port:\n%s", log)
+	}
+	r.MustCrictl("pull", busybox)
+	port := unusedOnHost(t)
+	pod := r.MustCrictl("runp", podConfig(t, r, "pf-tls"))
+	ctr := r.MustCrictl("create", pod, ctrConfig(t, r, "upper", upperServer(fmt.Sprintf("127.0.0.1:%d", port))...), podConfig(t, r, "pf-tls"))
+	r.MustCrictl("start", ctr)
+	waitFor(t, "httpd listening in the pod", 30*time.Second, func() bool {
+		out, _ := r.Crictl("exec", "-s", ctr, "netstat", "-ltn")
+		return strings.Contains(out, fmt.Sprintf("127.0.0.1:%d", port))
+	})
+	local := r.portForward(t, pod, port)
+	if got, err := postUpper(local, "over tls"); err != nil || got != "OVER TLS" {
+		t.Fatalf("through the TLS forward: %q, %v; want %q\ndaemon log:\n%s", got, err, "OVER TLS", tail(r.Log(), 3000))
+	}
+
+	good, err := os.ReadFile(r.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Kill()
+	missing := filepath.Join(r.Dir, "no-such-stream.key")
+	appendConfig(t, r, fmt.Sprintf("[plugins.\"io.containerd.grpc.v1.cri\".x509_key_pair_streaming]\n  tls_cert_file = %q\n  tls_key_file = %q\n",
+		filepath.Join(r.Dir, "no-such-stream.crt"), missing))
+	if out := r.RestartFails(); !strings.Contains(out, "no-such-stream.crt") || !strings.Contains(out, "no such file") {
+		t.Fatalf("start with a missing streaming certificate printed:\n%s\nwant an error naming the file", out)
+	}
+	// The daemon comes back for the cleanup with the good file.
+	if err := os.WriteFile(r.Config, good, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.Restart()
 }
