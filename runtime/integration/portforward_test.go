@@ -128,8 +128,32 @@ func TestPortForward(t *testing.T) {
 		}
 	}
 
+	// A client that half-closes after its request still gets the answer of a server that reads
+	// until EOF before it writes (busybox nc running tr).
+	hcPort := unusedOnHost(t)
+	hc := r.MustCrictl("create", pod, ctrConfig(t, r, "halfclose", "nc", "-l", "-p", fmt.Sprint(hcPort), "-e", "tr", "a-z", "A-Z"), podConfig(t, r, "pf"))
+	r.MustCrictl("start", hc)
+	waitFor(t, "nc listening in the pod", 30*time.Second, func() bool {
+		out, _ := r.Crictl("exec", "-s", hc, "netstat", "-ltn")
+		return strings.Contains(out, fmt.Sprintf(":%d ", hcPort))
+	})
+	hcLocal := r.portForward(t, pod, hcPort)
+	c, err := net.Dial("tcp", hcLocal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(c, body); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	if got, err := io.ReadAll(c); err != nil || string(got) != strings.ToUpper(body) {
+		t.Fatalf("answer after a half-close: %d bytes, %v; want the %d bytes sent, upper-cased", len(got), err, len(body))
+	}
+
 	r.MustCrictl("stopp", pod)
-	_, err := r.Crictl("port-forward", pod, fmt.Sprint(port))
+	_, err = r.Crictl("port-forward", pod, fmt.Sprint(port))
 	if err == nil || !strings.Contains(err.Error(), "pod sandbox "+pod+" is not ready") {
 		t.Fatalf("port-forward to a stopped pod: %v, want an error saying pod sandbox %s is not ready", err, pod)
 	}
