@@ -2,10 +2,12 @@ package oci
 
 import (
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
+	"unicode"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -40,8 +42,57 @@ func ValidateSandbox(cfg *runtimeapi.PodSandboxConfig) error {
 	if err := checkSysctls(cfg); err != nil {
 		return fmt.Errorf("pod sandbox %s: %w", m.GetName(), err)
 	}
+	if err := checkPodFiles(cfg); err != nil {
+		return fmt.Errorf("pod sandbox %s: %w", m.GetName(), err)
+	}
 	return nil
 }
+
+// Limits of what a pod's resolv.conf and hostname files may hold: a DNS name is at most 253
+// bytes, a host name at most 64 (the kernel's HOST_NAME_MAX).
+const (
+	maxDNSName  = 253
+	maxHostname = 64
+)
+
+// checkPodFiles refuses DNS settings and a hostname that could not be written as the single
+// words of the pod's resolv.conf, hosts and hostname files: a newline in one would add lines of
+// the client's choosing (another nameserver, another hosts entry).
+func checkPodFiles(cfg *runtimeapi.PodSandboxConfig) error {
+	dns := cfg.GetDnsConfig()
+	for _, srv := range dns.GetServers() {
+		if _, err := netip.ParseAddr(srv); err != nil {
+			return fmt.Errorf("dns server %q is not an IP address: %w", srv, errdefs.ErrInvalid)
+		}
+	}
+	for _, f := range []struct {
+		what string
+		vs   []string
+	}{{"dns search", dns.GetSearches()}, {"dns option", dns.GetOptions()}} {
+		for _, v := range f.vs {
+			if v == "" {
+				return fmt.Errorf("%s is empty: %w", f.what, errdefs.ErrInvalid)
+			}
+			if strings.ContainsFunc(v, isSpaceOrControl) {
+				return fmt.Errorf("%s %q contains white space or control characters: %w", f.what, v, errdefs.ErrInvalid)
+			}
+			if len(v) > maxDNSName {
+				return fmt.Errorf("%s %.40q… is longer than %d bytes: %w", f.what, v, maxDNSName, errdefs.ErrInvalid)
+			}
+		}
+	}
+	if h := cfg.GetHostname(); h != "" {
+		if strings.ContainsFunc(h, isSpaceOrControl) || strings.ContainsAny(h, "/") {
+			return fmt.Errorf("hostname %q is not a valid host name: %w", h, errdefs.ErrInvalid)
+		}
+		if len(h) > maxHostname {
+			return fmt.Errorf("hostname %.40q… is longer than %d bytes: %w", h, maxHostname, errdefs.ErrInvalid)
+		}
+	}
+	return nil
+}
+
+func isSpaceOrControl(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }
 
 // ValidateContainer refuses a CreateContainer request the runtime must not act on, before
 // anything on the node changes (no rootfs mounted, no host path created). Errors wrap

@@ -171,6 +171,26 @@ func TestHostileSandboxRequests(t *testing.T) {
 		{"kernel.sem is not a prefix", sysctl("kernel.semx"), "sysctl kernel.semx is not namespaced"},
 		{"fs.mqueue.*", sysctl("fs.mqueue.msg_max"), ""},
 		{"ipc sysctl with host network", hostNet("kernel.msgmax"), ""},
+		// The DNS settings and the hostname become lines of the pod's resolv.conf, hosts and
+		// hostname files: a newline in one would add lines of the client's choosing.
+		{"dns server that is not an address", func(c *runtimeapi.PodSandboxConfig) {
+			c.DnsConfig = &runtimeapi.DNSConfig{Servers: []string{"10.0.0.10\noptions ndots:0"}}
+		}, `dns server "10.0.0.10\noptions ndots:0" is not an IP address`},
+		{"dns search with a newline", func(c *runtimeapi.PodSandboxConfig) {
+			c.DnsConfig = &runtimeapi.DNSConfig{Searches: []string{"svc.cluster.local\nnameserver 6.6.6.6"}}
+		}, `dns search "svc.cluster.local\nnameserver 6.6.6.6" contains white space or control characters`},
+		{"dns option with a space", func(c *runtimeapi.PodSandboxConfig) {
+			c.DnsConfig = &runtimeapi.DNSConfig{Options: []string{"ndots:5 rotate"}}
+		}, `dns option "ndots:5 rotate" contains white space`},
+		{"dns search too long", func(c *runtimeapi.PodSandboxConfig) {
+			c.DnsConfig = &runtimeapi.DNSConfig{Searches: []string{strings.Repeat("a.", 127)}}
+		}, "is longer than 253 bytes"},
+		{"kubelet's dns settings", func(c *runtimeapi.PodSandboxConfig) {
+			c.DnsConfig = &runtimeapi.DNSConfig{Servers: []string{"10.96.0.10", "fd00::a"}, Searches: []string{"default.svc.cluster.local", "svc.cluster.local", "cluster.local"}, Options: []string{"ndots:5", "edns0"}}
+		}, ""},
+		{"hostname with a newline", func(c *runtimeapi.PodSandboxConfig) { c.Hostname = "web\n1.2.3.4 evil" }, `hostname "web\n1.2.3.4 evil" is not a valid host name`},
+		{"hostname too long", func(c *runtimeapi.PodSandboxConfig) { c.Hostname = strings.Repeat("h", 65) }, "is longer than 64 bytes"},
+		{"hostname with dots and capitals (critest)", func(c *runtimeapi.PodSandboxConfig) { c.Hostname = "Web-1.example" }, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := SandboxSpec(pod(tc.edit), "/pause-root", "/ingot.pods/p/p", "")
