@@ -109,7 +109,8 @@ func streamingPod(t *testing.T, r *Runtime, name string, extra map[string]any, a
 
 // TestCrictlExecStreams: `crictl exec` through the streaming server — stdin reaches the command,
 // stdout and stderr arrive on their own streams, and the command's exit code reaches the client
-// (crictl reports it as "command terminated with exit code N" and fails).
+// (crictl reports it as "command terminated with exit code N" and fails), also after the daemon
+// was killed and restarted.
 func TestCrictlExecStreams(t *testing.T) {
 	testgate.Short(t, "the runtime integration tier")
 	r := Start(t)
@@ -137,6 +138,14 @@ func TestCrictlExecStreams(t *testing.T) {
 	out, err := r.crictlCmd(ctx, "exec", ctr, "/bin/sh", "-c", "cat; echo end").Output()
 	if err != nil || string(out) != "end\n" {
 		t.Fatalf("exec without stdin: %q, %v", out, err)
+	}
+
+	// A daemon killed and restarted reconnects to the pod's shim and streams through it again.
+	r.Kill()
+	r.Restart()
+	out, err = r.crictlCmd(ctx, "exec", ctr, "/bin/sh", "-c", "echo after-restart").Output()
+	if err != nil || string(out) != "after-restart\n" {
+		t.Fatalf("exec after a daemon restart: %q, %v\ndaemon log:\n%s", out, err, tail(r.Log(), 2000))
 	}
 }
 
