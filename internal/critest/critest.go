@@ -25,6 +25,7 @@
 package critest
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -100,7 +101,7 @@ func Run(ctx context.Context, o Options) (_ Summary, retErr error) {
 	}
 
 	logf("building critest %s (cached after the first time)", bundle.CriToolsVersion)
-	bin, err := buildCritest(ctx, o.Cache)
+	bin, err := BuildCritest(ctx, o.Cache, "")
 	if err != nil {
 		return Summary{}, err
 	}
@@ -138,10 +139,7 @@ func Run(ctx context.Context, o Options) (_ Summary, retErr error) {
 	}
 	report := filepath.Join(o.Logs, "report.json")
 	os.Remove(report)
-	ic.Args = append([]string{"-ginkgo.no-color", "-ginkgo.json-report=" + report}, o.Args...)
-	if o.Verbose {
-		ic.Args = append(ic.Args, "-ginkgo.v")
-	}
+	ic.Args = Args(report, o.Verbose, o.Args)
 	nodeNS := filepath.Join(dir, "node.netns")
 	if err := nodeNetNS(nodeNS); err != nil {
 		return Summary{}, err
@@ -202,6 +200,16 @@ func runNamespaced(ctx context.Context, o Options, self, spec, nodeNS string) er
 	return nil
 }
 
+// Args are critest's flags for a run that writes ginkgo's JSON report to report: no colour, the
+// spec skipped by name (SkipArgs), -ginkgo.v when verbose, then the caller's own flags.
+func Args(report string, verbose bool, extra []string) []string {
+	args := append([]string{"-ginkgo.no-color", "-ginkgo.json-report=" + report}, SkipArgs()...)
+	if verbose {
+		args = append(args, "-ginkgo.v")
+	}
+	return append(args, extra...)
+}
+
 // configTOML is the runtime's config.toml: state under dir, the test registry (as the runtime
 // reaches it) as the mirror of every registry critest names.
 func configTOML(dir, socket, registry string) string {
@@ -215,16 +223,24 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// buildCritest returns the path of critest, building it into cache if needed. critest is not a
-// main package but cri-tools' test binary (cmd/critest holds only a _test.go file), so it is
-// compiled with `go test -c`, the way cri-tools' own Makefile builds it. It takes a few minutes
-// cold.
-func buildCritest(ctx context.Context, cache string) (string, error) {
+// BuildCritest returns the path of critest for arch ("" or the host's: the one `make critest`
+// runs), building it into cache if needed. critest is not a main package but cri-tools' test
+// binary (cmd/critest holds only a _test.go file), so it is compiled with `go test -c`, the way
+// cri-tools' own Makefile builds it, with CGO_ENABLED=0, so the binary for the other architecture
+// is a cross build that runs inside that architecture's VM. It takes a few minutes cold.
+func BuildCritest(ctx context.Context, cache, arch string) (string, error) {
 	m := bundle.CriToolsModule
-	bins, err := toolbuild.Build{Module: m, Version: bundle.CriToolsVersion, Pkgs: []string{m + "/cmd/critest"}, Test: true}.
-		Run(ctx, filepath.Join(cache, "tools", "critest-"+bundle.CriToolsVersion))
+	dir := "critest-" + bundle.CriToolsVersion
+	if arch == runtime.GOARCH {
+		arch = ""
+	}
+	if arch != "" {
+		dir += "-" + arch
+	}
+	bins, err := toolbuild.Build{Module: m, Version: bundle.CriToolsVersion, Pkgs: []string{m + "/cmd/critest"}, Test: true, Arch: arch}.
+		Run(ctx, filepath.Join(cache, "tools", dir))
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("build critest %s for %s: %w", bundle.CriToolsVersion, cmp.Or(arch, runtime.GOARCH), err)
 	}
 	return bins[0], nil
 }

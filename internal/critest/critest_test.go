@@ -3,6 +3,7 @@ package critest
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -99,6 +100,35 @@ func TestConfigTOML(t *testing.T) {
 		`registry.mirrors."registry.k8s.io"]`, `endpoint = ["http://127.0.0.1:5000"]`} {
 		if !strings.Contains(cfg, want) {
 			t.Errorf("config lacks %s:\n%s", want, cfg)
+		}
+	}
+}
+
+// TestArgsSkipOnlyTheDigestSpec: every run skips the digest-pinned spec, and nothing else by name.
+func TestArgsSkipOnlyTheDigestSpec(t *testing.T) {
+	args := Args("/logs/report.json", false, []string{"-ginkgo.focus=Image"})
+	var skips []string
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, "-ginkgo.skip="); ok {
+			skips = append(skips, v)
+		}
+	}
+	if len(skips) != 1 {
+		t.Fatalf("critest args %q: %d -ginkgo.skip flags, want 1", args, len(skips))
+	}
+	if args[len(args)-1] != "-ginkgo.focus=Image" {
+		t.Errorf("critest args %q: the caller's flags are not last", args)
+	}
+	skip := regexp.MustCompile(skips[0])
+	for spec, want := range map[string]bool{
+		"[k8s.io] Image Manager public image with digest should be pulled and removed [Conformance]":                 true,
+		"[k8s.io] Image Manager public image with tag should be pulled and removed [Conformance]":                    false,
+		"[k8s.io] Image Manager public image without tag should be pulled and removed [Conformance]":                 false,
+		"[k8s.io] Image Manager image status should support all kinds of references [Conformance]":                   false,
+		"[k8s.io] Streaming runtime should support streaming interfaces runtime should support attach [Conformance]": false,
+	} {
+		if got := skip.MatchString(spec); got != want {
+			t.Errorf("-ginkgo.skip=%s matches %q: %v, want %v", skips[0], spec, got, want)
 		}
 	}
 }

@@ -6,6 +6,7 @@ package vmtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -109,9 +110,19 @@ func Image(t testing.TB, profile, archName string) string {
 // VM is a booted test VM.
 type VM struct {
 	*qemu.VM
-	t      testing.TB
-	offset int // console output already consumed
+	t   testing.TB
+	cur *cursor // shared with the views In makes
 }
+
+// cursor is how far a test has read the console.
+type cursor struct {
+	offset  int // console output already consumed
+	started int // where the output of the command Start typed begins
+}
+
+// In is v for a subtest: its failures end that subtest only. Both read the same console and
+// share how far it was read.
+func (v *VM) In(t testing.TB) *VM { return &VM{VM: v.VM, t: t, cur: v.cur} }
 
 // Boot starts an image with a fresh copy of its disk. The VM is killed when the test ends.
 func Boot(t testing.TB, image, boot string) *VM {
@@ -143,7 +154,7 @@ func BootWith(t testing.TB, cfg qemu.Config) *VM {
 			t.Logf("console:\n%s", tail(vm.Console.Output(), 4000))
 		}
 	})
-	return &VM{VM: vm, t: t}
+	return &VM{VM: vm, t: t, cur: &cursor{}}
 }
 
 // WaitFor waits for text in console output not yet consumed and consumes through it.
@@ -151,11 +162,11 @@ func (v *VM) WaitFor(text string, timeout time.Duration) {
 	v.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	off, err := v.Console.WaitFor(ctx, v.offset, text)
+	off, err := v.Console.WaitFor(ctx, v.cur.offset, text)
 	if err != nil {
 		v.t.Fatal(err)
 	}
-	v.offset = off
+	v.cur.offset = off
 }
 
 // WaitReady waits for the ready line and returns the time since QEMU started.
@@ -179,20 +190,60 @@ func (v *VM) Prompt(timeout time.Duration) {
 // shell (`"@@"E`), so the echo of the typed line never matches them.
 func (v *VM) Shell(cmd string, timeout time.Duration) (string, int) {
 	v.t.Helper()
+	v.Start(cmd, timeout)
+	return v.Finish(timeout)
+}
+
+// Start types a command into the console shell and returns once the shell runs it, so the test
+// can talk to it through the console (Send, WaitFor) before Finish collects its output and exit
+// status.
+func (v *VM) Start(cmd string, timeout time.Duration) {
+	v.t.Helper()
 	if err := v.Console.Send(fmt.Sprintf("echo @@\"B\"; %s; echo @@\"E\"$?\n", cmd)); err != nil {
 		v.t.Fatal(err)
 	}
 	v.WaitFor("@@B", timeout)
-	start := v.offset
+	v.cur.started = v.cur.offset
+}
+
+// Expect waits, between Start and Finish, for text from the command Start typed, and fails at
+// once, with the command's output and exit status, if the command ends first.
+func (v *VM) Expect(text string, timeout time.Duration) {
+	v.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		off, err := v.Console.WaitFor(ctx, v.cur.offset, text)
+		cancel()
+		switch {
+		case err == nil:
+			v.cur.offset = off
+			return
+		case !errors.Is(err, context.DeadlineExceeded):
+			v.t.Fatal(err)
+		case strings.Contains(v.Console.Output()[v.cur.offset:], "@@E"):
+			out, code := v.Finish(time.Minute)
+			v.t.Fatalf("the command ended (status %d) before printing %q:\n%s", code, text, out)
+		case time.Now().After(deadline):
+			v.t.Fatalf("waiting %s for %q; last output:\n%s", timeout, text, tail(v.Console.Output()[v.cur.started:], 2000))
+		}
+	}
+}
+
+// Finish waits for the command Start typed to end and returns what it printed since Start (and
+// since any WaitFor in between) and its exit status.
+func (v *VM) Finish(timeout time.Duration) (string, int) {
+	v.t.Helper()
+	start := v.cur.started
 	v.WaitFor("@@E", timeout)
-	end := v.offset - len("@@E")
+	end := v.cur.offset - len("@@E")
 	// The exit status follows the marker; it may arrive in a later chunk than the marker.
-	codeStart := v.offset
+	codeStart := v.cur.offset
 	v.WaitFor("\n", timeout)
 	out := v.Console.Output()
 	body := out[start:end]
 	code := -1
-	fmt.Sscanf(strings.TrimSpace(out[codeStart:v.offset]), "%d", &code)
+	fmt.Sscanf(strings.TrimSpace(out[codeStart:v.cur.offset]), "%d", &code)
 	return strings.TrimSpace(strings.ReplaceAll(body, "\r", "")), code
 }
 
