@@ -7,6 +7,7 @@ package bundle
 import (
 	"context"
 	"path/filepath"
+	"strings"
 
 	"ingot.dev/ingot/image/toolbuild"
 )
@@ -64,4 +65,51 @@ func CNIPlugins(ctx context.Context, cache, arch string) ([]string, error) {
 	}
 	return toolbuild.Build{Module: module, Version: CNIPluginsVersion, Pkgs: pkgs, Arch: arch}.Run(ctx,
 		filepath.Join(cache, "tools", "cni-plugins-"+CNIPluginsVersion+"-"+arch))
+}
+
+// KubernetesVersion is the Kubernetes release whose kubelet a worker image ships (and whose
+// control plane `ingot cluster` runs).
+const KubernetesVersion = "v1.37.2"
+
+// KubernetesModule is the module of kubelet, kube-proxy, kube-apiserver and
+// kube-controller-manager.
+const KubernetesModule = "k8s.io/kubernetes"
+
+// kubernetesStaging are the modules k8s.io/kubernetes's go.mod replaces with its staging/
+// directories. Fetched from the proxy it carries no such directories, so a build pins each to
+// the release published with it (v0.X.Y for v1.X.Y). A new Kubernetes release may add one:
+// the build then fails naming the missing module.
+var kubernetesStaging = []string{
+	"api", "apiextensions-apiserver", "apimachinery", "apiserver", "cli-runtime", "client-go",
+	"cloud-provider", "cluster-bootstrap", "code-generator", "component-base", "component-helpers",
+	"controller-manager", "cri-api", "cri-client", "cri-streaming", "csi-translation-lib",
+	"dynamic-resource-allocation", "endpointslice", "externaljwt", "kms", "kube-aggregator",
+	"kube-controller-manager", "kube-proxy", "kube-scheduler", "kubectl", "kubelet", "metrics",
+	"mount-utils", "pod-security-admission", "sample-apiserver", "sample-cli-plugin",
+	"sample-controller", "streaming",
+}
+
+// KubernetesBuild is the build of cmds (e.g. "kubelet", "kube-proxy": directories under the
+// module's cmd/) at KubernetesVersion for arch.
+func KubernetesBuild(arch string, cmds ...string) toolbuild.Build {
+	staging := "v0" + strings.TrimPrefix(KubernetesVersion, "v1")
+	var replace []string
+	for _, m := range kubernetesStaging {
+		replace = append(replace, "k8s.io/"+m+"=k8s.io/"+m+"@"+staging)
+	}
+	var pkgs []string
+	for _, c := range cmds {
+		pkgs = append(pkgs, KubernetesModule+"/cmd/"+c)
+	}
+	return toolbuild.Build{Module: KubernetesModule, Version: KubernetesVersion, Pkgs: pkgs, Arch: arch, Replace: replace}
+}
+
+// Kubelet returns the path of kubelet for arch (a GOARCH), building it into cache if needed
+// (a few minutes on two cores; cached after that).
+func Kubelet(ctx context.Context, cache, arch string) (string, error) {
+	bins, err := KubernetesBuild(arch, "kubelet").Run(ctx, filepath.Join(cache, "tools", "kubelet-"+KubernetesVersion+"-"+arch))
+	if err != nil {
+		return "", err
+	}
+	return bins[0], nil
 }

@@ -20,6 +20,10 @@ type Build struct {
 	Pkgs    []string // import paths of main packages (or, with Test, of a test package)
 	Arch    string   // GOARCH; "" is the host's
 	Test    bool     // compile the package's tests (go test -c) instead of a main package
+	// Replace pins modules the program's own go.mod replaces with local directories, which a
+	// module fetched from the proxy does not carry: "path=path@version" each (go mod edit's
+	// -replace syntax). Kubernetes' staging modules are the case (see bundle.KubernetesBuild).
+	Replace []string
 }
 
 // Run builds every package into dir (one binary per package, named after its last path
@@ -46,10 +50,11 @@ func (b Build) Run(ctx context.Context, dir string) ([]string, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(work)
-	steps := [][]string{
-		{"go", "mod", "init", "ingot.dev/toolbuild"},
-		{"go", "get", b.Module + "@" + b.Version},
+	steps := [][]string{{"go", "mod", "init", "ingot.dev/toolbuild"}}
+	for _, r := range b.Replace {
+		steps = append(steps, []string{"go", "mod", "edit", "-replace", r})
 	}
+	steps = append(steps, []string{"go", "get", b.Module + "@" + b.Version})
 	for _, p := range b.Pkgs {
 		out := filepath.Join(work, "out", filepath.Base(p))
 		if b.Test {
