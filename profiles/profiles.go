@@ -32,6 +32,7 @@ type Profile struct {
 	Bundles     []string          `toml:"bundles"` // extra payloads, see BundleBusybox
 	Disk        Disk              `toml:"disk"`
 	Runtime     Runtime           `toml:"runtime"`
+	Kubelet     Kubelet           `toml:"kubelet"`
 	Network     Network           `toml:"network"`
 	// NTP names the time servers init keeps the clock in sync with when neither the node config
 	// nor DHCP names any: host names or addresses, each optionally with :port. Empty: none.
@@ -48,6 +49,26 @@ type Runtime struct {
 	Config string `toml:"config"`
 	// Echo copies the runtime's log to the console as well. Off by default: its log is kept in
 	// /run/ingot/services/runtime.log (`ingot-node logs runtime`) and a console shell stays clean.
+	Echo bool `toml:"echo"`
+}
+
+// Kubelet configures the kubelet that init starts once the runtime answers (see BundleKubelet).
+// Its join settings, labels and taints come from the node config; a node without join settings
+// runs it standalone (static pods only).
+type Kubelet struct {
+	// Enabled starts the kubelet; it needs the runtime and the kubelet bundle (or Binary).
+	Enabled bool `toml:"enabled"`
+	// Binary is a kubelet on the build host shipped instead of the bundled build (an absolute
+	// path); it must be for the image's architecture.
+	Binary string `toml:"binary"`
+	// ClusterDNS are the cluster DNS service's addresses pods resolve names with; empty: pods
+	// get the node's resolv.conf. ClusterDomain is the cluster's DNS domain.
+	ClusterDNS    []string `toml:"cluster_dns"`
+	ClusterDomain string   `toml:"cluster_domain"`
+	// MaxPods is the most pods the node runs (the kubelet's maxPods).
+	MaxPods int `toml:"max_pods"`
+	// Echo copies the kubelet's log to the console too (it is always in
+	// /run/ingot/services/kubelet.log and /var/log/kubelet.log).
 	Echo bool `toml:"echo"`
 }
 
@@ -140,11 +161,13 @@ const (
 // Bundles: BundleBusybox adds Debian's busybox-static for the target arch; BundleCrictl adds
 // crictl (cri-tools, built from the Go module proxy) and an /etc/crictl.yaml for the socket.
 // BundleCNIPlugins adds the CNI reference plugins (bridge, host-local, loopback, portmap, tuning)
-// to /opt/cni/bin.
+// to /opt/cni/bin. BundleKubelet adds the kubelet (Kubernetes' own, built from the Go module
+// proxy, or [kubelet] binary) and the mount/umount it calls for volumes.
 const (
 	BundleBusybox    = "busybox"
 	BundleCrictl     = "crictl"
 	BundleCNIPlugins = "cni-plugins"
+	BundleKubelet    = "kubelet"
 )
 
 // Defaults and lower bounds.
@@ -153,6 +176,8 @@ const (
 	DefaultKernelPackage = "linux-image-cloud-{arch}"
 	DefaultESPMiB        = 256
 	DefaultStateMiB      = 256
+	DefaultClusterDomain = "cluster.local"
+	DefaultMaxPods       = 110
 	MinESPMiB            = 100
 	MinStateMiB          = 64
 )
@@ -170,6 +195,7 @@ func defaults() *Profile {
 		Kernel:   Kernel{Package: DefaultKernelPackage},
 		Disk:     Disk{ESPMiB: DefaultESPMiB, StateMiB: DefaultStateMiB},
 		Runtime:  Runtime{Enabled: true},
+		Kubelet:  Kubelet{ClusterDomain: DefaultClusterDomain, MaxPods: DefaultMaxPods},
 	}
 }
 

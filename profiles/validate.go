@@ -38,7 +38,7 @@ func (p *Profile) validate() *Error {
 		return invalid("hostname", p.Hostname, HostnameSyntax)
 	}
 	sysctls := func() *Error { return validateSysctls(p.Sysctls) }
-	for _, check := range []func() *Error{p.Kernel.validate, sysctls, p.validateBundles, p.Disk.validate, p.validateEmbedded, p.Network.validate, p.validateNTP, p.validateServices} {
+	for _, check := range []func() *Error{p.Kernel.validate, sysctls, p.validateBundles, p.Disk.validate, p.validateEmbedded, p.Network.validate, p.validateNTP, p.validateKubelet, p.validateServices} {
 		if e := check(); e != nil {
 			return e
 		}
@@ -72,7 +72,7 @@ func validateSysctls(sysctls map[string]string) *Error {
 }
 
 func (p *Profile) validateBundles() *Error {
-	knownBundles := []string{BundleBusybox, BundleCrictl, BundleCNIPlugins}
+	knownBundles := []string{BundleBusybox, BundleCrictl, BundleCNIPlugins, BundleKubelet}
 	for i, b := range p.Bundles {
 		key := fmt.Sprintf("bundles[%d]", i)
 		if !slices.Contains(knownBundles, b) {
@@ -81,6 +81,35 @@ func (p *Profile) validateBundles() *Error {
 		if j := slices.Index(p.Bundles, b); j < i {
 			return &Error{Key: key, Msg: fmt.Sprintf("bundle %q listed twice (also bundles[%d])", b, j)}
 		}
+	}
+	return nil
+}
+
+// validateKubelet: a kubelet needs the runtime and a binary, and its settings must make sense.
+func (p *Profile) validateKubelet() *Error {
+	k := p.Kubelet
+	if k.Binary != "" && !path.IsAbs(k.Binary) {
+		return invalid("kubelet.binary", k.Binary, "an absolute path on the build host")
+	}
+	if k.Binary != "" && !slices.Contains(p.Bundles, BundleKubelet) {
+		return &Error{Key: "kubelet.binary", Msg: fmt.Sprintf("set, but bundles does not list %q", BundleKubelet)}
+	}
+	if k.Enabled && !slices.Contains(p.Bundles, BundleKubelet) {
+		return &Error{Key: "kubelet.enabled", Msg: fmt.Sprintf("the kubelet needs the %q bundle (add it to bundles)", BundleKubelet)}
+	}
+	if k.Enabled && !p.Runtime.Enabled {
+		return &Error{Key: "kubelet.enabled", Msg: "the kubelet needs the runtime (runtime.enabled = true)"}
+	}
+	for i, a := range k.ClusterDNS {
+		if _, err := netip.ParseAddr(a); err != nil {
+			return invalid(fmt.Sprintf("kubelet.cluster_dns[%d]", i), a, "an IP address")
+		}
+	}
+	if !IsHostname(k.ClusterDomain) {
+		return invalid("kubelet.cluster_domain", k.ClusterDomain, HostnameSyntax)
+	}
+	if k.MaxPods < 1 || k.MaxPods > 10000 {
+		return &Error{Key: "kubelet.max_pods", Msg: fmt.Sprintf("%d is out of range (1 to 10000)", k.MaxPods)}
 	}
 	return nil
 }

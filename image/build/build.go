@@ -387,6 +387,10 @@ func (j *job) rootfs(ctx context.Context, node []byte, k *kernel.Kernel, mods []
 			if err := j.cniPlugins(ctx, t); err != nil {
 				return nil, nil, err
 			}
+		case profiles.BundleKubelet:
+			if err := j.kubelet(ctx, t); err != nil {
+				return nil, nil, err
+			}
 		default:
 			return nil, nil, fmt.Errorf("profile %s: unknown bundle %q", j.o.Profile.Name, b)
 		}

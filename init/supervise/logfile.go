@@ -35,6 +35,14 @@ func (s *Supervisor) newLogFile(name string) *logFile {
 	return &logFile{log: s.log.With("service", name), path: filepath.Join(s.logDir, name+".log")}
 }
 
+// extraLogFile is the Spec.LogFile of a service, or nil.
+func (s *Supervisor) extraLogFile(spec Spec) *logFile {
+	if spec.LogFile == "" {
+		return nil
+	}
+	return &logFile{log: s.log.With("service", spec.Name), path: spec.LogFile}
+}
+
 func (l *logFile) write(line []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

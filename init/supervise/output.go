@@ -69,6 +69,9 @@ func (s *Service) copyOutput(r io.ReadCloser) {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
 			s.out.Write(line)
+			if s.extra != nil {
+				s.extra.write(line)
+			}
 			if s.file != nil {
 				s.file.write(line)
 			}

@@ -37,6 +37,11 @@ type Spec struct {
 	// started in: it is placed there by clone3 itself, so even its first instruction is
 	// accounted to the cgroup.
 	CgroupDir string
+
+	// LogFile, if set, is one more file the output is written to, rotated like the one in the
+	// log directory (MaxLogSize, one old copy kept as LogFile.1): a daemon whose log must outlive
+	// a reboot keeps it on the state partition, e.g. /var/log/kubelet.log.
+	LogFile string
 }
 
 // Status is a snapshot of a service.
@@ -56,6 +61,7 @@ type Service struct {
 	log    *slog.Logger
 	out    *ring
 	file   *logFile      // nil without a log directory
+	extra  *logFile      // Spec.LogFile; nil without one
 	exited chan Exit     // the reaper's report on the current process
 	done   chan struct{} // closed when the service will never run again
 

@@ -131,6 +131,7 @@ func (s *Supervisor) Start(ctx context.Context, spec Spec) (*Service, error) {
 		log:    s.log.With("service", spec.Name),
 		out:    newRing(s.outputSize),
 		file:   s.newLogFile(spec.Name),
+		extra:  s.extraLogFile(spec),
 		exited: make(chan Exit, 1),
 		done:   make(chan struct{}),
 		state:  Starting,

@@ -543,3 +543,28 @@ func TestOutputLogFileWithoutEcho(t *testing.T) {
 		t.Errorf("ReadLog(nobody): err = %v, want fs.ErrNotExist", err)
 	}
 }
+
+// A service with Spec.LogFile also writes its output there (a persistent log, e.g. on /var),
+// rotated the same way, besides the log directory's copy.
+func TestOutputExtraLogFile(t *testing.T) {
+	dir, varLog := t.TempDir(), t.TempDir()
+	h := newHarness(t, WithLogDir(dir))
+	spec := shSpec("kube", `i=0; while [ $i -lt 1100 ]; do printf "%04d%01019d\n" $i 0; i=$((i+1)); done; echo done`, Never)
+	spec.LogFile = filepath.Join(varLog, "log", "kube.log")
+	waitDoneT(t, h.start(t, spec))
+	waitFor(t, "the last line in both logs", func() bool {
+		a, _ := ReadLog(dir, "kube")
+		b, _ := ReadLog(filepath.Join(varLog, "log"), "kube")
+		return bytes.HasSuffix(a, []byte("done\n")) && bytes.HasSuffix(b, []byte("done\n"))
+	})
+	data, err := ReadLog(filepath.Join(varLog, "log"), "kube")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n"); len(lines) != 1101 {
+		t.Errorf("the extra log holds %d lines, want 1101", len(lines))
+	}
+	if st, err := os.Stat(spec.LogFile + ".1"); err != nil || st.Size() > MaxLogSize {
+		t.Errorf("the extra log was not rotated at %d bytes: %v", MaxLogSize, err)
+	}
+}
