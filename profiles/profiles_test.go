@@ -11,7 +11,7 @@ import (
 )
 
 func TestBuiltins(t *testing.T) {
-	if got, want := Names(), []string{"dev", "minimal"}; !slices.Equal(got, want) {
+	if got, want := Names(), []string{"dev", "minimal", "worker"}; !slices.Equal(got, want) {
 		t.Fatalf("Names() = %q, want %q", got, want)
 	}
 	wantModules := map[string][]string{
@@ -19,6 +19,12 @@ func TestBuiltins(t *testing.T) {
 		"dev": {"virtio_pci", "virtio_blk", "virtio_rng", "virtio_net", "overlay", "bridge", "br_netfilter", "veth",
 			"nf_tables", "nft_chain_nat", "nft_nat", "nft_masq", "nft_fib_inet", "nft_ct", "button", "evdev",
 			"qemu_fw_cfg", "fat", "vfat", "nls_cp437", "nls_ascii", "cdrom", "isofs"},
+		"worker": {"virtio_pci", "virtio_blk", "virtio_rng", "virtio_net", "overlay", "bridge", "br_netfilter", "veth",
+			"nf_tables", "nft_chain_nat", "nft_nat", "nft_masq", "nft_fib_inet", "nft_ct",
+			"nft_numgen", "nft_reject_inet", "nft_limit", "nft_objref", "nf_conntrack_netlink",
+			"nft_compat", "xt_comment", "xt_mark", "xt_conntrack", "xt_MASQUERADE", "xt_addrtype",
+			"xt_statistic", "xt_nat", "xt_multiport", "xt_physdev", "ipt_REJECT",
+			"button", "evdev", "qemu_fw_cfg", "fat", "vfat", "nls_cp437", "nls_ascii", "cdrom", "isofs"},
 	}
 	for _, name := range Names() {
 		p, raw, err := Builtin(name)
@@ -48,6 +54,11 @@ func TestBuiltins(t *testing.T) {
 	min, _, _ := Builtin("minimal")
 	if len(min.Services) != 0 || len(min.Bundles) != 0 || min.Runtime.Enabled {
 		t.Errorf("minimal: services %v, bundles %v; want none", min.Services, min.Bundles)
+	}
+
+	worker, _, _ := Builtin("worker")
+	if !worker.Kubelet.Enabled || !worker.Runtime.Enabled || !slices.Equal(worker.Bundles, []string{"kubelet"}) || len(worker.Services) != 0 {
+		t.Errorf("worker: kubelet %+v, runtime %v, bundles %q, services %v; want a kubelet and a runtime, no shell", worker.Kubelet, worker.Runtime.Enabled, worker.Bundles, worker.Services)
 	}
 
 	dev, _, _ := Builtin("dev")
@@ -126,7 +137,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad name", "name = \"My_Profile\"\n",
 			`x.toml:1: name: invalid value "My_Profile" (want lowercase letters, digits and '-')`, 1, "name"},
 		{"bad module name", "name = \"x\"\n[kernel]\nmodules = [\"virtio_pci\", \"virtio-blk.ko\"]\n",
-			`x.toml:3: kernel.modules[1]: invalid module name "virtio-blk.ko" (want [a-z0-9_-]+, without .ko)`, 3, "kernel.modules[1]"},
+			`x.toml:3: kernel.modules[1]: invalid module name "virtio-blk.ko" (want [A-Za-z0-9_-]+, without .ko)`, 3, "kernel.modules[1]"},
 		{"duplicate service", "name = \"x\"\n" + svc + "\n" + svc,
 			`x.toml:7: service[1].name: duplicate service "a" (also service[0])`, 7, "service[1].name"},
 		{"relative command path", "name = \"x\"\n[[service]]\nname = \"a\"\ncommand = [\n  \"bin/sh\",\n]\n",

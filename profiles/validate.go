@@ -263,7 +263,7 @@ func (k *Kernel) validate() *Error {
 	for i, m := range k.Modules {
 		key := fmt.Sprintf("kernel.modules[%d]", i)
 		if !isModule(m) {
-			return &Error{Key: key, Msg: fmt.Sprintf("invalid module name %q (want [a-z0-9_-]+, without .ko)", m)}
+			return &Error{Key: key, Msg: fmt.Sprintf("invalid module name %q (want [A-Za-z0-9_-]+, without .ko)", m)}
 		}
 		if j := slices.Index(k.Modules, m); j < i {
 			return &Error{Key: key, Msg: fmt.Sprintf("module %q listed twice (also kernel.modules[%d])", m, j)}
@@ -350,8 +350,10 @@ func isName(s string) bool {
 	return only(s, func(c byte) bool { return lowerDigit(c) || c == '-' })
 }
 
+// isModule: module names are file names under /lib/modules, mostly lowercase, but netfilter's
+// targets are not (xt_MASQUERADE, xt_CT).
 func isModule(s string) bool {
-	return only(s, func(c byte) bool { return lowerDigit(c) || c == '_' || c == '-' })
+	return only(s, func(c byte) bool { return lowerDigit(c) || c >= 'A' && c <= 'Z' || c == '_' || c == '-' })
 }
 
 func isEnvName(s string) bool {

@@ -264,8 +264,11 @@ func (n *Node) boot(ctx context.Context) error {
 		return err
 	}
 	if onInitramfs && os.Getenv(switchedEnv) == "" {
-		n.log.Info("moving the root off the initramfs", "to", newRoot)
-		if err := rootfs.Switch(newRoot); err != nil {
+		n.log.Info("mounting the root filesystem", "image", rootfs.Image, "on", newRoot)
+		if err := loadEarlyModules(); err != nil {
+			return fmt.Errorf("root filesystem %s: %w", rootfs.Image, err)
+		}
+		if err := rootfs.Switch(rootfs.Image, newRoot); err != nil {
 			return err
 		}
 		exe := "/init"
@@ -312,6 +315,9 @@ func (n *Node) boot(ctx context.Context) error {
 		}
 	})
 
+	if err := raiseOpenFiles(); err != nil {
+		n.log.Warn("services keep the default descriptor limit", "err", err)
+	}
 	n.sup = supervise.New(n.log, os.Stdout, supervise.WithLogDir(ServiceLogDir))
 	n.goSafe(func() { n.sup.Run(ctx) })
 	if prof.Runtime.Enabled {
@@ -333,8 +339,29 @@ func (n *Node) boot(ctx context.Context) error {
 		// Ready means the runtime answers: the kubelet and tests can use it from here on.
 		n.waitRuntime(ctx, RuntimeSocket)
 	}
+	if prof.Kubelet.Enabled {
+		// A kubelet that cannot start is one console line; the node and its runtime stay up.
+		if err := n.startKubelet(ctx, prof); err != nil {
+			n.log.Error("kubelet not started", "err", err)
+		}
+	}
 	fmt.Fprintf(os.Stdout, "ingot: node ready t=%d\n", console.SinceBoot().Milliseconds())
 	return nil
+}
+
+// loadEarlyModules loads what mounting the root filesystem needs (loop, squashfs), listed in
+// the initramfs next to it; none when the kernel has them built in.
+func loadEarlyModules() error {
+	mods := readLines(rootfs.Modules)
+	if len(mods) == 0 {
+		return nil
+	}
+	deps, err := kmod.ReadDeps(filepath.Join("/lib/modules", kernelRelease()))
+	if err != nil {
+		return err
+	}
+	_, err = deps.LoadAll(mods)
+	return err
 }
 
 func serviceSpec(s profiles.Service, tty string) (supervise.Spec, error) {
