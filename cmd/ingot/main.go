@@ -32,6 +32,7 @@ commands:
   config    validate FILE: check a containerd config.toml (version 2 or 3) and print its warnings
   node-config  validate FILE: check a node.toml (per-node settings)
             drive FILE --out IMG [--format vfat|iso]: write a config drive holding it
+  cluster   up | down: a Kubernetes control plane on 127.0.0.1 for worker VMs to join
   fetch     download Debian packages for an arch into the cache and unpack them into a directory
             (used by make deps for the arm64 libseccomp sysroot)
 
@@ -59,6 +60,8 @@ func main() {
 		err = cmdConfig(os.Args[2:])
 	case "node-config":
 		err = cmdNodeConfig(os.Args[2:])
+	case "cluster":
+		err = cmdCluster(ctx, os.Args[2:])
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return

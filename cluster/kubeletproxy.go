@@ -1,0 +1,174 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// How the API server reaches kubelets. Each worker VM forwards one port on the host's loopback
+// (a QEMU hostfwd, a different port per node) to its kubelet. The API server cannot be told
+// that port through the node's addresses: a kubelet refuses a loopback node IP, and every
+// guest of a QEMU user network has the same address. So the API server's "cluster" egress
+// selector sends each connection to a kubelet — logs, exec, attach, port-forward, node proxy
+// alike — through an HTTP CONNECT proxy on a unix socket in the state directory, and with
+// --kubelet-preferred-address-types=Hostname it asks for "NODENAME:PORT". The proxy looks the
+// node's name up in kubelets.json and connects to 127.0.0.1 at that node's forwarded port. A
+// name it does not know is refused, so the proxy opens nothing else on the host.
+
+// FileKubelets maps node names to their kubelets' forwarded ports on 127.0.0.1, a JSON object
+// {"NAME": PORT, …}. The proxy reads it for every connection, so nodes can be added while the
+// cluster runs (AddKubelet).
+const FileKubelets = "kubelets.json"
+
+// FileKubeletProxySocket is the proxy's unix socket.
+const FileKubeletProxySocket = "kubelet-proxy.sock"
+
+// AddKubelet records that node name's kubelet is forwarded to 127.0.0.1:port.
+func AddKubelet(stateDir, name string, port int) error {
+	if port <= 0 || port > 65535 {
+		return fmt.Errorf("add kubelet %s: port %d out of range", name, port)
+	}
+	m, err := readKubelets(stateDir)
+	if err != nil {
+		return err
+	}
+	m[name] = port
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFile(filepath.Join(stateDir, FileKubelets), append(b, '\n'), 0o644)
+}
+
+func readKubelets(stateDir string) (map[string]int, error) {
+	m := map[string]int{}
+	b, err := os.ReadFile(filepath.Join(stateDir, FileKubelets))
+	if errors.Is(err, os.ErrNotExist) {
+		return m, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read kubelet ports: %w", err)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("read kubelet ports %s: %w", filepath.Join(stateDir, FileKubelets), err)
+	}
+	return m, nil
+}
+
+// KubeletProxy is the CONNECT proxy described above.
+type KubeletProxy struct {
+	StateDir string
+	Log      *slog.Logger
+}
+
+// Serve accepts connections on l until ctx ends.
+func (p *KubeletProxy) Serve(ctx context.Context, l net.Listener) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("kubelet proxy: accept: %w", err)
+		}
+		wg.Go(func() { p.handle(ctx, c) })
+	}
+}
+
+// target returns the loopback address that a CONNECT to hostport goes to.
+func (p *KubeletProxy) target(hostport string) (string, error) {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return "", fmt.Errorf("CONNECT %q: %w", hostport, err)
+	}
+	m, err := readKubelets(p.StateDir)
+	if err != nil {
+		return "", err
+	}
+	port, ok := m[host]
+	if !ok {
+		return "", fmt.Errorf("CONNECT %s: no node %q in %s", hostport, host, FileKubelets)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), nil
+}
+
+func (p *KubeletProxy) handle(ctx context.Context, c net.Conn) {
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(c)
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		p.Log.Warn("kubelet proxy: read request", "err", err)
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	if req.Method != http.MethodConnect {
+		fmt.Fprintf(c, "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+		return
+	}
+	addr, err := p.target(req.RequestURI)
+	if err != nil {
+		p.Log.Warn("kubelet proxy: refused", "err", err)
+		fmt.Fprintf(c, "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+		return
+	}
+	var d net.Dialer
+	up, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		p.Log.Warn("kubelet proxy: connect", "node", req.RequestURI, "addr", addr, "err", err)
+		fmt.Fprintf(c, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+		return
+	}
+	defer up.Close()
+	// Serve returns only when every tunnel has ended: end them when the proxy stops.
+	stop := context.AfterFunc(ctx, func() { c.Close(); up.Close() })
+	defer stop()
+	if _, err := fmt.Fprintf(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+		return
+	}
+	// The client speaks only after the 200, so nothing is buffered in br but what follows it.
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(up, br); closeWrite(up); done <- struct{}{} }()
+	go func() { io.Copy(c, up); closeWrite(c); done <- struct{}{} }()
+	<-done
+	<-done
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+}
+
+// ServeKubeletProxy listens on the state directory's socket and serves until ctx ends.
+func ServeKubeletProxy(ctx context.Context, stateDir string, log *slog.Logger) error {
+	sock := filepath.Join(stateDir, FileKubeletProxySocket)
+	os.Remove(sock)
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("kubelet proxy: %w", err)
+	}
+	defer os.Remove(sock)
+	// Only the API server (the same user) connects.
+	if err := os.Chmod(sock, 0o600); err != nil {
+		l.Close()
+		return fmt.Errorf("kubelet proxy: %w", err)
+	}
+	return (&KubeletProxy{StateDir: stateDir, Log: log}).Serve(ctx, l)
+}
