@@ -1,7 +1,8 @@
 // Command ingot-node is the node's one static binary. It dispatches on how it is started: the first
 // argument picks the role: `runtime` (the CRI daemon), `shim` (one per pod), `pause` (the process
 // holding a pod's namespaces), and `init`, libcontainer's re-execution of this binary as a
-// container's first process. Started as PID 1 with none of these, it is the node's init
+// container's first process. Run as modprobe (a symlink of that name), it loads kernel modules for
+// the kernel's autoloader. Started as PID 1 with none of these, it is the node's init
 // (init/pid1): the kernel runs it with no role argument.
 //
 // The argument decides before the pid does: pause runs as PID 1 of every pod's pid namespace and
@@ -12,7 +13,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 
+	"ingot.dev/ingot/init/kmod"
 	"ingot.dev/ingot/init/pid1"
 	"ingot.dev/ingot/init/supervise"
 	"ingot.dev/ingot/netsetup/link"
@@ -25,6 +28,10 @@ import (
 func main() {
 	// First: when libcontainer re-executes us as a container's init, nothing else may run.
 	oci.MaybeInit()
+	// The kernel's module autoloader runs /sbin/modprobe, a symlink to this binary.
+	if filepath.Base(os.Args[0]) == "modprobe" {
+		os.Exit(kmod.Modprobe(os.Args[1:], os.Stderr))
+	}
 	role := ""
 	if len(os.Args) > 1 {
 		role = os.Args[1]

@@ -332,8 +332,10 @@ func (j *job) rootfs(ctx context.Context, node []byte, k *kernel.Kernel, mods []
 	add(t.File("/etc/ingot/profile.toml", j.o.ProfileTOML, 0o644))
 	add(t.File("/etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"), 0o644))
 	add(t.File("/etc/group", []byte("root:x:0:\ntty:x:5:\nnogroup:x:65534:\n"), 0o644))
-	// The node binary under its own name, for `ingot-node net show` and friends.
+	// The node binary under its own name, for `ingot-node net show` and friends, and as the
+	// modprobe the kernel runs to load a module it needs (/proc/sys/kernel/modprobe).
 	add(t.Symlink("/bin/ingot-node", "/init"))
+	add(t.Symlink("/bin/modprobe", "/init"))
 	// Merged /usr: everything lives in /bin.
 	for _, l := range []string{"/sbin", "/usr/bin", "/usr/sbin"} {
 		add(t.Symlink(l, "/bin"))
@@ -355,6 +357,13 @@ func (j *job) rootfs(ctx context.Context, node []byte, k *kernel.Kernel, mods []
 		}
 	}
 	if err := t.File(filepath.Join("/lib/modules", k.Release, "modules.dep"), kernel.ModulesDep(mods), 0o644); err != nil {
+		return nil, nil, err
+	}
+	alias, err := k.ModulesAlias(mods)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := t.File(filepath.Join("/lib/modules", k.Release, "modules.alias"), alias, 0o644); err != nil {
 		return nil, nil, err
 	}
 	if err := t.File("/etc/ingot/modules.load", []byte(strings.Join(load, "\n")+"\n"), 0o644); err != nil {
@@ -444,7 +453,9 @@ func (j *job) busybox(ctx context.Context, t *initramfs.Tree) error {
 		return err
 	}
 	for _, a := range applets {
-		if a == "busybox" {
+		// modprobe is the node binary's own (the kernel's autoloader runs it; it reads the
+		// image's modules.dep and modules.alias).
+		if a == "busybox" || a == "modprobe" {
 			continue
 		}
 		if err := t.Symlink("/bin/"+a, "busybox"); err != nil {

@@ -10,6 +10,7 @@ import (
 	"bufio"
 	"bytes"
 	"debug/elf"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -214,4 +215,29 @@ func ModulesDep(mods []Module) []byte {
 	}
 	w.Flush()
 	return buf.Bytes()
+}
+
+// ModulesAlias returns the lines of the kernel's modules.alias that name one of mods, so a node's
+// modprobe can resolve what the kernel asks for by alias (nft-expr-numgen, net-pf-16-proto-12,
+// a device's modalias) to a module the image carries. A kernel without modules.alias gives none.
+func (k *Kernel) ModulesAlias(mods []Module) ([]byte, error) {
+	data, err := os.ReadFile(filepath.Join(k.ModulesDir, "modules.alias"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kernel modules: %w", err)
+	}
+	shipped := map[string]bool{}
+	for _, m := range mods {
+		shipped[Normalize(m.Name)] = true
+	}
+	var out bytes.Buffer
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 3 && f[0] == "alias" && shipped[Normalize(f[2])] {
+			out.WriteString(line + "\n")
+		}
+	}
+	return out.Bytes(), nil
 }

@@ -55,3 +55,32 @@ func TestClosure(t *testing.T) {
 		t.Fatalf("missing module error = %v", err)
 	}
 }
+
+// TestModulesAlias: the image's modules.alias keeps only the aliases of modules it carries.
+func TestModulesAlias(t *testing.T) {
+	dir := t.TempDir()
+	mods := filepath.Join(dir, "lib/modules/6.1.0-test")
+	writeModule(t, mods, "kernel/net/netfilter/nft_numgen.ko", "")
+	writeModule(t, mods, "kernel/drivers/block/virtio_blk.ko", "")
+	os.WriteFile(filepath.Join(mods, "modules.alias"), []byte("# Aliases extracted from modules themselves.\n"+
+		"alias nft-expr-numgen nft_numgen\n"+
+		"alias pci:v00001AF4d00001001sv*sd*bc*sc*i* virtio_blk\n"+
+		"alias net-pf-16-proto-12 nfnetlink\n"), 0o644)
+	os.MkdirAll(filepath.Join(dir, "boot"), 0o755)
+	os.WriteFile(filepath.Join(dir, "boot/vmlinuz-6.1.0-test"), []byte("kernel"), 0o644)
+	k, err := FromRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closure, err := k.Closure([]string{"nft_numgen"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := k.ModulesAlias(closure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "alias nft-expr-numgen nft_numgen\n" {
+		t.Errorf("modules.alias for nft_numgen alone:\n%s", got)
+	}
+}
