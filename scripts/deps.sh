@@ -6,7 +6,7 @@
 set -eu
 
 pkgs="qemu-system-x86 qemu-system-arm qemu-utils ovmf qemu-efi-aarch64 gcc gcc-aarch64-linux-gnu
-libc6-dev libc6-dev-arm64-cross libseccomp-dev dpkg e2fsprogs ca-certificates"
+libc6-dev libc6-dev-arm64-cross libseccomp-dev dpkg e2fsprogs squashfs-tools ca-certificates"
 
 missing=""
 for p in $pkgs; do

@@ -25,6 +25,7 @@ import (
 	"ingot.dev/ingot/image/initramfs"
 	"ingot.dev/ingot/image/kernel"
 	"ingot.dev/ingot/image/manifest"
+	"ingot.dev/ingot/image/squashfs"
 	"ingot.dev/ingot/image/uki"
 	"ingot.dev/ingot/profiles"
 )
@@ -124,7 +125,15 @@ func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	initrd, err := tree.Compressed(o.SourceDateEpoch)
+	root, err := squashfs.Write(ctx, tree, o.SourceDateEpoch)
+	if err != nil {
+		return nil, fmt.Errorf("root filesystem: %w", err)
+	}
+	early, err := j.initramfs(node, k, root)
+	if err != nil {
+		return nil, err
+	}
+	initrd, err := early.Compressed(o.SourceDateEpoch)
 	if err != nil {
 		return nil, err
 	}
@@ -139,8 +148,10 @@ func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("create output directory: %w", err)
 	}
+	rootSum := sha256.Sum256(root)
 	m := &manifest.Manifest{Profile: o.Profile.Name, Arch: a.Name, KernelRelease: k.Release, Cmdline: cmdline,
-		Modules: modNames, SourceDateEpoch: o.SourceDateEpoch}
+		Modules: modNames, SourceDateEpoch: o.SourceDateEpoch,
+		RootFS: &manifest.Output{Name: RootFSPath, Size: int64(len(root)), SHA256: hex.EncodeToString(rootSum[:])}}
 
 	j.progress("writing kernel and initramfs")
 	for _, f := range []struct {
@@ -315,7 +326,48 @@ func (j *job) kernel(ctx context.Context) (*kernel.Kernel, error) {
 	return k, nil
 }
 
-// rootfs lays out the node's root filesystem.
+// Where the initramfs holds the root filesystem and the modules mounting it needs; PID 1 reads
+// them as init/rootfs.Image and init/rootfs.Modules.
+const (
+	RootFSPath       = "/ingot/root.sqfs"
+	EarlyModulesPath = "/ingot/modules.load"
+)
+
+// earlyModules are what PID 1 loads from the initramfs to mount the root filesystem: the loop
+// device and squashfs (modules in Debian's cloud kernels).
+func earlyModules() []string { return []string{"loop", "squashfs"} }
+
+// initramfs lays out what the kernel unpacks into RAM: PID 1, the modules it needs to mount the
+// root filesystem, and the root filesystem itself, the squashfs that stays compressed. Everything
+// else is in that squashfs.
+func (j *job) initramfs(node []byte, k *kernel.Kernel, root []byte) (*initramfs.Tree, error) {
+	t := initramfs.New()
+	var errs []error
+	add := func(err error) { errs = append(errs, err) }
+	for _, d := range []string{"/dev", "/proc", "/sys"} {
+		add(t.Dir(d, 0o755))
+	}
+	// The kernel opens /dev/console for init's stdio before anything is mounted.
+	add(t.CharDev("/dev/console", 0o600, 5, 1))
+	add(t.CharDev("/dev/null", 0o666, 1, 3))
+	add(t.File("/init", node, 0o755))
+	add(t.File(RootFSPath, root, 0o444))
+	mods, err := k.Closure(earlyModules())
+	add(err)
+	var names []string
+	for _, m := range mods {
+		names = append(names, m.Name)
+		add(t.CopyFile(filepath.Join("/lib/modules", k.Release, m.Path), filepath.Join(k.ModulesDir, m.Path), 0o644))
+	}
+	add(t.File(filepath.Join("/lib/modules", k.Release, "modules.dep"), kernel.ModulesDep(mods), 0o644))
+	add(t.File(EarlyModulesPath, []byte(strings.Join(names, "\n")+"\n"), 0o644))
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("initramfs: %w", err)
+	}
+	return t, nil
+}
+
+// rootfs lays out the node's root filesystem, the squashfs PID 1 mounts read-only as /.
 func (j *job) rootfs(ctx context.Context, node []byte, k *kernel.Kernel, mods []kernel.Module) (*initramfs.Tree, []string, error) {
 	t := initramfs.New()
 	var errs []error

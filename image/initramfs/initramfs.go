@@ -115,6 +115,36 @@ func (t *Tree) Paths() []string {
 	return ps
 }
 
+// Node is one entry of a Tree as Each hands it out.
+type Node struct {
+	Path string      // absolute, cleaned
+	Mode os.FileMode // type bits (os.ModeDir, os.ModeSymlink, os.ModeCharDevice) and permissions
+	// Data is a file's contents or a symlink's target.
+	Data         []byte
+	Major, Minor uint64 // a character device's numbers
+}
+
+// Each calls fn for every entry in path order (parents before children), so another writer (the
+// squashfs payload) lays out exactly the tree the cpio would hold.
+func (t *Tree) Each(fn func(Node) error) error {
+	for _, p := range t.Paths() {
+		e := t.entries[p]
+		n := Node{Path: p, Mode: os.FileMode(e.mode).Perm(), Data: e.data, Major: e.major, Minor: e.minor}
+		switch e.kind {
+		case kindDir:
+			n.Mode |= os.ModeDir
+		case kindSymlink:
+			n.Mode |= os.ModeSymlink
+		case kindCharDev:
+			n.Mode |= os.ModeDevice | os.ModeCharDevice
+		}
+		if err := fn(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // WriteCPIO writes the tree as an uncompressed newc archive with every mtime set to mtime.
 func (t *Tree) WriteCPIO(w io.Writer, mtime int64) error {
 	cw := cpio.Newc.Writer(w)

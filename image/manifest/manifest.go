@@ -42,8 +42,10 @@ type Manifest struct {
 	Cmdline         string   `json:"cmdline"`
 	Modules         []string `json:"modules"`
 	SourceDateEpoch int64    `json:"source_date_epoch"`
-	Inputs          []Input  `json:"inputs"`
-	Outputs         []Output `json:"outputs"`
+	// RootFS is the read-only root filesystem (a squashfs) inside the initramfs, by its path there.
+	RootFS  *Output  `json:"root_fs,omitempty"`
+	Inputs  []Input  `json:"inputs"`
+	Outputs []Output `json:"outputs"`
 }
 
 // Read reads the manifest of the image in dir.
