@@ -264,8 +264,11 @@ func (n *Node) boot(ctx context.Context) error {
 		return err
 	}
 	if onInitramfs && os.Getenv(switchedEnv) == "" {
-		n.log.Info("moving the root off the initramfs", "to", newRoot)
-		if err := rootfs.Switch(newRoot); err != nil {
+		n.log.Info("mounting the root filesystem", "image", rootfs.Image, "on", newRoot)
+		if err := loadEarlyModules(); err != nil {
+			return fmt.Errorf("root filesystem %s: %w", rootfs.Image, err)
+		}
+		if err := rootfs.Switch(rootfs.Image, newRoot); err != nil {
 			return err
 		}
 		exe := "/init"
@@ -344,6 +347,21 @@ func (n *Node) boot(ctx context.Context) error {
 	}
 	fmt.Fprintf(os.Stdout, "ingot: node ready t=%d\n", console.SinceBoot().Milliseconds())
 	return nil
+}
+
+// loadEarlyModules loads what mounting the root filesystem needs (loop, squashfs), listed in
+// the initramfs next to it; none when the kernel has them built in.
+func loadEarlyModules() error {
+	mods := readLines(rootfs.Modules)
+	if len(mods) == 0 {
+		return nil
+	}
+	deps, err := kmod.ReadDeps(filepath.Join("/lib/modules", kernelRelease()))
+	if err != nil {
+		return err
+	}
+	_, err = deps.LoadAll(mods)
+	return err
 }
 
 func serviceSpec(s profiles.Service, tty string) (supervise.Spec, error) {
