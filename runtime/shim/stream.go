@@ -351,12 +351,15 @@ func (s *Server) attach(ss *session, c *container, stdin, stdout, stderr *os.Fil
 		}{&c.out[i], k})
 	}
 	if stdin != nil {
-		if c.stdin == nil {
-			stdin.Close() // created without stdin: there is nothing to write to
+		c.stdinMu.Lock()
+		w := c.stdin
+		c.stdinMu.Unlock()
+		if w == nil {
+			stdin.Close() // created without stdin, or stdin_once closed it: nothing to write to
 		} else {
 			go func() {
 				defer stdin.Close()
-				io.Copy(c.stdin, stdin)
+				io.Copy(w, stdin)
 				if c.stdinOnce {
 					c.closeStdin()
 				}
