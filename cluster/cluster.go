@@ -109,6 +109,7 @@ func ReadState(dir string) (*State, error) {
 // child is a process Up started; done closes when it exits.
 type child struct {
 	name string
+	pid  int
 	done chan struct{}
 	err  error
 }
@@ -430,14 +431,15 @@ func (u *upper) controllerManagerHealthy(ctx context.Context) error {
 	return nil
 }
 
-// childEnv is the environment without proxy settings: every connection the control plane makes
-// goes to the loopback, or to kubelets through the egress proxy.
+// childEnv is the environment without proxy settings (every connection the control plane makes
+// goes to the loopback, or to kubelets through the egress proxy) nor a service manager's socket.
 func childEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch strings.ToUpper(k) {
-		case "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY":
+		// NOTIFY_SOCKET: etcd would tell a systemd unit running ingot that it is ready.
+		case "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "NOTIFY_SOCKET":
 			continue
 		}
 		env = append(env, kv)
@@ -462,7 +464,7 @@ func (u *upper) start(name string, argv []string) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", name, err)
 	}
-	c := &child{name: name, done: make(chan struct{})}
+	c := &child{name: name, pid: cmd.Process.Pid, done: make(chan struct{})}
 	u.children = append(u.children, c)
 	// Reap it (while up runs), and let wait notice an early exit.
 	go func() { c.err = cmd.Wait(); close(c.done) }()
@@ -503,6 +505,9 @@ func logTail(file string, n int) string {
 	if err != nil {
 		return err.Error()
 	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return "(" + file + " is empty)"
+	}
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
@@ -510,12 +515,24 @@ func logTail(file string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// stop ends what a failed up started.
+// stop ends what a failed up started, by the pids it holds: a process that has just exec'd may
+// not show its command line yet, which is what running (for down) goes by.
 func (u *upper) stop() {
-	for i := len(procs) - 1; i >= 0; i-- {
-		if err := stopProcess(u.dir, procs[i]); err != nil {
-			u.Log.Warn("stop", "process", procs[i], "err", err)
+	for i := len(u.children) - 1; i >= 0; i-- {
+		c := u.children[i]
+		for _, s := range []struct {
+			sig   syscall.Signal
+			grace time.Duration
+		}{{syscall.SIGTERM, 20 * time.Second}, {syscall.SIGKILL, 5 * time.Second}} {
+			syscall.Kill(-c.pid, s.sig)
+			select {
+			case <-c.done:
+			case <-time.After(s.grace):
+				continue
+			}
+			break
 		}
+		os.Remove(u.path(dirRun, c.name+".pid"))
 	}
 }
 
@@ -532,7 +549,8 @@ func running(dir, name string) (int, bool) {
 		return 0, false
 	}
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !bytes.Contains(cmdline, []byte(dir)) {
+	// The directory as a path prefix or a whole argument: /x/cluster is not /x/cluster2.
+	if err != nil || !(bytes.Contains(cmdline, []byte(dir+"/")) || bytes.Contains(cmdline, []byte(dir+"\x00"))) {
 		return 0, false
 	}
 	return pid, true

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestDownStopsItsOwnProcesses checks down's process handling without the control plane's
@@ -29,7 +30,11 @@ func TestDownStopsItsOwnProcesses(t *testing.T) {
 	if err := u.start(procEtcd, []string{"/bin/sh", "-c", "sleep 1000 & echo $! > sleep.pid; wait; : " + dir}); err != nil {
 		t.Fatal(err)
 	}
-	shell, ok := running(dir, procEtcd)
+	// Just after exec the new program's command line may not be readable yet.
+	shell, ok := 0, false
+	for deadline := time.Now().Add(10 * time.Second); !ok && time.Now().Before(deadline); {
+		shell, ok = running(dir, procEtcd)
+	}
 	if !ok {
 		t.Fatal("the started process does not count as running")
 	}
