@@ -46,12 +46,18 @@ const smokeFocus = `Runtime info|basic operations on PodSandbox|basic operations
 // images reach the guest through guestfwd rules, and the guest posts the report back. Every
 // failing spec fails the test. INGOT_CRITEST_VM=full (make critest-vm) runs the whole suite on
 // amd64 and the smoke subset on arm64; otherwise (make test) the smoke subset on amd64 only.
+// INGOT_CRITEST_FOCUS, when set, is the ginkgo focus of every run instead.
 func TestCritestInVM(t *testing.T) {
 	testgate.Short(t, "VM boots")
 	full := os.Getenv("INGOT_CRITEST_VM") == "full"
 	runs := []struct{ arch, focus string }{{"amd64", smokeFocus}}
 	if full {
 		runs = []struct{ arch, focus string }{{"amd64", ""}, {"arm64", smokeFocus}}
+	}
+	if f := os.Getenv("INGOT_CRITEST_FOCUS"); f != "" {
+		for i := range runs {
+			runs[i].focus = f
+		}
 	}
 	for _, r := range runs {
 		t.Run(r.arch, func(t *testing.T) { testCritestInVM(t, r.arch, r.focus) })
