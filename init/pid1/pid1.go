@@ -219,7 +219,11 @@ func (n *Node) nodePlan(p *profiles.Profile, dhcpHostname bool) boot.Plan {
 		// and a runtime rather than powering off over a network setting.
 		boot.Phase{Name: "network", Optional: true, Steps: n.networkSteps(p, dhcpHostname)},
 		boot.Phase{Name: "var-layout", Steps: []boot.Step{
-			boot.Dir{Path: "/var/lib/ingot", Mode: 0o700},
+			// The runtime's root: pods in a user namespace must walk (not list) the way to their
+			// rootfs under it, as under containerd's 0711 root. /var/lib may have been made
+			// 0700 by an earlier phase (the kept node config below it).
+			boot.Dir{Path: "/var/lib", Mode: 0o755},
+			boot.Dir{Path: "/var/lib/ingot", Mode: 0o711},
 			boot.Dir{Path: "/var/log", Mode: 0o755},
 			boot.Dir{Path: "/run/ingot", Mode: 0o700},
 		}},
