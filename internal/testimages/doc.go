@@ -36,7 +36,8 @@
 //
 // Not reproducible: gcr.io/k8s-staging-cri-tools/test-image-digest@sha256:9700f9a2… names the
 // digest of Google's own build, which no other build can produce; "public image with digest
-// should be pulled and removed" fails against any runtime using these images.
+// should be pulled and removed" cannot pass against any runtime using these images, so every
+// critest run skips it by name (internal/critest/skip.go says why, with the proof).
 //
 // # The busybox base layer
 //
