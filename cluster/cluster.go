@@ -372,8 +372,8 @@ func (u *upper) startProcesses(ctx context.Context, svcNet *net.IPNet) error {
 		"--client-ca-file=" + pki(FileCA),
 		"--kubelet-client-certificate=" + pki(FileKubeletClient+".crt"),
 		"--kubelet-client-key=" + pki(FileKubeletClient+".key"),
-		// See kubeletproxy.go: kubelets are reached by node name through the egress proxy.
-		"--kubelet-preferred-address-types=Hostname",
+		// See kubeletproxy.go: kubelets are reached by InternalIP through the egress proxy.
+		"--kubelet-preferred-address-types=InternalIP",
 		"--egress-selector-config-file=" + u.path(fileEgressSelector),
 		"--service-cluster-ip-range=" + svcNet.String(),
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",

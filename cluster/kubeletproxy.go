@@ -19,32 +19,55 @@ import (
 
 // How the API server reaches kubelets. Each worker VM forwards one port on the host's loopback
 // (a QEMU hostfwd, a different port per node) to its kubelet. The API server cannot be told
-// that port through the node's addresses: a kubelet refuses a loopback node IP, and every
-// guest of a QEMU user network has the same address. So the API server's "cluster" egress
-// selector sends each connection to a kubelet — logs, exec, attach, port-forward, node proxy
-// alike — through an HTTP CONNECT proxy on a unix socket in the state directory, and with
-// --kubelet-preferred-address-types=Hostname it asks for "NODENAME:PORT". The proxy looks the
-// node's name up in kubelets.json and connects to 127.0.0.1 at that node's forwarded port. A
-// name it does not know is refused, so the proxy opens nothing else on the host.
+// that port through the node's addresses, and a kubelet refuses a loopback node IP. So the API
+// server's "cluster" egress selector sends each connection to a kubelet — logs, exec, attach,
+// port-forward, node proxy alike — through an HTTP CONNECT proxy on a unix socket in the state
+// directory; with --kubelet-preferred-address-types=InternalIP it asks for "NODEIP:10250". The
+// proxy looks the address up in kubelets.json and connects to 127.0.0.1 at that node's forwarded
+// port. So every worker needs an InternalIP of its own (in QEMU's user network, a dhcpstart per
+// VM, or a static address in its node config). An address the proxy does not know is refused,
+// so it opens nothing else on the host.
+//
+// (Node names as Hostname addresses would need no distinct IPs, but the API server resolves a
+// node's hostname before it proxies to the node (nodes/proxy), and the host cannot resolve
+// worker names.)
 
-// FileKubelets maps node names to their kubelets' forwarded ports on 127.0.0.1, a JSON object
-// {"NAME": PORT, …}. The proxy reads it for every connection, so nodes can be added while the
-// cluster runs (AddKubelet).
+// FileKubelets lists the kubelets the proxy reaches, a JSON object {"NODENAME": {"address":
+// "10.0.2.16", "port": 40001}, …}. The proxy reads it for every connection, so nodes can be
+// added while the cluster runs (AddKubelet).
 const FileKubelets = "kubelets.json"
 
 // FileKubeletProxySocket is the proxy's unix socket.
 const FileKubeletProxySocket = "kubelet-proxy.sock"
 
-// AddKubelet records that node name's kubelet is forwarded to 127.0.0.1:port.
-func AddKubelet(stateDir, name string, port int) error {
-	if port <= 0 || port > 65535 {
-		return fmt.Errorf("add kubelet %s: port %d out of range", name, port)
+// Kubelet is a worker's kubelet as the proxy knows it.
+type Kubelet struct {
+	// Address is the node's InternalIP, what the API server asks the proxy for.
+	Address string `json:"address"`
+	// Port is the kubelet's forwarded port on 127.0.0.1.
+	Port int `json:"port"`
+}
+
+// AddKubelet records that node name, whose InternalIP is k.Address, has its kubelet forwarded
+// to 127.0.0.1:k.Port.
+func AddKubelet(stateDir, name string, k Kubelet) error {
+	ip := net.ParseIP(k.Address)
+	if ip == nil || ip.IsLoopback() || ip.IsUnspecified() {
+		return fmt.Errorf("add kubelet %s: address %q: want the node's InternalIP", name, k.Address)
+	}
+	if k.Port <= 0 || k.Port > 65535 {
+		return fmt.Errorf("add kubelet %s: port %d out of range", name, k.Port)
 	}
 	m, err := readKubelets(stateDir)
 	if err != nil {
 		return err
 	}
-	m[name] = port
+	for other, o := range m {
+		if other != name && net.ParseIP(o.Address).Equal(ip) {
+			return fmt.Errorf("add kubelet %s: address %s is node %s's already: each worker needs an InternalIP of its own", name, k.Address, other)
+		}
+	}
+	m[name] = k
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
@@ -52,8 +75,8 @@ func AddKubelet(stateDir, name string, port int) error {
 	return writeFile(filepath.Join(stateDir, FileKubelets), append(b, '\n'), 0o644)
 }
 
-func readKubelets(stateDir string) (map[string]int, error) {
-	m := map[string]int{}
+func readKubelets(stateDir string) (map[string]Kubelet, error) {
+	m := map[string]Kubelet{}
 	b, err := os.ReadFile(filepath.Join(stateDir, FileKubelets))
 	if errors.Is(err, os.ErrNotExist) {
 		return m, nil
@@ -101,11 +124,14 @@ func (p *KubeletProxy) target(hostport string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	port, ok := m[host]
-	if !ok {
-		return "", fmt.Errorf("CONNECT %s: no node %q in %s", hostport, host, FileKubelets)
+	if ip := net.ParseIP(host); ip != nil {
+		for _, k := range m {
+			if net.ParseIP(k.Address).Equal(ip) {
+				return net.JoinHostPort("127.0.0.1", strconv.Itoa(k.Port)), nil
+			}
+		}
 	}
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), nil
+	return "", fmt.Errorf("CONNECT %s: no node with address %q in %s", hostport, host, FileKubelets)
 }
 
 func (p *KubeletProxy) handle(ctx context.Context, c net.Conn) {

@@ -54,7 +54,8 @@ func TestKubeletProxy(t *testing.T) {
 			}()
 		}
 	}()
-	if err := AddKubelet(dir, "w1", kubelet.Addr().(*net.TCPAddr).Port); err != nil {
+	port := kubelet.Addr().(*net.TCPAddr).Port
+	if err := AddKubelet(dir, "w1", Kubelet{Address: "10.0.2.16", Port: port}); err != nil {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, FileKubeletProxySocket)
@@ -74,10 +75,10 @@ func TestKubeletProxy(t *testing.T) {
 		}
 	}()
 
-	// The API server asks for the node by name at the kubelet's port in the guest.
-	code, c := connectVia(t, sock, "w1:10250")
+	// The API server asks for the node's InternalIP at the kubelet's port in the guest.
+	code, c := connectVia(t, sock, "10.0.2.16:10250")
 	if code != http.StatusOK {
-		t.Fatalf("CONNECT w1:10250: %d, want 200", code)
+		t.Fatalf("CONNECT 10.0.2.16:10250: %d, want 200", code)
 	}
 	fmt.Fprintf(c, "GET /pods\n")
 	got, err := io.ReadAll(c)
@@ -86,9 +87,9 @@ func TestKubeletProxy(t *testing.T) {
 		t.Errorf("through the tunnel: %q, %v", got, err)
 	}
 
-	// A node it does not know, and an address that is not a node name, are refused: the
+	// An address it does not know, a node name, and the forward itself are refused: the
 	// proxy must not open the host's other ports.
-	for _, addr := range []string{"w2:10250", "127.0.0.1:" + strconv.Itoa(kubelet.Addr().(*net.TCPAddr).Port)} {
+	for _, addr := range []string{"10.0.2.17:10250", "w1:10250", "127.0.0.1:" + strconv.Itoa(port)} {
 		if code, _ := connectVia(t, sock, addr); code != http.StatusForbidden {
 			t.Errorf("CONNECT %s: %d, want 403", addr, code)
 		}
@@ -100,10 +101,20 @@ func TestKubeletProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := AddKubelet(dir, "w3", free); err != nil {
+	if err := AddKubelet(dir, "w3", Kubelet{Address: "10.0.2.18", Port: free}); err != nil {
 		t.Fatal(err)
 	}
-	if code, _ := connectVia(t, sock, "w3:10250"); code != http.StatusBadGateway {
-		t.Errorf("CONNECT w3:10250 with nothing listening: %d, want 502", code)
+	if code, _ := connectVia(t, sock, "10.0.2.18:10250"); code != http.StatusBadGateway {
+		t.Errorf("CONNECT 10.0.2.18:10250 with nothing listening: %d, want 502", code)
+	}
+
+	// Two workers with one address could not be told apart.
+	err = AddKubelet(dir, "w4", Kubelet{Address: "10.0.2.16", Port: free})
+	if err == nil || err.Error() != "add kubelet w4: address 10.0.2.16 is node w1's already: each worker needs an InternalIP of its own" {
+		t.Errorf("AddKubelet with w1's address: %v", err)
+	}
+	err = AddKubelet(dir, "w5", Kubelet{Address: "127.0.0.1", Port: free})
+	if err == nil || err.Error() != `add kubelet w5: address "127.0.0.1": want the node's InternalIP` {
+		t.Errorf("AddKubelet with a loopback address: %v", err)
 	}
 }
