@@ -63,7 +63,7 @@ test: deps build vet ## the whole suite: unit, root and VM tiers (CI=true makes 
 critest: bin/ingot-node-$(ARCH) ## CRI conformance: critest vs the runtime here, in private namespaces; a failing spec fails the target (root; ~2 min; CRITEST_ARGS=-ginkgo.focus=…)
 	go run ./internal/critest/cmd/critest -strict -node $(CURDIR)/bin/ingot-node-$(ARCH) -cache $(CACHE) $(if $(CRITEST_ARGS),-- $(CRITEST_ARGS))
 
-critest-vm: deps bin/ingot-node-amd64 bin/ingot-node-arm64 ## critest inside the dev VM vs the node's runtime: all specs on x86_64 (~15 min), a smoke subset on arm64 (~5 min); a failing spec fails the target (CRITEST_FOCUS=…)
+critest-vm: deps bin/ingot-node-amd64 bin/ingot-node-arm64 ## critest inside the dev VM vs the node's runtime: all specs on x86_64 (8-15 min), a smoke subset on arm64 (~5 min); a failing spec fails the target (CRITEST_FOCUS=…)
 	INGOT_BIN=$(CURDIR)/bin INGOT_CRITEST_VM=full INGOT_CRITEST_FOCUS='$(CRITEST_FOCUS)' go test -count=1 -v -timeout 150m -run '^TestCritestInVM$$' ./qemu/vmtest
 
 bench: deps build ## benchmarks: pod start latency and runtime memory (host); VM boot to node ready per arch and path, and the floor
