@@ -121,6 +121,15 @@ func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 	}
 
 	j.progress("assembling the root filesystem")
+	sqfsTool, sqfsVersion, err := squashfs.Version(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sqfsBin, err := os.ReadFile(sqfsTool)
+	if err != nil {
+		return nil, fmt.Errorf("root filesystem: %w", err)
+	}
+	j.addInput(squashfs.Tool, sqfsVersion, sqfsBin)
 	tree, modNames, err := j.rootfs(ctx, node, k, mods)
 	if err != nil {
 		return nil, err

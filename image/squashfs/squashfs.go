@@ -28,6 +28,30 @@ const Tool = "mksquashfs"
 // Magic is the first four bytes of a squashfs image (little-endian "hsqs").
 const Magic = "hsqs"
 
+// Version returns the path and version of the mksquashfs on PATH ("4.5.1"): the builder records
+// them among the image's inputs, since another version may lay the same tree out differently.
+func Version(ctx context.Context) (path, version string, err error) {
+	path, err = exec.LookPath(Tool)
+	if err != nil {
+		return "", "", fmt.Errorf("squashfs: %w (install squashfs-tools: make deps)", err)
+	}
+	out, err := exec.CommandContext(ctx, path, "-version").Output()
+	if err != nil {
+		return "", "", fmt.Errorf("squashfs: %s -version: %w", path, err)
+	}
+	// "mksquashfs version 4.5.1 (2022/03/17)"
+	f := strings.Fields(string(out))
+	if len(f) < 3 || f[0] != Tool || f[1] != "version" {
+		return "", "", fmt.Errorf("squashfs: %s -version printed %q, not its version", path, firstLine(string(out)))
+	}
+	return path, f[2], nil
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
 // Write returns tree as a squashfs image with every mtime (and the filesystem's creation time) set
 // to mtime. Character devices in the tree become pseudo-file definitions, so staging needs no
 // mknod and therefore no root.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"testing"
 	"time"
@@ -146,6 +147,18 @@ func TestWriteListsBackAndIsReproducible(t *testing.T) {
 				t.Errorf("%s: %d bytes read back differ from the %d written", p, len(data), len(w.Data))
 			}
 		}
+	}
+}
+
+// The version recorded among an image's inputs is the installed mksquashfs's.
+func TestVersion(t *testing.T) {
+	testgate.RequireCommand(t, Tool)
+	_, v, err := Version(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`^[0-9]+\.[0-9]+(\.[0-9]+)?$`).MatchString(v) {
+		t.Fatalf("version %q", v)
 	}
 }
 

@@ -55,8 +55,10 @@ func TestBoot(t *testing.T) {
 				if out := vm.MustShell("grep -c . /proc/self/mountinfo; readlink /proc/1/exe; cat /proc/1/comm", shellTimeout); !strings.Contains(out, "init") {
 					t.Fatalf("PID 1 is not ingot's init: %s", out)
 				}
-				if out := vm.MustShell("grep ' / ' /proc/mounts", shellTimeout); !strings.Contains(out, "tmpfs / tmpfs") {
-					t.Fatalf("root is still the initramfs: %s", out)
+				// The root is the image's squashfs, read-only; /etc a tmpfs holding the image's files.
+				if out := vm.MustShell("grep -E ' /(etc)? ' /proc/mounts; touch /bin/x 2>&1; grep -c '^name = ' /etc/ingot/profile.toml", shellTimeout); !strings.Contains(out, " / squashfs ro,") ||
+					!strings.Contains(out, "tmpfs /etc tmpfs rw,nosuid,nodev") || !strings.Contains(out, "Read-only file system") {
+					t.Fatalf("root is not the read-only squashfs with a writable /etc: %s", out)
 				}
 
 				token := fmt.Sprintf("state-%d", time.Now().UnixNano())
