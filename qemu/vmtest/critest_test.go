@@ -2,10 +2,12 @@ package vmtest
 
 import (
 	"archive/tar"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -92,7 +94,8 @@ func testCritestInVM(t *testing.T, archName, focus string) {
 	if err := os.WriteFile(ipcmkPath, ipcmk, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	files := serveFiles(t, map[string]string{"critest": bin, "ipcmk": ipcmkPath}, logs)
+	aa := appArmorTools(t, archName)
+	files := serveFiles(t, map[string]string{"critest": bin, "ipcmk": ipcmkPath, "apparmor.tar.gz": aa}, logs)
 
 	profile := filepath.Join(t.TempDir(), "critest-dev.toml")
 	if err := os.WriteFile(profile, devWithMirrors(t), 0o644); err != nil {
@@ -110,6 +113,18 @@ func testCritestInVM(t *testing.T, archName, focus string) {
 	for _, f := range []string{"critest", "ipcmk"} {
 		vm.MustShell(fmt.Sprintf("wget -q -O /tmp/bin/%s http://%s/%s && chmod 755 /tmp/bin/%s", f, guestFiles, f, f), fetch)
 	}
+	// critest's AppArmor specs load their profiles with `sudo apparmor_parser -r -W FILE` on the
+	// node, which has neither: Debian's parser runs from /tmp/aa with its own ld.so and libc,
+	// its includes from /tmp/aa/etc/apparmor.d and Debian's parser.conf (policy features) moved
+	// there too, and sudo is only exec (the shell is root).
+	// apparmor_parser and the runtime's check of loaded profiles need securityfs, which init
+	// does not mount.
+	vm.MustShell(fmt.Sprintf("mkdir -p /tmp/aa && wget -q -O - http://%s/apparmor.tar.gz | tar -xzf - -C /tmp/aa", guestFiles), fetch)
+	vm.MustShell(`printf '#!/bin/sh\nexec "$@"\n' >/tmp/bin/sudo && `+
+		`printf '#!/bin/sh\nexec /tmp/aa/lib/ld.so --library-path /tmp/aa/lib /tmp/aa/sbin/apparmor_parser --base /tmp/aa/etc/apparmor.d --config-file /tmp/aa/parser.conf "$@"\n' >/tmp/bin/apparmor_parser && `+
+		`echo policy-features=/tmp/aa/usr/share/apparmor-features/features >/tmp/aa/parser.conf && `+
+		`chmod 755 /tmp/bin/sudo /tmp/bin/apparmor_parser && `+
+		`{ grep -q ' /sys/kernel/security ' /proc/mounts || mount -t securityfs securityfs /sys/kernel/security; }`, shellTimeout)
 	var extra []string
 	if focus != "" {
 		extra = []string{"-ginkgo.focus=" + focus}
@@ -159,6 +174,85 @@ func devWithMirrors(t testing.TB) []byte {
 		s = strings.Replace(s, old, repl, 1)
 	}
 	return []byte(s)
+}
+
+// appArmorTools writes a tar.gz of Debian's apparmor_parser for arch (sbin/), its
+// etc/apparmor.d and the policy features it compiles for, and the ld.so (as lib/ld.so) and libc.so.6 it runs with.
+func appArmorTools(t testing.TB, archName string) string {
+	t.Helper()
+	ctx := context.Background()
+	f := &debpkg.Fetcher{Cache: cachedir.Default(), Arch: archName}
+	unpack := func(name string) string {
+		p, err := f.Fetch(ctx, name)
+		if err != nil {
+			testgate.Skip(t, "cannot fetch "+name+" for critest's AppArmor specs: "+err.Error())
+		}
+		dir, err := f.Unpack(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	aa, libc := unpack("apparmor"), unpack("libc6")
+	lds, _ := filepath.Glob(filepath.Join(libc, "lib", "*-linux-gnu", "ld-linux-*.so.*"))
+	libcs, _ := filepath.Glob(filepath.Join(libc, "lib", "*-linux-gnu", "libc.so.6"))
+	if len(lds) != 1 || len(libcs) != 1 {
+		t.Fatalf("libc6 for %s: ld.so %q, libc.so.6 %q", archName, lds, libcs)
+	}
+	out := filepath.Join(t.TempDir(), "apparmor.tar.gz")
+	w, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gz := gzip.NewWriter(w)
+	tw := tar.NewWriter(gz)
+	add := func(name, src string) {
+		fi, err := os.Lstat(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		link := ""
+		if fi.Mode()&os.ModeSymlink != 0 {
+			if link, err = os.Readlink(src); err != nil {
+				t.Fatal(err)
+			}
+		}
+		h, err := tar.FileInfoHeader(fi, link)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Name = name
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().IsRegular() {
+			data, err := os.ReadFile(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tw.Write(data)
+		}
+	}
+	add("sbin/apparmor_parser", filepath.Join(aa, "sbin/apparmor_parser"))
+	add("lib/ld.so", lds[0])
+	add("lib/libc.so.6", libcs[0])
+	for _, d := range []string{"etc/apparmor.d", "usr/share/apparmor-features"} {
+		err := filepath.WalkDir(filepath.Join(aa, d), func(p string, _ fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(aa, p)
+			add(rel, p)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := errors.Join(tw.Close(), gz.Close(), w.Close()); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // registryFwd serves imgs from an in-process registry and returns the guestfwd rule that sends
