@@ -219,7 +219,12 @@ func TestUpDown(t *testing.T) {
 
 	t.Run("API server reaches a kubelet by its InternalIP through the proxy", func(t *testing.T) {
 		// A stand-in kubelet on the host's loopback, as a worker's hostfwd would be.
+		seen := make(chan string, 10)
 		kubelet := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case seen <- r.URL.Path:
+			default:
+			}
 			fmt.Fprintf(w, "kubelet of w1: %s", r.URL.Path)
 		}))
 		defer kubelet.Close()
@@ -247,6 +252,52 @@ func TestUpDown(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK || string(body) != "kubelet of w1: /healthz" {
 			t.Errorf("nodes/w1/proxy/healthz: %d %q", resp.StatusCode, body)
+		}
+		select {
+		case <-seen:
+		default:
+		}
+
+		// kubectl exec's upgrade requests (a websocket, which the API server turns into
+		// SPDY towards the kubelet, and SPDY itself) are dialled through the same proxy.
+		pod := map[string]any{"apiVersion": "v1", "kind": "Pod", "metadata": map[string]any{"name": "p"},
+			"spec": map[string]any{"nodeName": "w1", "automountServiceAccountToken": false,
+				"containers": []map[string]any{{"name": "c", "image": "example.invalid/none"}}}}
+		// The default service account appears when the controller manager has made it.
+		for deadline := time.Now().Add(time.Minute); ; {
+			err := ac.Do(ctx, http.MethodPost, "/api/v1/namespaces/default/pods", pod, nil)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal(err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		for _, upgrade := range []map[string]string{
+			{"Upgrade": "websocket", "Sec-Websocket-Version": "13", "Sec-Websocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-Websocket-Protocol": "v5.channel.k8s.io"},
+			{"Upgrade": "SPDY/3.1", "X-Stream-Protocol-Version": "v4.channel.k8s.io"},
+		} {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, st.Server+"/api/v1/namespaces/default/pods/p/exec?command=true&container=c&stdout=true", nil)
+			req.Header.Set("Connection", "Upgrade")
+			for k, v := range upgrade {
+				req.Header.Set(k, v)
+			}
+			resp, err := ac.http.Do(req)
+			if err != nil {
+				t.Fatalf("exec (%s): %v", upgrade["Upgrade"], err)
+			}
+			// Hold the client's side open: closing it ends the request before the API
+			// server has dialled the kubelet.
+			select {
+			case path := <-seen:
+				if path != "/exec/default/p/c" {
+					t.Errorf("exec (%s): the kubelet was asked for %s", upgrade["Upgrade"], path)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("exec (%s): the kubelet was not asked (the client got %s)", upgrade["Upgrade"], resp.Status)
+			}
+			resp.Body.Close()
 		}
 	})
 
