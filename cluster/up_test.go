@@ -318,6 +318,41 @@ func TestUpDown(t *testing.T) {
 		}
 	})
 
+	// down --keep stops everything and keeps the state; up starts it again with the same
+	// port, CA and token, so a worker's node.toml stays valid.
+	run("cluster", "down", "--keep")
+	for name := range pids {
+		if pid, ok := running(dir, name); ok {
+			t.Errorf("%s (pid %d) runs after down --keep", name, pid)
+		}
+	}
+	run("cluster", "up")
+	again, err := ReadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.APIPort != st.APIPort || again.TokenID != st.TokenID {
+		t.Errorf("after down --keep and up: port %d token %s, want port %d token %s", again.APIPort, again.TokenID, st.APIPort, st.TokenID)
+	}
+	var review struct {
+		Status struct {
+			UserInfo struct{ Username string } `json:"userInfo"`
+		} `json:"status"`
+	}
+	if err := bc.Do(ctx, http.MethodPost, "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+		map[string]any{"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}, &review); err != nil {
+		t.Errorf("the token after down --keep and up: %v", err)
+	} else if review.Status.UserInfo.Username != tok.User() {
+		t.Errorf("the token after down --keep and up is %q", review.Status.UserInfo.Username)
+	}
+	for _, p := range procs {
+		pid, ok := running(dir, p)
+		if !ok {
+			t.Fatalf("%s is not running after the second up", p)
+		}
+		pids[p+" (second up)"] = pid
+	}
+
 	start = time.Now()
 	run("cluster", "down")
 	downDone = true
