@@ -615,3 +615,19 @@ func Down(stateDir string, keep bool) error {
 	}
 	return nil
 }
+
+// KubeletPort is the port the kubelet serves on inside a worker; what the API server asks the
+// kubelet proxy for.
+const KubeletPort = 10250
+
+// GuestFwd is the QEMU user-network guestfwd rule (qemu.Config.GuestFwd) by which a worker
+// reaches the API server at GuestServer: GuestHostIP:APIPort to 127.0.0.1:APIPort.
+func (s *State) GuestFwd() string {
+	return fmt.Sprintf("tcp:%s:%d-tcp:127.0.0.1:%d", GuestHostIP, s.APIPort, s.APIPort)
+}
+
+// KubeletHostFwd is the hostfwd rule (qemu.Config.HostFwd) that forwards 127.0.0.1:port to a
+// worker's kubelet; record the same port with AddKubelet.
+func KubeletHostFwd(port int) string {
+	return fmt.Sprintf("tcp:127.0.0.1:%d-:%d", port, KubeletPort)
+}
