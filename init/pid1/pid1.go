@@ -175,6 +175,11 @@ func (n *Node) basePlan(p *profiles.Profile, modules []string, out *nodeSettings
 		{Name: "firmware", Optional: true, Steps: []boot.Step{
 			boot.Mount{Source: "efivarfs", Target: "/sys/firmware/efi/efivars", FSType: "efivarfs", Flags: nosuid | nodev | noexec, IfExists: "/sys/firmware/efi/efivars"},
 		}},
+		// The LSMs' interface: the runtime reads which AppArmor profiles are loaded, and refuses a
+		// pod's localhost/ profile it cannot find, from here. Optional: a kernel without securityfs.
+		{Name: "securityfs", Optional: true, Steps: []boot.Step{
+			boot.Mount{Source: "securityfs", Target: "/sys/kernel/security", FSType: "securityfs", Flags: nosuid | nodev | noexec, IfExists: "/sys/kernel/security"},
+		}},
 		{Name: "cgroups", Steps: []boot.Step{boot.Func{Name: "enable controllers, create " + cgroup.Services + " and " + cgroup.Pods,
 			Fn: func(ctx context.Context) error {
 				enabled, err := cgroup.Setup(cgroup.Root)

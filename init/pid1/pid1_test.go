@@ -82,3 +82,17 @@ func TestPlanVarNosuidNodev(t *testing.T) {
 		t.Fatalf("plan lacks %q:\n%s", w, plan)
 	}
 }
+
+// securityfs is mounted where the runtime looks for loaded AppArmor profiles (a node without it
+// refuses every localhost/ profile), when the kernel has it.
+func TestPlanMountsSecurityfs(t *testing.T) {
+	p, _, err := profiles.Builtin("dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &Node{log: slog.New(slog.DiscardHandler)}
+	plan := n.Plan(p, nil).String()
+	if w := "mount securityfs on /sys/kernel/security type securityfs (nosuid,nodev,noexec)"; !strings.Contains(plan, w) {
+		t.Fatalf("plan lacks %q:\n%s", w, plan)
+	}
+}
