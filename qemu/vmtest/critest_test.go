@@ -117,8 +117,8 @@ func testCritestInVM(t *testing.T, archName, focus string) {
 	// node, which has neither: Debian's parser runs from /tmp/aa with its own ld.so and libc,
 	// its includes from /tmp/aa/etc/apparmor.d and Debian's parser.conf (policy features) moved
 	// there too, and sudo is only exec (the shell is root).
-	// apparmor_parser and the runtime's check of loaded profiles need securityfs, which init
-	// does not mount.
+	// apparmor_parser and the runtime's check of loaded profiles need securityfs; init mounts it
+	// (the guard below only matters for an image from before it did).
 	vm.MustShell(fmt.Sprintf("mkdir -p /tmp/aa && wget -q -O - http://%s/apparmor.tar.gz | tar -xzf - -C /tmp/aa", guestFiles), fetch)
 	vm.MustShell(`printf '#!/bin/sh\nexec "$@"\n' >/tmp/bin/sudo && `+
 		`printf '#!/bin/sh\nexec /tmp/aa/lib/ld.so --library-path /tmp/aa/lib /tmp/aa/sbin/apparmor_parser --base /tmp/aa/etc/apparmor.d --config-file /tmp/aa/parser.conf "$@"\n' >/tmp/bin/apparmor_parser && `+
