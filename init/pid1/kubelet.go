@@ -40,6 +40,13 @@ func (n *Node) startKubelet(ctx context.Context, prof *profiles.Profile) error {
 	if err := setup.Write("/"); err != nil {
 		return err
 	}
+	// The kubelet builds every pod's DNS settings from the node's resolv.conf and refuses to
+	// start a pod when the file is missing, which it is on a network that offered no DNS
+	// server. An empty one means no servers; DHCP replaces it when a lease names some.
+	if f, err := os.OpenFile(kubelet.DefaultResolvConf, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644); err == nil {
+		f.Close()
+		n.log.Info("no DNS servers known; pods get an empty resolv.conf until DHCP names some", "path", kubelet.DefaultResolvConf)
+	}
 	// The kubelet's mount propagation (Bidirectional and HostToContainer volumes) needs mounts
 	// under / to propagate: make the whole tree shared, as systemd does on other distributions.
 	if err := unix.Mount("", "/", "", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
