@@ -383,5 +383,7 @@ func IsHostname(s string) bool {
 // isSysctl accepts net.ipv4.ip_forward and the slash form net/ipv4/ip_forward.
 func isSysctl(s string) bool {
 	parts := strings.Split(strings.ReplaceAll(s, "/", "."), ".")
-	return len(parts) >= 2 && !slices.ContainsFunc(parts, func(p string) bool { return !isModule(p) })
+	return len(parts) >= 2 && !slices.ContainsFunc(parts, func(p string) bool {
+		return !only(p, func(c byte) bool { return lowerDigit(c) || c == '_' || c == '-' })
+	})
 }
