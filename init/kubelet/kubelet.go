@@ -30,6 +30,7 @@ const (
 	CertDir              = Dir + "/pki"
 	ClientCAPath         = CertDir + "/ca.crt"
 	StaticPodPath        = "/etc/kubernetes/manifests"
+	VolumePluginDir      = Dir + "/volumeplugins"
 	LogPath              = "/var/log/kubelet.log"
 	RuntimeEndpoint      = "unix:///run/ingot/ingot.sock"
 	DefaultResolvConf    = "/etc/resolv.conf"
@@ -175,6 +176,7 @@ type kubeletConfiguration struct {
 	LocalStorageCapacityIsolation bool              `json:"localStorageCapacityIsolation"`
 	EnableControllerAttachDetach  bool              `json:"enableControllerAttachDetach"`
 	ReadOnlyPort                  int               `json:"readOnlyPort"`
+	VolumePluginDir               string            `json:"volumePluginDir"`
 }
 
 type authentication struct {
@@ -243,6 +245,8 @@ func configuration(p profiles.Kubelet, nc *nodeconfig.Config) *kubeletConfigurat
 		LocalStorageCapacityIsolation: true,
 		EnableControllerAttachDetach:  true,
 		ReadOnlyPort:                  0,
+		// The default, /usr/libexec/kubernetes/…, is on the read-only root.
+		VolumePluginDir: VolumePluginDir,
 	}
 	c.Authentication.Webhook.Enabled = true
 	c.Authentication.Anonymous.Enabled = false

@@ -99,7 +99,8 @@ func TestPlanBootstrapToken(t *testing.T) {
 		}
 	}
 	c := config(t, s)
-	if c["containerRuntimeEndpoint"] != "unix:///run/ingot/ingot.sock" || c["cgroupDriver"] != "cgroupfs" || c["staticPodPath"] != StaticPodPath {
+	if c["containerRuntimeEndpoint"] != "unix:///run/ingot/ingot.sock" || c["cgroupDriver"] != "cgroupfs" || c["staticPodPath"] != StaticPodPath ||
+		c["volumePluginDir"] != "/var/lib/kubelet/volumeplugins" {
 		t.Errorf("runtime settings: %v", c)
 	}
 	auth := c["authentication"].(map[string]any)
