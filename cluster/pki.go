@@ -26,9 +26,11 @@ const (
 	clockSkew = 5 * time.Minute
 )
 
-// GuestHostIP is the address a QEMU user-network guest sees the host at; its guestfwd rules
-// forward connections to it onto the host's loopback.
-var GuestHostIP = net.IPv4(10, 0, 2, 2)
+// GuestHostIP is the address a QEMU user-network guest reaches the API server at: a guestfwd
+// rule forwards connections to it onto the host's loopback. It is not 10.0.2.2, the address
+// QEMU itself answers as the host: QEMU refuses a guestfwd rule on that address ("Conflicting/
+// invalid host:port in guest forwarding rule").
+var GuestHostIP = net.IPv4(10, 0, 2, 100)
 
 // Names of the users and groups the certificates carry.
 const (

@@ -83,7 +83,7 @@ func TestPKIChainsAndUsages(t *testing.T) {
 
 func TestPKIServingNames(t *testing.T) {
 	p := newTestPKI(t)
-	for _, h := range []string{"127.0.0.1", "::1", "10.0.2.2", "10.96.0.1", "localhost", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"} {
+	for _, h := range []string{"127.0.0.1", "::1", "10.0.2.100", "10.96.0.1", "localhost", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"} {
 		if err := p.APIServer.Cert.VerifyHostname(h); err != nil {
 			t.Errorf("API server certificate: %v", err)
 		}
@@ -97,8 +97,8 @@ func TestPKIServingNames(t *testing.T) {
 	if err := p.EtcdServer.Cert.VerifyHostname("127.0.0.1"); err != nil {
 		t.Errorf("etcd certificate: %v", err)
 	}
-	if err := p.EtcdServer.Cert.VerifyHostname("10.0.2.2"); err == nil {
-		t.Error("etcd certificate is valid for 10.0.2.2: etcd must be reachable on the loopback only")
+	if err := p.EtcdServer.Cert.VerifyHostname("10.0.2.100"); err == nil {
+		t.Error("etcd certificate is valid for 10.0.2.100: etcd must be reachable on the loopback only")
 	}
 }
 

@@ -313,7 +313,7 @@ func TestUpDown(t *testing.T) {
 		if string(raw) != string(want) {
 			t.Errorf("node.toml:\n%s\nwant:\n%s", raw, want)
 		}
-		if st.GuestServer != "https://10.0.2.2:"+strconv.Itoa(st.APIPort) {
+		if st.GuestServer != "https://10.0.2.100:"+strconv.Itoa(st.APIPort) {
 			t.Errorf("guests reach the API server at %s", st.GuestServer)
 		}
 	})
