@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -82,10 +83,10 @@ type File struct {
 	Keep bool
 }
 
-// Plan works out the kubelet's files and command line for a node named hostname from the
-// profile's [kubelet] table and the node config (nil: none). The node config is validated
-// already; Plan only assembles.
-func Plan(p profiles.Kubelet, hostname string, nc *nodeconfig.Config) (*Setup, error) {
+// Plan works out the kubelet's files and command line for a node named hostname whose address
+// is nodeIP ("" lets the kubelet choose) from the profile's [kubelet] table and the node config
+// (nil: none). The node config is validated already; Plan only assembles.
+func Plan(p profiles.Kubelet, hostname, nodeIP string, nc *nodeconfig.Config) (*Setup, error) {
 	if nc == nil {
 		nc = &nodeconfig.Config{}
 	}
@@ -96,6 +97,11 @@ func Plan(p profiles.Kubelet, hostname string, nc *nodeconfig.Config) (*Setup, e
 		"--config=" + ConfigPath,
 		"--hostname-override=" + hostname,
 		"--cert-dir=" + CertDir,
+	}
+	if nodeIP != "" {
+		// Without it a node with no default route reports every address, IPv6 link and
+		// site-local ones first, and the API server may reach for one of those.
+		args = append(args, "--node-ip="+nodeIP)
 	}
 	switch {
 	case k.Kubeconfig != "":
@@ -303,4 +309,39 @@ func (s *Setup) Write(root string) error {
 		}
 	}
 	return nil
+}
+
+// Iface is a network interface as NodeIP sees it.
+type Iface struct {
+	Name  string
+	Addrs []netip.Prefix
+}
+
+// NodeIP picks the node's address for the kubelet: the first global unicast IPv4 address of an
+// interface that is the node's own (not loopback, not the pod network's bridge or veths), else
+// the first such IPv6 one; "" when there is none.
+func NodeIP(ifaces []Iface) string {
+	pod := func(name string) bool {
+		return name == "lo" || strings.HasPrefix(name, "cni") || strings.HasPrefix(name, "veth")
+	}
+	for _, want4 := range []bool{true, false} {
+		for _, ifc := range ifaces {
+			if pod(ifc.Name) {
+				continue
+			}
+			for _, a := range ifc.Addrs {
+				ip := a.Addr()
+				if ip.Is4() == want4 && ip.IsGlobalUnicast() && !(ip.Is6() && isSiteLocal(ip)) {
+					return ip.String()
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// isSiteLocal: fec0::/10, deprecated, but what QEMU's user network hands out over SLAAC.
+func isSiteLocal(ip netip.Addr) bool {
+	b := ip.As16()
+	return b[0] == 0xfe && b[1]&0xc0 == 0xc0
 }

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -60,7 +61,7 @@ func TestPlanBootstrapToken(t *testing.T) {
 		Kubernetes: nodeconfig.Kubernetes{APIServer: "https://10.0.2.2:6443", CA: testCA,
 			BootstrapToken: "abcdef.0123456789abcdef"},
 	}
-	s, err := Plan(defaultKubelet(), "worker-1", nc)
+	s, err := Plan(defaultKubelet(), "worker-1", "10.0.2.15", nc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +94,7 @@ func TestPlanBootstrapToken(t *testing.T) {
 		t.Errorf("bootstrap kubeconfig:\n%s", boot.Data)
 	}
 	for _, want := range []string{"--bootstrap-kubeconfig=" + BootstrapPath, "--kubeconfig=" + KubeconfigPath,
-		"--hostname-override=worker-1", "--node-labels=role=edge,zone=a", "--config=" + ConfigPath, "--cert-dir=" + CertDir} {
+		"--hostname-override=worker-1", "--node-ip=10.0.2.15", "--node-labels=role=edge,zone=a", "--config=" + ConfigPath, "--cert-dir=" + CertDir} {
 		if !slices.Contains(s.Args, want) {
 			t.Errorf("args %q lack %q", s.Args, want)
 		}
@@ -122,7 +123,7 @@ func TestPlanBootstrapToken(t *testing.T) {
 // TestPlanKubeconfigAndStandalone: a given kubeconfig is written as is (0600) and used; with no
 // join settings the kubelet runs standalone, serving only loopback with no webhook to ask.
 func TestPlanKubeconfigAndStandalone(t *testing.T) {
-	s, err := Plan(defaultKubelet(), "n", &nodeconfig.Config{Kubernetes: nodeconfig.Kubernetes{Kubeconfig: "apiVersion: v1\nkind: Config\n"}})
+	s, err := Plan(defaultKubelet(), "n", "", &nodeconfig.Config{Kubernetes: nodeconfig.Kubernetes{Kubeconfig: "apiVersion: v1\nkind: Config\n"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +134,7 @@ func TestPlanKubeconfigAndStandalone(t *testing.T) {
 		t.Errorf("a kubeconfig join has a bootstrap kubeconfig: %q", s.Args)
 	}
 
-	s, err = Plan(defaultKubelet(), "n", nil)
+	s, err = Plan(defaultKubelet(), "n", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +145,7 @@ func TestPlanKubeconfigAndStandalone(t *testing.T) {
 	if slices.ContainsFunc(s.Args, func(a string) bool { return strings.Contains(a, "kubeconfig") }) {
 		t.Errorf("standalone args name a kubeconfig: %q", s.Args)
 	}
-	if _, err := Plan(defaultKubelet(), "n", &nodeconfig.Config{Kubernetes: nodeconfig.Kubernetes{BootstrapToken: "abcdef.0123456789abcdef"}}); err == nil {
+	if _, err := Plan(defaultKubelet(), "n", "", &nodeconfig.Config{Kubernetes: nodeconfig.Kubernetes{BootstrapToken: "abcdef.0123456789abcdef"}}); err == nil {
 		t.Error("a token without api_server and ca was accepted")
 	}
 }
@@ -223,5 +224,30 @@ func TestProbe(t *testing.T) {
 				t.Fatalf("the message quotes the token: %q", c.Msg)
 			}
 		})
+	}
+}
+
+// TestNodeIP: the node's own IPv4 address wins over the pod bridge's, loopback and QEMU's
+// site-local IPv6 one.
+func TestNodeIP(t *testing.T) {
+	p := func(s ...string) []netip.Prefix {
+		var out []netip.Prefix
+		for _, x := range s {
+			out = append(out, netip.MustParsePrefix(x))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		ifaces []Iface
+		want   string
+	}{
+		{[]Iface{{"lo", p("127.0.0.1/8", "::1/128")}, {"eth0", p("fec0::5054:ff:fe12:3456/64", "fe80::1/64", "10.0.2.15/24")}, {"cni0", p("10.88.0.1/16")}}, "10.0.2.15"},
+		{[]Iface{{"cni0", p("10.88.0.1/16")}, {"eth1", p("192.168.1.5/24")}}, "192.168.1.5"},
+		{[]Iface{{"eth0", p("fe80::1/64", "fec0::1/64", "2001:db8::5/64")}}, "2001:db8::5"},
+		{[]Iface{{"lo", p("127.0.0.1/8")}}, ""},
+	} {
+		if got := NodeIP(tc.ifaces); got != tc.want {
+			t.Errorf("NodeIP(%v) = %q, want %q", tc.ifaces, got, tc.want)
+		}
 	}
 }

@@ -3,8 +3,11 @@ package pid1
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,7 +36,7 @@ func (n *Node) startKubelet(ctx context.Context, prof *profiles.Profile) error {
 	if err != nil {
 		return fmt.Errorf("kubelet: %w", err)
 	}
-	setup, err := kubelet.Plan(prof.Kubelet, hostname, n.node.Config)
+	setup, err := kubelet.Plan(prof.Kubelet, hostname, nodeIP(), n.node.Config)
 	if err != nil {
 		return err
 	}
@@ -66,7 +69,7 @@ func (n *Node) startKubelet(ctx context.Context, prof *profiles.Profile) error {
 	if _, err := n.sup.Start(ctx, spec); err != nil {
 		return fmt.Errorf("start the kubelet: %w", err)
 	}
-	n.log.Info("kubelet started", "node", hostname, "join", string(setup.Mode), "api_server", setup.APIServer)
+	n.log.Info("kubelet started", "node", hostname, "join", string(setup.Mode), "api_server", setup.APIServer, "args", strings.Join(setup.Args, " "))
 	if setup.Mode == kubelet.Bootstrap {
 		n.goSafe(func() { n.watchJoin(ctx, setup) })
 	}
@@ -116,4 +119,27 @@ func noteKubeletLog(line string) {
 	}
 	defer f.Close()
 	f.WriteString(time.Now().UTC().Format(time.RFC3339) + " " + line + "\n")
+}
+
+// nodeIP is the address the kubelet registers the node with (kubelet.NodeIP over the links).
+func nodeIP() string {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return ""
+	}
+	var list []kubelet.Iface
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagUp == 0 {
+			continue
+		}
+		addrs, _ := ifc.Addrs()
+		k := kubelet.Iface{Name: ifc.Name}
+		for _, a := range addrs {
+			if pfx, err := netip.ParsePrefix(a.String()); err == nil {
+				k.Addrs = append(k.Addrs, pfx)
+			}
+		}
+		list = append(list, k)
+	}
+	return kubelet.NodeIP(list)
 }
