@@ -49,7 +49,7 @@ unit: ## unit tests only (no root, no VM)
 	go test -short ./...
 
 vet: ## gofmt, go vet, go.mod/go.sum as `go mod tidy` would leave them, and the docs' links
-	@test -z "$$(gofmt -l cmd init image profiles qemu internal runtime netsetup)" || { gofmt -l cmd init image profiles qemu internal runtime netsetup; exit 1; }
+	@test -z "$$(gofmt -l cmd init image profiles qemu internal runtime netsetup cluster)" || { gofmt -l cmd init image profiles qemu internal runtime netsetup cluster; exit 1; }
 	@go mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy: run go mod tidy (go mod tidy -diff shows what changes)"; exit 1; }
 	@./scripts/checklinks.sh
 	go vet ./...
@@ -69,6 +69,13 @@ critest-vm: deps bin/ingot-node-amd64 bin/ingot-node-arm64 ## critest inside the
 bench: deps build ## benchmarks: pod start latency and runtime memory (host); VM boot to node ready per arch and path, and the floor
 	INGOT_BIN=$(CURDIR)/bin go test -run '^$$' -bench 'PodStart|RunPodSandbox' -benchtime 50x -timeout 10m ./runtime/integration
 	INGOT_BIN=$(CURDIR)/bin go test -run '^$$' -bench Boot -benchtime 3x -timeout 30m ./qemu/vmtest
+
+.PHONY: cluster cluster-down
+cluster: bin/ingot ## a Kubernetes control plane on 127.0.0.1 (ingot cluster up; builds etcd and kube-apiserver/-controller-manager into the cache the first time, ~25 min on 2 cores); workers join with its node.toml
+	bin/ingot cluster up
+
+cluster-down: bin/ingot ## stop the control plane of make cluster and remove its state (ingot cluster down)
+	bin/ingot cluster down
 
 clean: ## remove bin/ and out/ (the download cache stays)
 	rm -rf bin out
