@@ -83,11 +83,11 @@ func TestKubeletJoinsInVM(t *testing.T) {
 	}
 	start := time.Now()
 	vm := BootWith(t, qemu.Config{Image: Image(t, profile, archName), Boot: qemu.BootDirect, Memory: 2048,
-		FwCfg:    map[string]string{"opt/ingot/node.toml": nodeToml},
+		FwCfg: map[string]string{"opt/ingot/node.toml": nodeToml},
 		// A relay per connection (the kubelet opens several), like the registry's.
 		GuestFwd: []string{registryFwd(t, imgs, guestRegistry),
 			relayFwd(t, fmt.Sprintf("%s:%d", cluster.GuestHostIP, st.APIPort), fmt.Sprintf("127.0.0.1:%d", st.APIPort))},
-		HostFwd:  []string{cluster.KubeletHostFwd(kubeletPort)}})
+		HostFwd: []string{cluster.KubeletHostFwd(kubeletPort)}})
 	vm.WaitFor("kubelet started", bootTimeout)
 	vm.WaitFor("kubelet join: API server "+st.GuestServer+" reachable; its certificate and the bootstrap token are accepted", bootTimeout)
 
