@@ -140,6 +140,9 @@ func Plan(p profiles.Kubelet, hostname, nodeIP string, nc *nodeconfig.Config) (*
 		}
 		args = append(args, "--node-labels="+strings.Join(l, ","))
 	}
+	for _, name := range slices.Sorted(maps.Keys(k.StaticPods)) {
+		s.Files = append(s.Files, File{Path: filepath.Join(StaticPodPath, name), Data: []byte(k.StaticPods[name]), Mode: 0o644})
+	}
 	data, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
 		return nil, err

@@ -251,3 +251,26 @@ func TestNodeIP(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanStaticPods: the node config's static pods become files in the staticPodPath, named as
+// the node config names them, whatever the join mode.
+func TestPlanStaticPods(t *testing.T) {
+	nc, err := nodeconfig.Parse("n.toml", []byte("[kubernetes.static_pods]\n\"web.yaml\" = \"kind: Pod\\n\"\n\"b.json\" = '{\"kind\":\"Pod\"}'\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Plan(profiles.Kubelet{Enabled: true}, "n1", "", nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	if err := s.Write(root); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"web.yaml": "kind: Pod\n", "b.json": `{"kind":"Pod"}`} {
+		got, err := os.ReadFile(filepath.Join(root, StaticPodPath, name))
+		if err != nil || string(got) != want {
+			t.Errorf("%s: %q, %v; want %q", name, got, err, want)
+		}
+	}
+}

@@ -58,6 +58,10 @@ type Kubernetes struct {
 	CA             string `toml:"ca"`              // PEM: the cluster CA certificate(s)
 	BootstrapToken Secret `toml:"bootstrap_token"` // [a-z0-9]{6}.[a-z0-9]{16}
 	Kubeconfig     Secret `toml:"kubeconfig"`      // a kubeconfig file's text
+	// StaticPods maps a manifest's file name (NAME.yaml, NAME.yml or NAME.json) to its text;
+	// PID 1 writes them into the kubelet's staticPodPath at every boot, so the node config is
+	// their one source (a manifest dropped there by hand lasts until the next boot).
+	StaticPods map[string]string `toml:"static_pods"`
 }
 
 // API is the [api] table: the node API server's certificate and key, and the CA its clients'

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"ingot.dev/ingot/profiles"
 )
@@ -152,7 +153,39 @@ func (k *Kubernetes) validate() *Error {
 	if k.Kubeconfig != "" && strings.ContainsRune(string(k.Kubeconfig), 0) {
 		return &Error{Key: "kubernetes.kubeconfig", Msg: "holds a NUL byte (want the text of a kubeconfig file)"}
 	}
+	for _, name := range slices.Sorted(maps.Keys(k.StaticPods)) {
+		key := keyOf("kubernetes.static_pods", name)
+		if msg := checkManifestName(name); msg != "" {
+			return &Error{Key: key, Msg: fmt.Sprintf("file name %q: %s", name, msg)}
+		}
+		text := k.StaticPods[name]
+		if strings.TrimSpace(text) == "" || strings.ContainsRune(text, 0) || !utf8.ValidString(text) {
+			return &Error{Key: key, Msg: "want the text of a pod manifest (YAML or JSON): it is empty, or holds a NUL byte or invalid UTF-8"}
+		}
+	}
 	return nil
+}
+
+// checkManifestName returns why name cannot be a static pod manifest's file name in the
+// kubelet's staticPodPath, or "". The kubelet reads every file there that does not start with a
+// dot; a name is one plain path element so that no manifest lands outside the directory.
+func checkManifestName(name string) string {
+	base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, ".yaml"), ".yml"), ".json")
+	switch {
+	case base == name:
+		return "want a name ending in .yaml, .yml or .json"
+	case base == "" || len(name) > 253:
+		return "want 1 to 253 characters before the extension"
+	}
+	for _, r := range base {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return "want lowercase letters, digits, '-', '_' and '.' only"
+		}
+	}
+	if base[0] == '.' {
+		return "must not start with '.' (the kubelet skips hidden files)"
+	}
+	return ""
 }
 
 // checkHTTPS returns why u is not an absolute https URL with a host and no credentials, or "".
