@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -599,8 +600,11 @@ func Down(stateDir string, keep bool) error {
 		return fmt.Errorf("cluster down: %s holds no cluster (no %s): %w", dir, FileState, err)
 	}
 	var errs []error
-	for i := len(procs) - 1; i >= 0; i-- {
-		if err := stopProcess(dir, procs[i]); err != nil {
+	// In reverse: the workers (they need the control plane), then the control plane in reverse
+	// start order.
+	stop := append(slices.Clone(procs), workerNames(dir)...)
+	for i := len(stop) - 1; i >= 0; i-- {
+		if err := stopProcess(dir, stop[i]); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -619,12 +623,6 @@ func Down(stateDir string, keep bool) error {
 // KubeletPort is the port the kubelet serves on inside a worker; what the API server asks the
 // kubelet proxy for.
 const KubeletPort = 10250
-
-// GuestFwd is the QEMU user-network guestfwd rule (qemu.Config.GuestFwd) by which a worker
-// reaches the API server at GuestServer: GuestHostIP:APIPort to 127.0.0.1:APIPort.
-func (s *State) GuestFwd() string {
-	return fmt.Sprintf("tcp:%s:%d-tcp:127.0.0.1:%d", GuestHostIP, s.APIPort, s.APIPort)
-}
 
 // KubeletHostFwd is the hostfwd rule (qemu.Config.HostFwd) that forwards 127.0.0.1:port to a
 // worker's kubelet; record the same port with AddKubelet.

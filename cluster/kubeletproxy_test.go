@@ -120,10 +120,6 @@ func TestKubeletProxy(t *testing.T) {
 }
 
 func TestForwardRules(t *testing.T) {
-	st := &State{APIPort: 41234}
-	if got, want := st.GuestFwd(), "tcp:10.0.2.100:41234-tcp:127.0.0.1:41234"; got != want {
-		t.Errorf("GuestFwd() = %q, want %q", got, want)
-	}
 	if got, want := KubeletHostFwd(40001), "tcp:127.0.0.1:40001-:10250"; got != want {
 		t.Errorf("KubeletHostFwd(40001) = %q, want %q", got, want)
 	}

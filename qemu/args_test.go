@@ -27,3 +27,36 @@ func TestArgsFwCfgAndDrives(t *testing.T) {
 		}
 	}
 }
+
+// A cluster's worker VM: an address of its own from QEMU's DHCP server, and its console appended
+// to a file rather than a pipe (the VM outlives the program that started it).
+func TestArgsDHCPStartAndConsoleFile(t *testing.T) {
+	m := &manifest.Manifest{Arch: "amd64", Cmdline: "console=ttyS0"}
+	c := Config{Image: "/img", RunDir: t.TempDir(), DHCPStart: "10.0.2.16", ConsoleFile: "/s/worker-1.console",
+		GuestFwd: []string{"tcp:10.0.2.100:6443-cmd:/bin/relay 127.0.0.1:6443"}}
+	args, err := c.Args(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(args, " ")
+	for _, want := range []string{
+		"-chardev file,id=console0,append=on,path=/s/worker-1.console -serial chardev:console0 -monitor none",
+		"-netdev user,id=net0,restrict=on,dhcpstart=10.0.2.16,guestfwd=tcp:10.0.2.100:6443-cmd:/bin/relay 127.0.0.1:6443 ",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("args lack %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "stdio") {
+		t.Errorf("a console file and stdio:\n%s", got)
+	}
+	for _, bad := range []Config{
+		{Image: "/img", RunDir: "/r", DHCPStart: "10.0.2"},
+		{Image: "/img", RunDir: "/r", DHCPStart: "fd00::2"},
+		{Image: "/img", RunDir: "/r", ConsoleFile: "/c", Interactive: true},
+	} {
+		if _, err := bad.Args(m); err == nil {
+			t.Errorf("Args(%+v) accepted it", bad)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"io"
 	"maps"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,6 +50,12 @@ type Config struct {
 	// HostFwd and GuestFwd are QEMU user-network rules, e.g. "tcp:127.0.0.1:2222-:22".
 	HostFwd  []string
 	GuestFwd []string
+	// DHCPStart is the first address QEMU's DHCP server hands out (default 10.0.2.15): VMs that
+	// must tell each other apart by address (Kubernetes nodes) each get their own.
+	DHCPStart string
+	// ConsoleFile, when set, receives the serial console (appended) instead of a pipe: for a VM
+	// that outlives the program that started it. Not with Interactive.
+	ConsoleFile string
 	// ExtraCmdline is appended to the kernel command line (direct boot only).
 	ExtraCmdline string
 	// Tee, when set, receives a copy of the console output (non-interactive mode).
@@ -98,9 +105,15 @@ func (c Config) Args(m *manifest.Manifest) ([]string, error) {
 	}
 	args = append(args, "-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus), "-nodefaults", "-display", "none",
 		"-qmp", "unix:"+filepath.Join(c.RunDir, "qmp.sock")+",server=on,wait=off")
-	if c.Interactive {
+	switch {
+	case c.Interactive && c.ConsoleFile != "":
+		return nil, errors.New("qemu: a console file and an interactive console exclude each other")
+	case c.Interactive:
 		args = append(args, "-serial", "mon:stdio")
-	} else {
+	case c.ConsoleFile != "":
+		args = append(args, "-chardev", "file,id=console0,append=on,path="+c.ConsoleFile,
+			"-serial", "chardev:console0", "-monitor", "none")
+	default:
 		args = append(args, "-serial", "stdio", "-monitor", "none")
 	}
 
@@ -152,6 +165,12 @@ func (c Config) Args(m *manifest.Manifest) ([]string, error) {
 	default:
 		return nil, fmt.Errorf("qemu: unknown network %q (want restricted or user)", c.Net)
 	}
+	if c.DHCPStart != "" {
+		if a, err := netip.ParseAddr(c.DHCPStart); err != nil || !a.Is4() {
+			return nil, fmt.Errorf("qemu: DHCP start %q: want an IPv4 address", c.DHCPStart)
+		}
+		net += ",dhcpstart=" + c.DHCPStart
+	}
 	for _, h := range c.HostFwd {
 		net += ",hostfwd=" + h
 	}
@@ -176,8 +195,9 @@ type VM struct {
 	err     error
 }
 
-// Start launches QEMU. In interactive mode QEMU inherits the terminal.
-func Start(ctx context.Context, c Config) (*VM, error) {
+// Command is the QEMU command that runs c, its run directory made; for a caller that runs the VM
+// itself, e.g. detached with its console in c.ConsoleFile.
+func Command(c Config) (*exec.Cmd, error) {
 	m, err := manifest.Read(c.Image)
 	if err != nil {
 		return nil, err
@@ -194,7 +214,15 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s is not installed (run make deps)", a.QEMU)
 	}
-	cmd := exec.Command(bin, args...)
+	return exec.Command(bin, args...), nil
+}
+
+// Start launches QEMU. In interactive mode QEMU inherits the terminal.
+func Start(ctx context.Context, c Config) (*VM, error) {
+	cmd, err := Command(c)
+	if err != nil {
+		return nil, err
+	}
 	vm := &VM{cmd: cmd, qmp: filepath.Join(c.RunDir, "qmp.sock"), done: make(chan struct{})}
 	os.Remove(vm.qmp)
 	if c.Interactive {
@@ -221,7 +249,7 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 	}
 	vm.Started = time.Now()
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", a.QEMU, err)
+		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
 	}
 	go func() {
 		vm.err = cmd.Wait()

@@ -8,19 +8,26 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"time"
 
 	"ingot.dev/ingot/cluster"
+	"ingot.dev/ingot/image/manifest"
 	"ingot.dev/ingot/internal/cachedir"
+	"ingot.dev/ingot/qemu"
 )
 
 const clusterUsage = `usage: ingot cluster up [--state DIR] [--api-port N] [--token-ttl D]
+                        [--workers N [--arch A] [--image DIR] [--net user|restricted] ...]
        ingot cluster down [--state DIR] [--keep]
 
 up starts a Kubernetes control plane on 127.0.0.1 — etcd, kube-apiserver and
 kube-controller-manager, built into the cache on first use — with its certificates and a
 bootstrap token, and writes DIR/admin.kubeconfig (for kubectl) and DIR/node.toml (how a worker
-joins). down stops it and removes DIR unless --keep. See docs/cluster.md.
+joins). With --workers N it boots N worker VMs (worker-1 … worker-N) from a worker image, which
+join, and waits until their nodes are Ready. down stops the VMs and the control plane and removes
+DIR unless --keep. See docs/cluster.md.
 `
 
 func cmdCluster(ctx context.Context, args []string) error {
@@ -35,6 +42,12 @@ func cmdCluster(ctx context.Context, args []string) error {
 		return cmdClusterDown(args[1:])
 	case "kubelet-proxy":
 		return cmdClusterKubeletProxy(ctx, args[1:])
+	case "relay":
+		// What QEMU runs for each worker connection to the API server (not meant for people).
+		if len(args) != 2 {
+			return errors.New("cluster relay: want HOST:PORT")
+		}
+		return cluster.Relay(ctx, args[1], os.Stdin, os.Stdout)
 	case "-h", "--help", "help":
 		fmt.Print(clusterUsage)
 		return nil
@@ -57,6 +70,14 @@ func cmdClusterUp(ctx context.Context, args []string) error {
 	apiPort := fs.Int("api-port", 0, "the API server's port on 127.0.0.1 (0: a free one)")
 	ttl := fs.Duration("token-ttl", cluster.DefaultTokenTTL, "how long the bootstrap token lets nodes join")
 	cache := fs.String("cache", cachedir.Default(), "cache directory (the control plane's binaries)")
+	workers := fs.Int("workers", 0, "worker VMs to boot and join (0: none; join your own with node.toml)")
+	archName := fs.String("arch", runtime.GOARCH, "the workers' architecture: amd64 or arm64")
+	image := fs.String("image", "", "the workers' image, an `ingot build --profile worker` output (default out/worker-ARCH)")
+	netMode := fs.String("net", qemu.NetUser, "the workers' network: user (they reach the internet, for registries) or restricted (only the forwards)")
+	memory := fs.Int("memory", cluster.DefaultWorkerMemory, "each worker's RAM in MiB")
+	var guestFwd multiFlag
+	fs.Var(&guestFwd, "guestfwd", "an extra QEMU guestfwd rule for every worker (repeatable), e.g. a local registry")
+	wait := fs.Duration("wait", 15*time.Minute, "how long to wait for the workers' nodes to be Ready")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -70,6 +91,18 @@ func cmdClusterUp(ctx context.Context, args []string) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("cluster up: %w", err)
+	}
+	if *workers > 0 {
+		if *image == "" {
+			*image = filepath.Join("out", "worker-"+*archName)
+		}
+		m, err := manifest.Read(*image)
+		if err != nil {
+			return fmt.Errorf("cluster up: workers' image: %w (make cluster builds it)", err)
+		}
+		if m.Arch != *archName {
+			return fmt.Errorf("cluster up: image %s is for %s, not --arch %s", *image, m.Arch, *archName)
+		}
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	start := time.Now()
@@ -91,8 +124,34 @@ kubeconfig   export KUBECONFIG=%s
 join config  %s
 state        %s (ingot cluster down --state %s)
 `, st.Server, st.GuestServer, filepath.Join(dir, cluster.FileAdminConfig), filepath.Join(dir, cluster.FileNodeConfig), dir, dir)
+	if *workers == 0 {
+		return nil
+	}
+	pods := map[string]string{}
+	ws, err := cluster.StartWorkers(ctx, dir, cluster.WorkerOptions{
+		Count: *workers, Image: *image, Memory: *memory, Net: *netMode, GuestFwd: guestFwd,
+		RelayCommand: []string{exe, "cluster", "relay"}, StaticPods: pods, Log: log,
+	})
+	if err != nil {
+		return fmt.Errorf("cluster up: %w (ingot cluster down --state %s stops what runs)", err, dir)
+	}
+	var names []string
+	for _, w := range ws {
+		names = append(names, w.Name)
+		fmt.Printf("%-12s %s, kubelet on 127.0.0.1:%d, console %s\n", w.Name, w.IP, w.Kubelet, w.Console)
+	}
+	if err := cluster.WaitReady(ctx, dir, names, *wait, log); err != nil {
+		return fmt.Errorf("cluster up: %w", err)
+	}
+	fmt.Printf("ready        %d node(s) Ready %s after start\n", len(names), time.Since(start).Round(time.Second))
 	return nil
 }
+
+// multiFlag is a repeatable string flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, " ") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 func cmdClusterDown(args []string) error {
 	fs, state := clusterFlags("down")
