@@ -71,8 +71,10 @@ bench: deps build ## benchmarks: pod start latency and runtime memory (host); VM
 	INGOT_BIN=$(CURDIR)/bin go test -run '^$$' -bench Boot -benchtime 3x -timeout 30m ./qemu/vmtest
 
 .PHONY: cluster cluster-down
-cluster: bin/ingot ## a Kubernetes control plane on 127.0.0.1 (ingot cluster up; builds etcd and kube-apiserver/-controller-manager into the cache the first time, ~25 min on 2 cores); workers join with its node.toml
-	bin/ingot cluster up
+WORKERS ?= 1
+cluster: deps bin/ingot bin/ingot-node-$(ARCH) ## a Kubernetes control plane on 127.0.0.1 and WORKERS (default 1) worker VMs of ARCH that join it (ingot cluster up --workers; builds etcd, kube-apiserver/-controller-manager and the kubelet into the cache the first time, ~30 min on 2 cores)
+	bin/ingot build --profile worker --arch $(ARCH) --out out/worker-$(ARCH)
+	bin/ingot cluster up --workers $(WORKERS) --arch $(ARCH) --image out/worker-$(ARCH)
 
 cluster-down: bin/ingot ## stop the control plane of make cluster and remove its state (ingot cluster down)
 	bin/ingot cluster down

@@ -110,6 +110,10 @@ func StartWorkers(ctx context.Context, stateDir string, opts WorkerOptions) ([]W
 	if err != nil {
 		return nil, err
 	}
+	// QEMU runs in the state directory: a relative image path would not be found there.
+	if opts.Image, err = filepath.Abs(opts.Image); err != nil {
+		return nil, err
+	}
 	st, err := ReadState(dir)
 	if err != nil {
 		return nil, err
@@ -246,6 +250,10 @@ func workerNames(dir string) []string {
 
 // WaitReady waits until every named node is Ready in the API server of stateDir, or timeout.
 func WaitReady(ctx context.Context, stateDir string, names []string, timeout time.Duration, log *slog.Logger) error {
+	stateDir, err := filepath.Abs(stateDir)
+	if err != nil {
+		return err
+	}
 	c, err := AdminClient(stateDir)
 	if err != nil {
 		return err
@@ -253,9 +261,20 @@ func WaitReady(ctx context.Context, stateDir string, names []string, timeout tim
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	pending := slices.Clone(names)
+	gone := map[string]int{}
 	for {
 		var still []string
 		for _, n := range pending {
+			// A VM that has stopped will not turn Ready: say why now rather than at the timeout.
+			// Twice in a row: a QEMU that has just been exec'd may not show its command line yet.
+			if _, ok := running(stateDir, n); ok {
+				gone[n] = 0
+			} else if gone[n]++; gone[n] > 1 {
+				if _, err := os.Stat(filepath.Join(stateDir, dirRun, n+".pid")); err == nil {
+					return fmt.Errorf("worker %s: its VM has stopped; QEMU's log ends:\n%s\nits console ends:\n%s", n,
+						logTail(filepath.Join(stateDir, dirLogs, n+".qemu.log"), 5), logTail(filepath.Join(stateDir, dirLogs, n+".console"), 10))
+				}
+			}
 			ready, why := nodeReady(ctx, c, n)
 			if ready {
 				log.Info("node Ready", "node", n)
