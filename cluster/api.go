@@ -151,5 +151,7 @@ func joinBindings() []map[string]any {
 		// kubectl logs, exec and port-forward go through the API server to the kubelet,
 		// which asks the API server whether this user may.
 		clusterRoleBinding("ingot:apiserver-kubelet-api-admin", "system:kubelet-api-admin", "User", KubeletClientUser),
+		// kube-proxy runs on each worker with the kubelet's credentials (see KubeProxyPod).
+		clusterRoleBinding("ingot:node-proxier", "system:node-proxier", "Group", "system:nodes"),
 	}
 }

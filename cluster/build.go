@@ -22,11 +22,14 @@ const EtcdModule = "go.etcd.io/etcd/server/v3"
 // Binaries are the paths of the control plane's programs.
 type Binaries struct {
 	Etcd, APIServer, ControllerManager string
+	// Kubectl is for the people and tests using the cluster; the control plane does not run it.
+	Kubectl string
 }
 
 // Build returns the control plane's programs for the host, building them into cache's tools/
 // directory if needed: etcd from EtcdModule, kube-apiserver and kube-controller-manager from
-// bundle.KubernetesBuild (minutes on two cores; cached by version and arch after that).
+// bundle.KubernetesBuild, and kubectl beside them (minutes on two cores; cached by version and
+// arch after that).
 func Build(ctx context.Context, cache string) (Binaries, error) {
 	arch := runtime.GOARCH
 	etcdDir := filepath.Join(cache, "tools", "etcd-"+EtcdVersion+"-"+arch)
@@ -47,5 +50,11 @@ func Build(ctx context.Context, cache string) (Binaries, error) {
 	if err != nil {
 		return Binaries{}, err
 	}
-	return Binaries{Etcd: etcd, APIServer: kube[0], ControllerManager: kube[1]}, nil
+	// kubectl in a directory of its own, so adding it did not invalidate the control plane's.
+	kubectl, err := bundle.KubernetesBuild(arch, "kubectl").Run(ctx,
+		filepath.Join(cache, "tools", "kubectl-"+bundle.KubernetesVersion+"-"+arch))
+	if err != nil {
+		return Binaries{}, err
+	}
+	return Binaries{Etcd: etcd, APIServer: kube[0], ControllerManager: kube[1], Kubectl: kubectl[0]}, nil
 }

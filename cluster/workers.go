@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,6 +47,8 @@ const PodCIDR = "10.88.0.0/16"
 // DefaultKubeProxyImage is the kube-proxy every worker runs as a static pod: the release the
 // workers' kubelet is built from.
 const DefaultKubeProxyImage = "registry.k8s.io/kube-proxy:" + bundle.KubernetesVersion
+
+var workerNameRE = regexp.MustCompile(`^worker-[1-9][0-9]*$`)
 
 // WorkerName is the node name of worker i (1-based).
 func WorkerName(i int) string { return fmt.Sprintf("worker-%d", i) }
@@ -235,6 +238,25 @@ func workerNodeConfig(name string, join []byte, pods map[string]string) ([]byte,
 		return nil, fmt.Errorf("node config: %w", err)
 	}
 	return b.Bytes(), nil
+}
+
+// RebootWorker resets worker name's VM (QMP system_reset: the reset button, so the node
+// goes down as it would on a power cut and boots again from its own disk).
+func RebootWorker(stateDir, name string) error {
+	dir, err := filepath.Abs(stateDir)
+	if err != nil {
+		return err
+	}
+	if !workerNameRE.MatchString(name) {
+		return fmt.Errorf("reboot %q: not a worker's name (worker-1, worker-2, …)", name)
+	}
+	if _, ok := running(dir, name); !ok {
+		return fmt.Errorf("reboot %s: its VM is not running (pid file %s)", name, filepath.Join(dir, dirRun, name+".pid"))
+	}
+	if err := qemu.QMP(qemu.QMPSocket(filepath.Join(dir, dirWorkers, name, "run")), "system_reset"); err != nil {
+		return fmt.Errorf("reboot %s: %w", name, err)
+	}
+	return nil
 }
 
 // workerNames lists the workers with a pid file in dir, whether they run or not.

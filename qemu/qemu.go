@@ -104,7 +104,7 @@ func (c Config) Args(m *manifest.Manifest) ([]string, error) {
 		args = append(args, "-accel", "tcg")
 	}
 	args = append(args, "-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus), "-nodefaults", "-display", "none",
-		"-qmp", "unix:"+filepath.Join(c.RunDir, "qmp.sock")+",server=on,wait=off")
+		"-qmp", "unix:"+QMPSocket(c.RunDir)+",server=on,wait=off")
 	switch {
 	case c.Interactive && c.ConsoleFile != "":
 		return nil, errors.New("qemu: a console file and an interactive console exclude each other")
@@ -223,7 +223,7 @@ func Start(ctx context.Context, c Config) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	vm := &VM{cmd: cmd, qmp: filepath.Join(c.RunDir, "qmp.sock"), done: make(chan struct{})}
+	vm := &VM{cmd: cmd, qmp: QMPSocket(c.RunDir), done: make(chan struct{})}
 	os.Remove(vm.qmp)
 	if c.Interactive {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
@@ -285,11 +285,18 @@ func (vm *VM) Kill() {
 func (vm *VM) Powerdown() error { return vm.QMP("system_powerdown") }
 
 // QMP runs one QMP command without arguments.
-func (vm *VM) QMP(command string) error {
+func (vm *VM) QMP(command string) error { return QMP(vm.qmp, command) }
+
+// QMPSocket is where a VM started with run directory runDir takes QMP commands.
+func QMPSocket(runDir string) string { return filepath.Join(runDir, "qmp.sock") }
+
+// QMP runs one QMP command without arguments on the QMP socket sock, of a VM this process may
+// not have started (a cluster's worker).
+func QMP(sock, command string) error {
 	var conn net.Conn
 	var err error
 	for i := 0; i < 50; i++ {
-		if conn, err = net.Dial("unix", vm.qmp); err == nil {
+		if conn, err = net.Dial("unix", sock); err == nil {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)

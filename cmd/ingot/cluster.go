@@ -20,26 +20,37 @@ import (
 
 const clusterUsage = `usage: ingot cluster up [--state DIR] [--api-port N] [--token-ttl D]
                         [--workers N [--arch A] [--image DIR] [--net user|restricted] ...]
+       ingot cluster reboot [--state DIR] WORKER
        ingot cluster down [--state DIR] [--keep]
 
 up starts a Kubernetes control plane on 127.0.0.1 — etcd, kube-apiserver and
 kube-controller-manager, built into the cache on first use — with its certificates and a
 bootstrap token, and writes DIR/admin.kubeconfig (for kubectl) and DIR/node.toml (how a worker
 joins). With --workers N it boots N worker VMs (worker-1 … worker-N) from a worker image, which
-join, and waits until their nodes are Ready. down stops the VMs and the control plane and removes
+join, and waits until their nodes are Ready; each runs kube-proxy as a static pod. reboot resets
+a worker's VM. down stops the VMs and the control plane and removes
 DIR unless --keep. See docs/cluster.md.
 `
 
 func cmdCluster(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		fmt.Fprint(os.Stderr, clusterUsage)
-		return errors.New("cluster: want up or down")
+		return errors.New("cluster: want up, reboot or down")
 	}
 	switch args[0] {
 	case "up":
 		return cmdClusterUp(ctx, args[1:])
 	case "down":
 		return cmdClusterDown(args[1:])
+	case "reboot":
+		fs, state := clusterFlags("reboot")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if fs.NArg() != 1 {
+			return errors.New("cluster reboot: want one worker's name, e.g. worker-1")
+		}
+		return cluster.RebootWorker(*state, fs.Arg(0))
 	case "kubelet-proxy":
 		return cmdClusterKubeletProxy(ctx, args[1:])
 	case "relay":
@@ -52,7 +63,7 @@ func cmdCluster(ctx context.Context, args []string) error {
 		fmt.Print(clusterUsage)
 		return nil
 	}
-	return fmt.Errorf("cluster: unknown subcommand %q (want up or down)", args[0])
+	return fmt.Errorf("cluster: unknown subcommand %q (want up, reboot or down)", args[0])
 }
 
 func clusterFlags(name string) (*flag.FlagSet, *string) {
@@ -77,6 +88,7 @@ func cmdClusterUp(ctx context.Context, args []string) error {
 	memory := fs.Int("memory", cluster.DefaultWorkerMemory, "each worker's RAM in MiB")
 	var guestFwd multiFlag
 	fs.Var(&guestFwd, "guestfwd", "an extra QEMU guestfwd rule for every worker (repeatable), e.g. a local registry")
+	kubeProxy := fs.String("kube-proxy-image", cluster.DefaultKubeProxyImage, "the image of the kube-proxy static pod every worker runs (none: no kube-proxy)")
 	wait := fs.Duration("wait", 15*time.Minute, "how long to wait for the workers' nodes to be Ready")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -104,6 +116,14 @@ func cmdClusterUp(ctx context.Context, args []string) error {
 			return fmt.Errorf("cluster up: image %s is for %s, not --arch %s", *image, m.Arch, *archName)
 		}
 	}
+	pods := map[string]string{}
+	if *kubeProxy != "none" {
+		kp, err := cluster.KubeProxyPod(*kubeProxy, cluster.PodCIDR)
+		if err != nil {
+			return fmt.Errorf("cluster up: %w", err)
+		}
+		pods[cluster.KubeProxyManifest] = kp
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	start := time.Now()
 	log.Info("building the control plane (minutes the first time, cached after)", "cache", *cache)
@@ -121,13 +141,13 @@ func cmdClusterUp(ctx context.Context, args []string) error {
 	}
 	fmt.Printf(`API server   %s (guests: %s)
 kubeconfig   export KUBECONFIG=%s
+kubectl      %s
 join config  %s
 state        %s (ingot cluster down --state %s)
-`, st.Server, st.GuestServer, filepath.Join(dir, cluster.FileAdminConfig), filepath.Join(dir, cluster.FileNodeConfig), dir, dir)
+`, st.Server, st.GuestServer, filepath.Join(dir, cluster.FileAdminConfig), bins.Kubectl, filepath.Join(dir, cluster.FileNodeConfig), dir, dir)
 	if *workers == 0 {
 		return nil
 	}
-	pods := map[string]string{}
 	ws, err := cluster.StartWorkers(ctx, dir, cluster.WorkerOptions{
 		Count: *workers, Image: *image, Memory: *memory, Net: *netMode, GuestFwd: guestFwd,
 		RelayCommand: []string{exe, "cluster", "relay"}, StaticPods: pods, Log: log,
