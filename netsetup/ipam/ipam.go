@@ -247,6 +247,25 @@ func (a *Allocator) Release(owner string) error {
 	return nil
 }
 
+// Addresses maps every leased address to its owner.
+func (a *Allocator) Addresses() (map[string]string, error) {
+	out := map[string]string{}
+	err := a.db.View(func(tx *bolt.Tx) error {
+		addrs, _, _, err := a.buckets(tx, false)
+		if err != nil || addrs == nil {
+			return err
+		}
+		return addrs.ForEach(func(k, v []byte) error {
+			out[string(k)] = string(v)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ipam: list leases: %w", err)
+	}
+	return out, nil
+}
+
 // Owners lists the owners holding leases.
 func (a *Allocator) Owners() ([]string, error) {
 	var out []string

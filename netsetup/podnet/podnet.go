@@ -29,9 +29,11 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -65,6 +67,11 @@ var (
 // DBFile is the name of the database under Options.StateDir.
 const DBFile = "podnet.db"
 
+// LeasesFile, under Options.StateDir, lists the leased addresses, one "ADDRESS POD-ID" line
+// each, rewritten whenever one is taken or released. It is a view for people and tests (the
+// database is locked while the runtime runs), like the CNI host-local plugin's lease directory.
+const LeasesFile = "leases"
+
 // Options configure a Network.
 type Options struct {
 	// Conf is the network; nil means cniconf.Default(). It must be native (cniconf.List.Native).
@@ -92,9 +99,11 @@ type Network struct {
 	nl      *netlink.Handle // in the node's netns
 	nft     *nft.Conn
 
-	bridgeMu sync.Mutex     // ensureBridge
-	nftMu    sync.Mutex     // read records + apply the table
-	podMu    [64]sync.Mutex // per pod, by hash of the id
+	leasesFile string         // see LeasesFile
+	leasesMu   sync.Mutex     // writeLeases: read the database and write the view as one step
+	bridgeMu   sync.Mutex     // ensureBridge
+	nftMu      sync.Mutex     // read records + apply the table
+	podMu      [64]sync.Mutex // per pod, by hash of the id
 }
 
 // Open prepares the network: the database, the bridge, the sysctls and the NAT table for the
@@ -139,6 +148,8 @@ func Open(ctx context.Context, o Options) (_ *Network, retErr error) {
 		}
 	}()
 	n.ipam = ipam.New(db, conf.Name, n.bridge.IPAM.RangeSets)
+	n.leasesFile = filepath.Join(o.StateDir, LeasesFile)
+	n.writeLeases()
 	nodeNS := o.NodeNetNS
 	if nodeNS == "" {
 		nodeNS = "/proc/self/ns/net"
@@ -254,6 +265,7 @@ func (n *Network) Setup(ctx context.Context, p PodNet) (_ *Result, retErr error)
 	if err != nil {
 		return nil, err
 	}
+	n.writeLeases()
 	defer func() {
 		if retErr != nil && prev == nil {
 			// Nothing of this pod existed before this call: leave nothing behind.
@@ -338,7 +350,32 @@ func (n *Network) teardown(ctx context.Context, podID, netnsPath string) error {
 	if err := n.detach(podID, netnsPath); err != nil {
 		return fmt.Errorf("pod network teardown for %s: %w", podID, err)
 	}
-	return n.ipam.Release(podID)
+	if err := n.ipam.Release(podID); err != nil {
+		return err
+	}
+	n.writeLeases()
+	return nil
+}
+
+// writeLeases rewrites the LeasesFile view from the database. Failing to is logged, not
+// returned: the view is not what the network depends on.
+func (n *Network) writeLeases() {
+	n.leasesMu.Lock()
+	defer n.leasesMu.Unlock()
+	addrs, err := n.ipam.Addresses()
+	if err == nil {
+		var b strings.Builder
+		for _, a := range slices.Sorted(maps.Keys(addrs)) {
+			fmt.Fprintf(&b, "%s %s\n", a, addrs[a])
+		}
+		tmp := n.leasesFile + ".tmp"
+		if err = os.WriteFile(tmp, []byte(b.String()), 0o644); err == nil {
+			err = os.Rename(tmp, n.leasesFile)
+		}
+	}
+	if err != nil {
+		n.log.Warn("pod network: lease view", "file", n.leasesFile, "err", err)
+	}
 }
 
 // Status returns the pod's network, or an error wrapping ErrNotFound when it has none (a

@@ -249,6 +249,16 @@ func TestPodNetwork(t *testing.T) {
 	if ip4(r1) != "10.88.0.2" || ip4(r2) != "10.88.0.3" || r1.Interface != "eth0" || r1.Gateways[0].String() != "10.88.0.1" {
 		t.Fatalf("results %+v %+v", r1, r2)
 	}
+	leases := func() string {
+		b, err := os.ReadFile(filepath.Join(tn.dir, "state", LeasesFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if got := leases(); got != "10.88.0.2 pod1id\n10.88.0.3 pod2id\n" {
+		t.Fatalf("lease view:\n%s", got)
+	}
 	// RunPodSandbox retries: a second Setup changes nothing.
 	again, err := n.Setup(ctx, PodNet{ID: "pod1id", Name: "one", Namespace: "default", NetNS: pod1,
 		PortMappings: []PortMapping{{Protocol: "TCP", ContainerPort: 80, HostPort: 8080}}})
@@ -326,6 +336,9 @@ func TestPodNetwork(t *testing.T) {
 		}
 		if owners, _ := n.ipam.Owners(); strings.Contains(fmt.Sprint(owners), "pod1id") {
 			t.Errorf("lease left: %v", owners)
+		}
+		if got := leases(); strings.Contains(got, "pod1id") || !strings.Contains(got, "pod2id") {
+			t.Errorf("lease view after pod1's teardown:\n%s", got)
 		}
 		for _, l := range tn.ourLinks() {
 			if l == HostVethName("pod1id") {
