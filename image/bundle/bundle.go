@@ -101,7 +101,22 @@ func KubernetesBuild(arch string, cmds ...string) toolbuild.Build {
 	for _, c := range cmds {
 		pkgs = append(pkgs, KubernetesModule+"/cmd/"+c)
 	}
-	return toolbuild.Build{Module: KubernetesModule, Version: KubernetesVersion, Pkgs: pkgs, Arch: arch, Replace: replace}
+	return toolbuild.Build{Module: KubernetesModule, Version: KubernetesVersion, Pkgs: pkgs, Arch: arch, Replace: replace,
+		Ldflags: kubernetesVersionStamp()}
+}
+
+// kubernetesVersionStamp is what Kubernetes' own build (hack/lib/version.sh) stamps into its
+// programs; without it they report v0.0.0-master, which kubectl get node shows and version
+// skew checks read. The commit and build date stay unset, so the build stays reproducible.
+func kubernetesVersionStamp() []string {
+	major, rest, _ := strings.Cut(strings.TrimPrefix(KubernetesVersion, "v"), ".")
+	minor, _, _ := strings.Cut(rest, ".")
+	var flags []string
+	for _, pkg := range []string{"k8s.io/component-base/version", "k8s.io/client-go/pkg/version"} {
+		flags = append(flags, "-X", pkg+".gitVersion="+KubernetesVersion, "-X", pkg+".gitMajor="+major,
+			"-X", pkg+".gitMinor="+minor, "-X", pkg+".gitTreeState=clean")
+	}
+	return flags
 }
 
 // Kubelet returns the path of kubelet for arch (a GOARCH), building it into cache if needed

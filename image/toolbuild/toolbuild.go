@@ -24,6 +24,33 @@ type Build struct {
 	// module fetched from the proxy does not carry: "path=path@version" each (go mod edit's
 	// -replace syntax). Kubernetes' staging modules are the case (see bundle.KubernetesBuild).
 	Replace []string
+	// Ldflags are extra linker flags, e.g. -X stamps of the version a program reports.
+	Ldflags []string
+}
+
+// recipeFile, in a build's directory, records what was built there, so a changed recipe (new
+// linker flags) is rebuilt rather than served from the cache.
+const recipeFile = ".recipe"
+
+func (b Build) recipe() string {
+	return fmt.Sprintf("module %s@%s\npkgs %s\narch %s\ntest %t\nreplace %s\nldflags %s\n",
+		b.Module, b.Version, strings.Join(b.Pkgs, " "), b.Arch, b.Test, strings.Join(b.Replace, " "), strings.Join(b.Ldflags, " "))
+}
+
+// cached reports whether dir holds bins built from this recipe. A directory from before recipes
+// were recorded counts as built from it unless the recipe has linker flags, which it could not
+// have had.
+func (b Build) cached(dir string, bins []string) bool {
+	for _, bin := range bins {
+		if _, err := os.Stat(bin); err != nil {
+			return false
+		}
+	}
+	got, err := os.ReadFile(filepath.Join(dir, recipeFile))
+	if err != nil {
+		return os.IsNotExist(err) && len(b.Ldflags) == 0
+	}
+	return string(got) == b.recipe()
 }
 
 // Run builds every package into dir (one binary per package, named after its last path
@@ -31,15 +58,10 @@ type Build struct {
 // binaries are built in a temporary directory and moved into dir only when all succeeded.
 func (b Build) Run(ctx context.Context, dir string) ([]string, error) {
 	var bins []string
-	missing := false
 	for _, p := range b.Pkgs {
-		bin := filepath.Join(dir, filepath.Base(p))
-		bins = append(bins, bin)
-		if _, err := os.Stat(bin); err != nil {
-			missing = true
-		}
+		bins = append(bins, filepath.Join(dir, filepath.Base(p)))
 	}
-	if !missing {
+	if b.cached(dir, bins) {
 		return bins, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
@@ -60,7 +82,7 @@ func (b Build) Run(ctx context.Context, dir string) ([]string, error) {
 		if b.Test {
 			steps = append(steps, []string{"go", "test", "-c", "-trimpath", "-o", out, p})
 		} else {
-			steps = append(steps, []string{"go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, p})
+			steps = append(steps, []string{"go", "build", "-trimpath", "-ldflags=" + strings.Join(append([]string{"-s", "-w"}, b.Ldflags...), " "), "-o", out, p})
 		}
 	}
 	for _, step := range steps {
@@ -81,6 +103,9 @@ func (b Build) Run(ctx context.Context, dir string) ([]string, error) {
 		if err := os.Rename(filepath.Join(work, "out", filepath.Base(p)), bins[i]); err != nil {
 			return nil, fmt.Errorf("build %s: %w", p, err)
 		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, recipeFile), []byte(b.recipe()), 0o644); err != nil {
+		return nil, err
 	}
 	return bins, nil
 }
