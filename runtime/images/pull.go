@@ -23,6 +23,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 
 	"ingot.dev/ingot/runtime/images/archive"
 	"ingot.dev/ingot/runtime/images/content"
@@ -562,6 +563,13 @@ func (s *Store) unpack(ctx context.Context, chainID, diffID, blob string, size i
 		}
 		return fmt.Errorf("unpack layer %s: %w", blob, err)
 	}
+	// The layer's files must be on disk before the record that says the layer is there. Without
+	// this a worker reset about a minute after a pull came back with the layer recorded and its
+	// files empty, and every container of the image failed with "exec format error".
+	if err := syncFS(filepath.Join(s.root, rel)); err != nil {
+		os.RemoveAll(filepath.Join(s.root, rel))
+		return fmt.Errorf("unpack layer %s: %w", blob, err)
+	}
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		refs := 0
 		if old, err := getLayer(tx, chainID); err == nil {
@@ -574,6 +582,20 @@ func (s *Store) unpack(ctx context.Context, chainID, diffID, blob string, size i
 		return fmt.Errorf("record layer %s: %w", chainID, err)
 	}
 	s.log.Debug("layer unpacked", "chainID", chainID, "blob", blob, "dir", rel, "duration", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// syncFS writes back everything of the filesystem holding dir (syncfs(2)): one call for all of a
+// layer's files and directories, rather than an fsync of each.
+func syncFS(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("syncfs %s: %w", dir, err)
+	}
 	return nil
 }
 
