@@ -21,7 +21,7 @@ func TestBuiltins(t *testing.T) {
 			"qemu_fw_cfg", "fat", "vfat", "nls_cp437", "nls_ascii", "cdrom", "isofs"},
 		"worker": {"virtio_pci", "virtio_blk", "virtio_rng", "virtio_net", "overlay", "bridge", "br_netfilter", "veth",
 			"nf_tables", "nft_chain_nat", "nft_nat", "nft_masq", "nft_fib_inet", "nft_ct",
-			"nft_numgen", "nft_reject_inet", "nft_limit", "nft_objref", "nf_conntrack_netlink",
+			"nft_numgen", "nft_reject_inet", "nft_reject_ipv4", "nft_reject_ipv6", "nft_limit", "nft_objref", "nf_conntrack_netlink",
 			"nft_compat", "xt_comment", "xt_mark", "xt_conntrack", "xt_MASQUERADE", "xt_addrtype",
 			"xt_statistic", "xt_nat", "xt_multiport", "xt_physdev", "ipt_REJECT",
 			"button", "evdev", "qemu_fw_cfg", "fat", "vfat", "nls_cp437", "nls_ascii", "cdrom", "isofs"},
