@@ -58,4 +58,13 @@
 // SOURCE_DATE_EPOCH, sorted entries, -trimpath) and cached per architecture as an OCI layout in
 // the ingot cache under testimages/<arch>-<hash>, the hash covering the Debian packages, the Go
 // toolchain and this package's sources.
+//
+// # kube-proxy
+//
+// KubeProxy builds the one image outside critest's catalog: registry.k8s.io/kube-proxy at the
+// Kubernetes release ingot pins, which `ingot cluster` workers run as a static pod and the
+// cluster e2e test serves from this registry. It holds kube-proxy (bundle.KubernetesBuild) and
+// Debian's nft with the libraries its ELF files need and netbase's /etc/protocols, because
+// kube-proxy's nftables mode runs `nft -f -` and reads its tables back as text. It is cached
+// under testimages/kube-proxy-<arch>-<hash>.
 package testimages
