@@ -70,11 +70,14 @@ bench: deps build ## benchmarks: pod start latency and runtime memory (host); VM
 	INGOT_BIN=$(CURDIR)/bin go test -run '^$$' -bench 'PodStart|RunPodSandbox' -benchtime 50x -timeout 10m ./runtime/integration
 	INGOT_BIN=$(CURDIR)/bin go test -run '^$$' -bench Boot -benchtime 3x -timeout 30m ./qemu/vmtest
 
-.PHONY: cluster cluster-down
+.PHONY: cluster cluster-down e2e-cluster
 WORKERS ?= 1
 cluster: deps bin/ingot bin/ingot-node-$(ARCH) ## a Kubernetes control plane on 127.0.0.1 and WORKERS (default 1) worker VMs of ARCH that join it (ingot cluster up --workers; builds etcd, kube-apiserver/-controller-manager and the kubelet into the cache the first time, ~30 min on 2 cores)
 	bin/ingot build --profile worker --arch $(ARCH) --out out/worker-$(ARCH)
 	bin/ingot cluster up --workers $(WORKERS) --arch $(ARCH) --image out/worker-$(ARCH)
+
+e2e-cluster: deps bin/ingot-node-$(ARCH) ## a cluster of one ARCH worker (ingot cluster up --workers 1, restricted network, test registry) checked with kubectl: node info, probes, logs/exec/port-forward, kube-proxy and a ClusterIP Service, reboot, cleanup after deletion; and the join failure lines (~15 min under TCG; make test runs it on amd64)
+	INGOT_BIN=$(CURDIR)/bin INGOT_CLUSTER_TEST=1 INGOT_E2E_ARCH=$(ARCH) go test -count=1 -v -timeout 60m -run '^(TestClusterE2E|TestKubeletJoinFailuresInVM)$$' ./qemu/vmtest
 
 cluster-down: bin/ingot ## stop the control plane of make cluster and remove its state (ingot cluster down)
 	bin/ingot cluster down
