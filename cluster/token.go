@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/rand"
 	"fmt"
 	"regexp"
@@ -82,4 +83,18 @@ func (t Token) secretObject(expires time.Time) map[string]any {
 			"auth-extra-groups":              BootstrapGroup,
 		},
 	}
+}
+
+// CreateBootstrapToken generates a token and stores it in the cluster c administers, valid until
+// expires. Tests give a time in the past to make the token a node meets when it joins long after
+// the token was handed out: the API server refuses it.
+func CreateBootstrapToken(ctx context.Context, c *Client, expires time.Time) (Token, error) {
+	t, err := NewToken()
+	if err != nil {
+		return Token{}, err
+	}
+	if err := c.Create(ctx, "/api/v1/namespaces/kube-system/secrets", t.secretObject(expires)); err != nil {
+		return Token{}, fmt.Errorf("create bootstrap token %s: %w", t.ID, err)
+	}
+	return t, nil
 }

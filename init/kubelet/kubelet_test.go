@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -203,6 +204,25 @@ func TestProbe(t *testing.T) {
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	dead := "https://" + l.Addr().String()
 	l.Close()
+	// A forward with nothing behind it: it accepts the connection and ends it at once (a FIN, as
+	// QEMU's guestfwd sends when its relay exits; closing with the hello unread would reset it).
+	hangup, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hangup.Close()
+	go func() {
+		for {
+			c, err := hangup.Accept()
+			if err != nil {
+				return
+			}
+			c.(*net.TCPConn).CloseWrite()
+			io.Copy(io.Discard, c)
+			c.Close()
+		}
+	}()
+	closed := "https://" + hangup.Addr().String()
 
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -214,6 +234,7 @@ func TestProbe(t *testing.T) {
 		{"expired token", api.URL, ca, "zzzzzz.0123456789abcdef", "refused the bootstrap token (expired, deleted or mistyped", false},
 		{"token without RBAC", api.URL, ca, "nobind.0123456789abcdef", "does not let it request certificates", false},
 		{"unreachable", dead, ca, token, "cannot reach the API server " + dead + ": connect: connection refused", false},
+		{"forward to nothing", closed, ca, token, "cannot reach the API server " + closed + ": the connection was closed before TLS was set up", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Probe(ctx, &Setup{Mode: Bootstrap, APIServer: tc.server, CA: tc.ca, Token: nodeconfig.Secret(tc.token)}, 5*time.Second)

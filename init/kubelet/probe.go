@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -85,6 +86,10 @@ func describe(server string, err error) string {
 		return fmt.Sprintf("cannot resolve the API server %s: %v", server, dnsErr.Error())
 	case errors.As(err, &opErr):
 		return fmt.Sprintf("cannot reach the API server %s: %v", server, opErr.Err)
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		// A forward or proxy in front of the API server (QEMU's guestfwd, a load balancer)
+		// accepts the connection and closes it when it reaches nothing behind it: no TLS at all.
+		return fmt.Sprintf("cannot reach the API server %s: the connection was closed before TLS was set up (is a forward or proxy in front of it reaching nothing?)", server)
 	case errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "Client.Timeout"):
 		return fmt.Sprintf("the API server %s does not answer (timed out)", server)
 	default:
