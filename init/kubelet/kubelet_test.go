@@ -223,6 +223,23 @@ func TestProbe(t *testing.T) {
 		}
 	}()
 	closed := "https://" + hangup.Addr().String()
+	// Something other than an API server: it answers in plain text.
+	plain, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	go func() {
+		for {
+			c, err := plain.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "SSH-2.0-OpenSSH_9.6\r\n")
+			c.Close()
+		}
+	}()
+	notTLS := "https://" + plain.Addr().String()
 
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -235,6 +252,7 @@ func TestProbe(t *testing.T) {
 		{"token without RBAC", api.URL, ca, "nobind.0123456789abcdef", "does not let it request certificates", false},
 		{"unreachable", dead, ca, token, "cannot reach the API server " + dead + ": connect: connection refused", false},
 		{"forward to nothing", closed, ca, token, "cannot reach the API server " + closed + ": the connection was closed before TLS was set up", false},
+		{"not TLS", notTLS, ca, token, "API server " + notTLS + " does not answer with TLS: something else serves that address", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Probe(ctx, &Setup{Mode: Bootstrap, APIServer: tc.server, CA: tc.ca, Token: nodeconfig.Secret(tc.token)}, 5*time.Second)

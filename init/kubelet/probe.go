@@ -75,6 +75,7 @@ func describe(server string, err error) string {
 	var invalid x509.CertificateInvalidError
 	var opErr *net.OpError
 	var dnsErr *net.DNSError
+	var notTLS tls.RecordHeaderError
 	switch {
 	case errors.As(err, &unknown):
 		return fmt.Sprintf("API server %s presents a certificate not signed by the node config's CA (check [kubernetes] ca)", server)
@@ -82,6 +83,8 @@ func describe(server string, err error) string {
 		return fmt.Sprintf("API server %s presents a certificate for another name: %v", server, hostname.Error())
 	case errors.As(err, &invalid):
 		return fmt.Sprintf("API server %s presents an invalid certificate: %v", server, invalid.Error())
+	case errors.As(err, &notTLS):
+		return fmt.Sprintf("API server %s does not answer with TLS: something else serves that address (check [kubernetes] api_server's port)", server)
 	case errors.As(err, &dnsErr):
 		return fmt.Sprintf("cannot resolve the API server %s: %v", server, dnsErr.Error())
 	case errors.As(err, &opErr):
