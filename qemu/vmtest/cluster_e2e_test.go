@@ -121,7 +121,8 @@ func (e *e2e) podReady(ns, name string) bool {
 // probes, logs, exec and port-forward through the API server, kube-proxy as a static pod
 // serving a ClusterIP Service, the replacement of pods after a reboot, and a deleted pod leaving
 // nothing on the node. It runs with INGOT_CLUSTER_TEST=1 or under CI=true, on INGOT_E2E_ARCH
-// (default amd64).
+// (default amd64). It replaces the earlier TestKubeletJoinsInVM, whose node-joins-and-runs-a-pod
+// checks it covers with the real `ingot cluster up --workers`.
 func TestClusterE2E(t *testing.T) {
 	if os.Getenv("INGOT_CLUSTER_TEST") != "1" && !testgate.InCI() {
 		t.Skip("set INGOT_CLUSTER_TEST=1 (make e2e-cluster) to build the control plane and run a cluster of ingot workers")
@@ -407,4 +408,16 @@ spec:
 		t.Logf("pod web deleted; container %s, sandbox %s (netns and lease %s) and cgroup pod%s gone %s after kubectl delete",
 			cid, sandbox, ip, uid, time.Since(deleted).Round(time.Second))
 	})
+}
+
+// poll calls cond every 2 s until it holds, failing the test with what diag says after timeout.
+func poll(t *testing.T, ctx context.Context, what string, timeout time.Duration, cond func() bool, diag func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			t.Fatalf("timed out after %s waiting for %s; %s", timeout, what, diag())
+		}
+		time.Sleep(2 * time.Second)
+	}
 }
