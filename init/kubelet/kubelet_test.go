@@ -223,6 +223,23 @@ func TestProbe(t *testing.T) {
 		}
 	}()
 	closed := "https://" + hangup.Addr().String()
+	// The same, ended with the hello unread: a reset, not a FIN.
+	reset, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reset.Close()
+	go func() {
+		for {
+			c, err := reset.Accept()
+			if err != nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond) // the hello has arrived
+			c.Close()
+		}
+	}()
+	resetURL := "https://" + reset.Addr().String()
 	// Something other than an API server: it answers in plain text.
 	plain, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -252,6 +269,7 @@ func TestProbe(t *testing.T) {
 		{"token without RBAC", api.URL, ca, "nobind.0123456789abcdef", "does not let it request certificates", false},
 		{"unreachable", dead, ca, token, "cannot reach the API server " + dead + ": connect: connection refused", false},
 		{"forward to nothing", closed, ca, token, "cannot reach the API server " + closed + ": the connection was closed before TLS was set up", false},
+		{"forward to nothing, reset", resetURL, ca, token, "cannot reach the API server " + resetURL + ": the connection was closed before TLS was set up", false},
 		{"not TLS", notTLS, ca, token, "API server " + notTLS + " does not answer with TLS: something else serves that address", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

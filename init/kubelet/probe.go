@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -87,12 +88,13 @@ func describe(server string, err error) string {
 		return fmt.Sprintf("API server %s does not answer with TLS: something else serves that address (check [kubernetes] api_server's port)", server)
 	case errors.As(err, &dnsErr):
 		return fmt.Sprintf("cannot resolve the API server %s: %v", server, dnsErr.Error())
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET):
+		// A forward or proxy in front of the API server (QEMU's guestfwd, a load balancer)
+		// accepts the connection and ends it, closed or reset, when it reaches nothing behind
+		// it: no TLS at all.
+		return fmt.Sprintf("cannot reach the API server %s: the connection was closed before TLS was set up (is a forward or proxy in front of it reaching nothing?)", server)
 	case errors.As(err, &opErr):
 		return fmt.Sprintf("cannot reach the API server %s: %v", server, opErr.Err)
-	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-		// A forward or proxy in front of the API server (QEMU's guestfwd, a load balancer)
-		// accepts the connection and closes it when it reaches nothing behind it: no TLS at all.
-		return fmt.Sprintf("cannot reach the API server %s: the connection was closed before TLS was set up (is a forward or proxy in front of it reaching nothing?)", server)
 	case errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "Client.Timeout"):
 		return fmt.Sprintf("the API server %s does not answer (timed out)", server)
 	default:
