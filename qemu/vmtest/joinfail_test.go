@@ -25,7 +25,7 @@ import (
 // server address whose forward reaches nothing. For each, PID 1's line names the fault, the
 // kubelet's log holds the same line, and the kubelet's own failed attempts go on piling up in its
 // log for 30 s after it, the kubelet still running: it has not given up.
-// Like TestKubeletJoinsInVM it needs the control plane built: INGOT_CLUSTER_TEST=1 or CI=true.
+// Like TestClusterE2E it needs the control plane built: INGOT_CLUSTER_TEST=1 or CI=true.
 func TestKubeletJoinFailuresInVM(t *testing.T) {
 	if os.Getenv("INGOT_CLUSTER_TEST") != "1" && !testgate.InCI() {
 		t.Skip("set INGOT_CLUSTER_TEST=1 to build the control plane (slow the first time) and boot nodes that fail to join it")
