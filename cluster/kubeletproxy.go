@@ -46,6 +46,9 @@ type Kubelet struct {
 	Address string `json:"address"`
 	// Port is the kubelet's forwarded port on 127.0.0.1.
 	Port int `json:"port"`
+	// API is the node API's forwarded port on 127.0.0.1 (0: none). The proxy does not use it;
+	// it is kept here so a worker booted again keeps its address.
+	API int `json:"api,omitempty"`
 }
 
 // AddKubelet records that node name, whose InternalIP is k.Address, has its kubelet forwarded

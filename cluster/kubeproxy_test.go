@@ -52,7 +52,7 @@ func TestKubeProxyPod(t *testing.T) {
 		t.Errorf("the kubelet's directory must be mounted read-only: %+v %+v", c.VolumeMounts, pod.Spec.Volumes)
 	}
 	// It reaches the node through its node config.
-	nc, err := workerNodeConfig("worker-1", nil, map[string]string{KubeProxyManifest: text})
+	nc, err := workerNodeConfig("worker-1", nil, map[string]string{KubeProxyManifest: text}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,11 +9,12 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"time"
+
+	"ingot.dev/ingot/internal/certs"
 )
 
 // Validity of what the PKI issues. The CAs outlive many cluster runs (down --keep, up again);
@@ -21,9 +22,6 @@ import (
 const (
 	CAValidity   = 10 * 365 * 24 * time.Hour
 	CertValidity = 365 * 24 * time.Hour
-	// clockSkew backdates every certificate, so a guest whose clock lags the host's a little
-	// still accepts them.
-	clockSkew = 5 * time.Minute
 )
 
 // GuestHostIP is the address a QEMU user-network guest reaches the API server at: a guestfwd
@@ -42,10 +40,7 @@ const (
 )
 
 // KeyPair is a certificate and its private key.
-type KeyPair struct {
-	Cert *x509.Certificate
-	Key  crypto.Signer
-}
+type KeyPair = certs.KeyPair
 
 // PKI is everything the control plane authenticates with. Two CAs: the cluster CA (clients of
 // the API server, its serving certificate, node certificates the controller manager signs) and
@@ -121,78 +116,12 @@ func clientTemplate(user string, groups ...string) x509.Certificate {
 	}
 }
 
-func serial() (*big.Int, error) {
-	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-}
-
 func newCA(now time.Time, name string) (KeyPair, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return KeyPair{}, fmt.Errorf("generate %s key: %w", name, err)
-	}
-	sn, err := serial()
-	if err != nil {
-		return KeyPair{}, err
-	}
-	t := &x509.Certificate{
-		SerialNumber:          sn,
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             now.Add(-clockSkew),
-		NotAfter:              now.Add(CAValidity),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		// The CAs sign leaves only, never another CA.
-		MaxPathLenZero: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, t, t, key.Public(), key)
-	if err != nil {
-		return KeyPair{}, fmt.Errorf("self-sign %s: %w", name, err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return KeyPair{}, err
-	}
-	return KeyPair{Cert: cert, Key: key}, nil
+	return certs.NewCA(now, name, CAValidity)
 }
 
 func issue(now time.Time, ca KeyPair, t x509.Certificate) (KeyPair, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return KeyPair{}, err
-	}
-	if t.SerialNumber, err = serial(); err != nil {
-		return KeyPair{}, err
-	}
-	t.NotBefore = now.Add(-clockSkew)
-	t.NotAfter = now.Add(CertValidity)
-	t.KeyUsage = x509.KeyUsageDigitalSignature
-	t.BasicConstraintsValid = true
-	der, err := x509.CreateCertificate(rand.Reader, &t, ca.Cert, key.Public(), ca.Key)
-	if err != nil {
-		return KeyPair{}, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return KeyPair{}, err
-	}
-	return KeyPair{Cert: cert, Key: key}, nil
-}
-
-// CertPEM is the certificate in PEM.
-func (k KeyPair) CertPEM() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: k.Cert.Raw})
-}
-
-// KeyPEM is the private key in PKCS #8 PEM.
-func (k KeyPair) KeyPEM() ([]byte, error) { return keyPEM(k.Key) }
-
-func keyPEM(key crypto.Signer) ([]byte, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+	return certs.Issue(now, ca, t, CertValidity)
 }
 
 // Files of the PKI directory, relative to it.
@@ -240,7 +169,7 @@ func (p *PKI) Write(dir string) error {
 			return err
 		}
 	}
-	k, err := keyPEM(p.ServiceAccount)
+	k, err := certs.KeyPEM(p.ServiceAccount)
 	if err != nil {
 		return fmt.Errorf("encode service account key: %w", err)
 	}
@@ -255,16 +184,4 @@ func (p *PKI) Write(dir string) error {
 }
 
 // writeFile writes data with mode exactly (whatever the umask), replacing the file whole.
-func writeFile(name string, data []byte, mode os.FileMode) error {
-	tmp := name + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := os.Chmod(tmp, mode); err != nil {
-		return fmt.Errorf("chmod %s: %w", name, err)
-	}
-	if err := os.Rename(tmp, name); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	return nil
-}
+var writeFile = certs.WriteFile

@@ -23,6 +23,8 @@ import (
 
 	"ingot.dev/ingot/image/bundle"
 	"ingot.dev/ingot/image/manifest"
+	"ingot.dev/ingot/init/api/apiv1"
+	"ingot.dev/ingot/pki"
 	"ingot.dev/ingot/profiles/nodeconfig"
 	"ingot.dev/ingot/qemu"
 )
@@ -73,7 +75,15 @@ type WorkerOptions struct {
 	RelayCommand []string
 	// StaticPods are added to every worker's node config (kubernetes.static_pods).
 	StaticPods map[string]string
-	Log        *slog.Logger
+	// Boot is how the workers boot: qemu.BootDirect (the default: kernel and initramfs given to
+	// QEMU) or qemu.BootUEFI (from the disk through the firmware and systemd-boot, as real
+	// machines do, which image swaps need).
+	Boot string
+	// PKI, when set, is an `ingot pki init` directory: each worker gets a node API certificate
+	// from it (kept when it exists), an [api] table in its node config, and its node API
+	// forwarded from a free port on 127.0.0.1.
+	PKI string
+	Log *slog.Logger
 }
 
 // Worker is a started worker VM.
@@ -81,6 +91,7 @@ type Worker struct {
 	Name    string
 	IP      string
 	Kubelet int // the kubelet's forwarded port on 127.0.0.1
+	API     int // the node API's forwarded port on 127.0.0.1 (0: no node API)
 	Console string
 	PID     int
 }
@@ -100,6 +111,13 @@ func StartWorkers(ctx context.Context, stateDir string, opts WorkerOptions) ([]W
 	}
 	if opts.Memory == 0 {
 		opts.Memory = DefaultWorkerMemory
+	}
+	switch opts.Boot {
+	case "":
+		opts.Boot = qemu.BootDirect
+	case qemu.BootDirect, qemu.BootUEFI:
+	default:
+		return nil, fmt.Errorf("workers: boot %q: want %s or %s", opts.Boot, qemu.BootDirect, qemu.BootUEFI)
 	}
 	if len(opts.RelayCommand) == 0 {
 		return nil, errors.New("workers: no relay command")
@@ -152,7 +170,7 @@ func startWorker(dir string, st *State, m *manifest.Manifest, join []byte, kubel
 	wdir := filepath.Join(dir, dirWorkers, name)
 	w := Worker{Name: name, IP: workerIP(i).String(), Console: filepath.Join(dir, dirLogs, name+".console")}
 	if pid, ok := running(dir, name); ok {
-		w.PID, w.Kubelet = pid, kubelets[name].Port
+		w.PID, w.Kubelet, w.API = pid, kubelets[name].Port, kubelets[name].API
 		opts.Log.Info("worker runs already", "worker", name, "pid", pid)
 		return w, nil
 	}
@@ -170,7 +188,21 @@ func startWorker(dir string, st *State, m *manifest.Manifest, join []byte, kubel
 			return w, err
 		}
 	}
-	nc, err := workerNodeConfig(name, join, opts.StaticPods)
+	// A kept worker keeps its ports: the proxy's map and the node's address stay as they were.
+	w.Kubelet, w.API = kubelets[name].Port, kubelets[name].API
+	var api []byte
+	var err error
+	if opts.PKI != "" {
+		if w.API == 0 {
+			if w.API, err = freePort(); err != nil {
+				return w, err
+			}
+		}
+		if api, err = nodeAPI(opts.PKI, name); err != nil {
+			return w, err
+		}
+	}
+	nc, err := workerNodeConfig(name, join, opts.StaticPods, api)
 	if err != nil {
 		return w, err
 	}
@@ -178,23 +210,25 @@ func startWorker(dir string, st *State, m *manifest.Manifest, join []byte, kubel
 	if err := writeFile(ncPath, nc, 0o600); err != nil {
 		return w, err
 	}
-	// A kept worker keeps its port: the proxy's map and the node's address stay as they were.
-	w.Kubelet = kubelets[name].Port
 	if w.Kubelet == 0 {
 		if w.Kubelet, err = freePort(); err != nil {
 			return w, err
 		}
 	}
-	if err := AddKubelet(dir, name, Kubelet{Address: w.IP, Port: w.Kubelet}); err != nil {
+	if err := AddKubelet(dir, name, Kubelet{Address: w.IP, Port: w.Kubelet, API: w.API}); err != nil {
 		return w, err
 	}
 	relay := strings.Join(opts.RelayCommand, " ") + " " + net.JoinHostPort("127.0.0.1", strconv.Itoa(st.APIPort))
+	hostFwd := []string{KubeletHostFwd(w.Kubelet)}
+	if w.API != 0 {
+		hostFwd = append(hostFwd, fmt.Sprintf("tcp:127.0.0.1:%d-:%d", w.API, apiv1.DefaultPort))
+	}
 	cfg := qemu.Config{
-		Image: opts.Image, Boot: qemu.BootDirect, Disk: disk,
+		Image: opts.Image, Boot: opts.Boot, Disk: disk,
 		Memory: opts.Memory, CPUs: opts.CPUs, RunDir: filepath.Join(wdir, "run"),
 		Net: opts.Net, DHCPStart: w.IP, ConsoleFile: w.Console,
 		GuestFwd: append([]string{fmt.Sprintf("tcp:%s:%d-cmd:%s", GuestHostIP, st.APIPort, relay)}, opts.GuestFwd...),
-		HostFwd:  []string{KubeletHostFwd(w.Kubelet)},
+		HostFwd:  hostFwd,
 		FwCfg:    map[string]string{"opt/ingot/node.toml": ncPath},
 	}
 	cmd, err := qemu.Command(cfg)
@@ -221,9 +255,22 @@ func startWorker(dir string, st *State, m *manifest.Manifest, join []byte, kubel
 	return w, writeFile(filepath.Join(dir, dirRun, name+".pid"), []byte(strconv.Itoa(w.PID)+"\n"), 0o644)
 }
 
-// workerNodeConfig is worker name's node.toml: its hostname, the join settings, and the static
-// pods every worker runs.
-func workerNodeConfig(name string, join []byte, pods map[string]string) ([]byte, error) {
+// nodeAPI issues worker name's node API certificate in the PKI directory dir, unless it has
+// one, and returns its [api] table. The node is reached through its forward on 127.0.0.1.
+func nodeAPI(dir, name string) ([]byte, error) {
+	if _, err := os.Stat(filepath.Join(dir, pki.DirNodes, name+".crt")); errors.Is(err, os.ErrNotExist) {
+		if err := pki.Node(dir, name, []net.IP{net.IPv4(127, 0, 0, 1)}, nil, time.Now()); err != nil {
+			return nil, fmt.Errorf("node API certificate: %w", err)
+		}
+	} else if err != nil {
+		return nil, err
+	}
+	return pki.APITable(dir, name, 0)
+}
+
+// workerNodeConfig is worker name's node.toml: its hostname, the join settings, the static
+// pods every worker runs, and api (its [api] table, or nothing).
+func workerNodeConfig(name string, join []byte, pods map[string]string, api []byte) ([]byte, error) {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "hostname = %q\n\n", name)
 	b.Write(join)
@@ -233,6 +280,10 @@ func workerNodeConfig(name string, join []byte, pods map[string]string) ([]byte,
 			// strconv.Quote of printable text is a valid TOML basic string.
 			fmt.Fprintf(&b, "%s = %s\n", strconv.Quote(f), strconv.Quote(pods[f]))
 		}
+	}
+	if len(api) > 0 {
+		b.WriteString("\n")
+		b.Write(api)
 	}
 	if _, err := nodeconfig.Parse(name+"/node.toml", b.Bytes()); err != nil {
 		return nil, fmt.Errorf("node config: %w", err)

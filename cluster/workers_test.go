@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"ingot.dev/ingot/pki"
 	"ingot.dev/ingot/profiles/nodeconfig"
 )
 
@@ -31,7 +32,7 @@ func TestWorkerNodeConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	pod := "apiVersion: v1\nkind: Pod\nmetadata: {name: \"kp\"}\nspec:\n  containers:\n  - command: [\"sh\", \"-c\", \"echo a\\\\b\"]\n"
-	b, err := workerNodeConfig("worker-2", join, map[string]string{"kube-proxy.yaml": pod})
+	b, err := workerNodeConfig("worker-2", join, map[string]string{"kube-proxy.yaml": pod}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,8 +46,38 @@ func TestWorkerNodeConfig(t *testing.T) {
 	if got := c.Kubernetes.StaticPods["kube-proxy.yaml"]; got != pod {
 		t.Errorf("static pod\n got %q\nwant %q", got, pod)
 	}
-	if _, err := workerNodeConfig("Worker_2", join, nil); err == nil || !strings.Contains(err.Error(), "hostname") {
+	if _, err := workerNodeConfig("Worker_2", join, nil, nil); err == nil || !strings.Contains(err.Error(), "hostname") {
 		t.Errorf("a bad name: %v", err)
+	}
+
+	// With a PKI: the node API certificate is issued once and kept, the [api] table names it.
+	dir := t.TempDir()
+	if err := pki.Init(dir, testNow); err != nil {
+		t.Fatal(err)
+	}
+	api, err := nodeAPI(dir, "worker-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	crt := filepath.Join(dir, pki.DirNodes, "worker-2.crt")
+	first, _ := os.ReadFile(crt)
+	if api, err = nodeAPI(dir, "worker-2"); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := os.ReadFile(crt); len(first) == 0 || string(again) != string(first) {
+		t.Error("the worker's node API certificate was issued again")
+	}
+	if b, err = workerNodeConfig("worker-2", join, nil, api); err != nil {
+		t.Fatal(err)
+	}
+	if c, err = nodeconfig.Parse("node.toml", b); err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	if !c.API.Enabled() || !strings.Contains(c.API.Cert, "BEGIN CERTIFICATE") {
+		t.Errorf("node config's [api]: %+v", c.API)
+	}
+	if _, err := nodeAPI(t.TempDir(), "worker-2"); err == nil || !strings.Contains(err.Error(), "node API certificate") {
+		t.Errorf("a directory without a CA: %v", err)
 	}
 }
 
@@ -96,6 +127,8 @@ func TestStartWorkersRefuses(t *testing.T) {
 		{"none", WorkerOptions{Count: 0, Image: img, RelayCommand: relay}, "workers: 0: want 1 to 64"},
 		{"space", WorkerOptions{Count: 1, Image: img, RelayCommand: []string{"/my tools/ingot", "cluster", "relay"}},
 			`workers: relay command argument "/my tools/ingot": QEMU splits its command at spaces`},
+		{"boot", WorkerOptions{Count: 1, Image: img, RelayCommand: relay, Boot: "pxe"},
+			`workers: boot "pxe": want direct or uefi`},
 		{"no kubelet", WorkerOptions{Count: 1, Image: img, RelayCommand: relay},
 			"does not run the kubelet: build the worker profile"},
 	} {

@@ -34,6 +34,7 @@ type Profile struct {
 	Runtime     Runtime           `toml:"runtime"`
 	Kubelet     Kubelet           `toml:"kubelet"`
 	Network     Network           `toml:"network"`
+	Upgrade     Upgrade           `toml:"upgrade"`
 	// NTP names the time servers init keeps the clock in sync with when neither the node config
 	// nor DHCP names any: host names or addresses, each optionally with :port. Empty: none.
 	NTP      []string  `toml:"ntp"`
@@ -141,6 +142,13 @@ type Disk struct {
 	StateMiB int `toml:"state_mib"` // writable state partition, >= MinStateMiB
 }
 
+// Upgrade governs image swaps: how long a newly installed image has, from kernel start, to pass
+// its health checks (the runtime answering, the kubelet's Node Ready) before the node gives up on
+// it and goes back to the image it came from.
+type Upgrade struct {
+	HealthTimeoutS int `toml:"health_timeout_s"` // seconds; default DefaultHealthTimeoutS
+}
+
 // Service is one process supervised by init.
 type Service struct {
 	Name    string   `toml:"name"`    // required, unique, [a-z0-9-]+
@@ -172,14 +180,15 @@ const (
 
 // Defaults and lower bounds.
 const (
-	DefaultHostname      = "ingot"
-	DefaultKernelPackage = "linux-image-cloud-{arch}"
-	DefaultESPMiB        = 256
-	DefaultStateMiB      = 256
-	DefaultClusterDomain = "cluster.local"
-	DefaultMaxPods       = 110
-	MinESPMiB            = 100
-	MinStateMiB          = 64
+	DefaultHostname       = "ingot"
+	DefaultKernelPackage  = "linux-image-cloud-{arch}"
+	DefaultESPMiB         = 256
+	DefaultStateMiB       = 256
+	DefaultClusterDomain  = "cluster.local"
+	DefaultMaxPods        = 110
+	MinESPMiB             = 100
+	MinStateMiB           = 64
+	DefaultHealthTimeoutS = 300
 )
 
 // PackageFor returns the kernel package name for arch ("amd64" or "arm64").
@@ -196,6 +205,7 @@ func defaults() *Profile {
 		Disk:     Disk{ESPMiB: DefaultESPMiB, StateMiB: DefaultStateMiB},
 		Runtime:  Runtime{Enabled: true},
 		Kubelet:  Kubelet{ClusterDomain: DefaultClusterDomain, MaxPods: DefaultMaxPods},
+		Upgrade:  Upgrade{HealthTimeoutS: DefaultHealthTimeoutS},
 	}
 }
 

@@ -178,6 +178,8 @@ func TestParseErrors(t *testing.T) {
 			`x.toml:2: sysctls."net..x": invalid sysctl name (want dotted lowercase path like net.ipv4.ip_forward)`, 2, `sysctls."net..x"`},
 		{"ESP too small", "name = \"x\"\n[disk]\nstate_mib = 64\nesp_mib = 50\n",
 			`x.toml:4: disk.esp_mib: 50 MiB is too small (minimum 100)`, 4, "disk.esp_mib"},
+		{"health timeout", "name = \"x\"\n[upgrade]\nhealth_timeout_s = 0\n",
+			`x.toml:3: upgrade.health_timeout_s: 0: want 1 to 86400 seconds`, 3, "upgrade.health_timeout_s"},
 		{"bad cmdline", "name = \"x\"\n[kernel]\ncmdline = [\"quiet loglevel=3\"]\n",
 			`x.toml:3: kernel.cmdline[0]: invalid value "quiet loglevel=3" (want one non-empty argument without spaces)`, 3, "kernel.cmdline[0]"},
 		{"bad ntp server", "name = \"x\"\nntp = [\"pool.ntp.org\", \"ntp server\"]\n",

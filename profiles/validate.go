@@ -38,7 +38,7 @@ func (p *Profile) validate() *Error {
 		return invalid("hostname", p.Hostname, HostnameSyntax)
 	}
 	sysctls := func() *Error { return validateSysctls(p.Sysctls) }
-	for _, check := range []func() *Error{p.Kernel.validate, sysctls, p.validateBundles, p.Disk.validate, p.validateEmbedded, p.Network.validate, p.validateNTP, p.validateKubelet, p.validateServices} {
+	for _, check := range []func() *Error{p.Kernel.validate, sysctls, p.validateBundles, p.Disk.validate, p.Upgrade.validate, p.validateEmbedded, p.Network.validate, p.validateNTP, p.validateKubelet, p.validateServices} {
 		if e := check(); e != nil {
 			return e
 		}
@@ -110,6 +110,13 @@ func (p *Profile) validateKubelet() *Error {
 	}
 	if k.MaxPods < 1 || k.MaxPods > 10000 {
 		return &Error{Key: "kubelet.max_pods", Msg: fmt.Sprintf("%d is out of range (1 to 10000)", k.MaxPods)}
+	}
+	return nil
+}
+
+func (u *Upgrade) validate() *Error {
+	if u.HealthTimeoutS < 1 || u.HealthTimeoutS > 24*3600 {
+		return &Error{Key: "upgrade.health_timeout_s", Msg: fmt.Sprintf("%d: want 1 to 86400 seconds", u.HealthTimeoutS)}
 	}
 	return nil
 }

@@ -19,7 +19,8 @@ import (
 )
 
 const clusterUsage = `usage: ingot cluster up [--state DIR] [--api-port N] [--token-ttl D]
-                        [--workers N [--arch A] [--image DIR] [--net user|restricted] ...]
+                        [--workers N [--arch A] [--image DIR] [--net user|restricted]
+                         [--boot direct|uefi] [--pki DIR] ...]
        ingot cluster reboot [--state DIR] WORKER
        ingot cluster down [--state DIR] [--keep]
 
@@ -90,6 +91,8 @@ func cmdClusterUp(ctx context.Context, args []string) error {
 	fs.Var(&guestFwd, "guestfwd", "an extra QEMU guestfwd rule for every worker (repeatable), e.g. a local registry")
 	kubeProxy := fs.String("kube-proxy-image", cluster.DefaultKubeProxyImage, "the image of the kube-proxy static pod every worker runs (none: no kube-proxy)")
 	wait := fs.Duration("wait", 15*time.Minute, "how long to wait for the workers' nodes to be Ready")
+	boot := fs.String("boot", qemu.BootDirect, "how the workers boot: direct (kernel and initramfs) or uefi (from the disk, as machines do; image swaps need it)")
+	pkiDir := fs.String("pki", "", "an `ingot pki init` directory: each worker gets a node API certificate from it and serves the node API on a forwarded port")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -150,7 +153,7 @@ state        %s (ingot cluster down --state %s)
 	}
 	ws, err := cluster.StartWorkers(ctx, dir, cluster.WorkerOptions{
 		Count: *workers, Image: *image, Memory: *memory, Net: *netMode, GuestFwd: guestFwd,
-		RelayCommand: []string{exe, "cluster", "relay"}, StaticPods: pods, Log: log,
+		RelayCommand: []string{exe, "cluster", "relay"}, StaticPods: pods, Boot: *boot, PKI: *pkiDir, Log: log,
 	})
 	if err != nil {
 		return fmt.Errorf("cluster up: %w (ingot cluster down --state %s stops what runs)", err, dir)
@@ -158,7 +161,11 @@ state        %s (ingot cluster down --state %s)
 	var names []string
 	for _, w := range ws {
 		names = append(names, w.Name)
-		fmt.Printf("%-12s %s, kubelet on 127.0.0.1:%d, console %s\n", w.Name, w.IP, w.Kubelet, w.Console)
+		api := ""
+		if w.API != 0 {
+			api = fmt.Sprintf(", node API on 127.0.0.1:%d (ingot ctl --node 127.0.0.1:%d --pki %s)", w.API, w.API, *pkiDir)
+		}
+		fmt.Printf("%-12s %s, kubelet on 127.0.0.1:%d%s, console %s\n", w.Name, w.IP, w.Kubelet, api, w.Console)
 	}
 	if err := cluster.WaitReady(ctx, dir, names, *wait, log); err != nil {
 		return fmt.Errorf("cluster up: %w", err)

@@ -33,6 +33,10 @@ commands:
   node-config  validate FILE: check a node.toml (per-node settings)
             drive FILE --out IMG [--format vfat|iso]: write a config drive holding it
   cluster   up | down: a Kubernetes control plane on 127.0.0.1 for worker VMs to join
+  pki       init | node NAME --ip A | client NAME --role admin|reader | node-toml NAME:
+            the node API's CA and certificates
+  ctl       status, logs, dmesg, images, pull, containers, reboot, … on a node through its API
+            ingot ctl --node 10.0.0.5 --pki pki status
   fetch     download Debian packages for an arch into the cache and unpack them into a directory
             (used by make deps for the arm64 libseccomp sysroot)
 
@@ -62,6 +66,10 @@ func main() {
 		err = cmdNodeConfig(os.Args[2:])
 	case "cluster":
 		err = cmdCluster(ctx, os.Args[2:])
+	case "pki":
+		err = cmdPKI(os.Args[2:])
+	case "ctl":
+		err = cmdCtl(ctx, os.Args[2:])
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return
@@ -124,6 +132,7 @@ func cmdBuild(ctx context.Context, args []string) error {
 	modules := fs.String("modules", "", "with --kernel FILE: the lib/modules/<release> directory")
 	node := fs.String("node", "", "ingot-node binary for the target (default bin/ingot-node-<arch> beside ingot)")
 	cache := fs.String("cache", cachedir.Default(), "cache directory for downloaded packages")
+	version := fs.String("version", "0", "the image's version string (os-release VERSION_ID; ingot ctl status shows it)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -145,13 +154,13 @@ func cmdBuild(ctx context.Context, args []string) error {
 	}
 	m, err := build.Run(ctx, build.Options{
 		Profile: p, ProfileTOML: raw, Arch: *archName, Out: *out, Cache: *cache, NodeBinary: *node,
-		Kernel: *kernelPath, KernelModules: *modules, SourceDateEpoch: sourceDateEpoch(),
+		Kernel: *kernelPath, KernelModules: *modules, SourceDateEpoch: sourceDateEpoch(), Version: *version,
 		Progress: newProgress(os.Stderr),
 	})
 	if err != nil {
 		return err
 	}
-	fmt.Printf("built %s for %s (kernel %s) in %s\n", m.Profile, m.Arch, m.KernelRelease, *out)
+	fmt.Printf("built %s %s for %s (kernel %s) in %s\n", m.Profile, m.Version, m.Arch, m.KernelRelease, *out)
 	for _, o := range m.Outputs {
 		fmt.Printf("  %-20s %10d bytes  sha256:%s\n", o.Name, o.Size, o.SHA256[:16])
 	}

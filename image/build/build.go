@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -44,9 +46,15 @@ type Options struct {
 	KernelModules string
 	// SourceDateEpoch is the mtime of every file in the image.
 	SourceDateEpoch int64
-	Progress        Progress
-	Fetcher         func(arch string) *debpkg.Fetcher
+	// Version is the image's version string (os-release VERSION_ID, the manifest's version,
+	// what `ingot ctl status` shows): lowercase letters, digits, '.', '_' and '-'. Empty is "0".
+	Version  string
+	Progress Progress
+	Fetcher  func(arch string) *debpkg.Fetcher
 }
+
+// versions are what an image's version may be: an os-release VERSION_ID.
+var versions = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 
 // Progress is told about each step.
 type Progress interface {
@@ -62,6 +70,7 @@ const (
 )
 
 type job struct {
+	buildID  string // the image's build id, once the root filesystem is laid out
 	o        Options
 	a        arch.Arch
 	fetch    *debpkg.Fetcher
@@ -85,6 +94,12 @@ func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 	}
 	if o.Profile == nil {
 		return nil, fmt.Errorf("build: no profile")
+	}
+	if o.Version == "" {
+		o.Version = "0"
+	}
+	if !versions.MatchString(o.Version) {
+		return nil, fmt.Errorf("build: version %q: want 1-64 lowercase letters, digits, '.', '_' and '-', starting with a letter or digit (os-release VERSION_ID)", o.Version)
 	}
 	j := &job{o: o, a: a, maxSteps: 8}
 	if o.Fetcher != nil {
@@ -112,6 +127,12 @@ func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 	mods, err := k.Closure(o.Profile.Kernel.Modules)
 	if err != nil {
 		return nil, fmt.Errorf("profile %s: %w", o.Profile.Name, err)
+	}
+	// Shipped beside the profile's modules, loaded by PID 1 only when it finds UEFI firmware (on
+	// a direct boot efivarfs refuses to load): the node reads and sets systemd-boot's variables
+	// through it. A kernel without it (or with it built in) ships nothing more.
+	if all, err := k.Closure(append(slices.Clone(o.Profile.Kernel.Modules), firmwareModules()...)); err == nil {
+		mods = all
 	}
 
 	j.progress("fetching systemd-boot")
@@ -158,7 +179,7 @@ func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 		return nil, fmt.Errorf("create output directory: %w", err)
 	}
 	rootSum := sha256.Sum256(root)
-	m := &manifest.Manifest{Profile: o.Profile.Name, Arch: a.Name, KernelRelease: k.Release, Cmdline: cmdline,
+	m := &manifest.Manifest{Profile: o.Profile.Name, Version: o.Version, BuildID: j.buildID, Arch: a.Name, KernelRelease: k.Release, Cmdline: cmdline,
 		Modules: modNames, SourceDateEpoch: o.SourceDateEpoch,
 		RootFS: &manifest.Output{Name: RootFSPath, Size: int64(len(root)), SHA256: hex.EncodeToString(rootSum[:])}}
 
@@ -235,7 +256,9 @@ func (j *job) writeUKI(stub []byte, cmdline, release string, vmlinuz, initrd []b
 func (j *job) writeDisk(bootEFI, efi []byte) error {
 	o, a := j.o, j.a
 	loaderConf := "# written by ingot build\ntimeout 0\ndefault ingot-*\neditor no\nconsole-mode keep\n"
-	entryA := "title ingot " + o.Profile.Name + " (slot A)\nsort-key ingot\nversion a\nefi /" + SlotAPath + "\n"
+	// version is the entry's generation, which the node raises at every image swap
+	// (init/slots): systemd-boot boots the highest first.
+	entryA := "title ingot " + o.Profile.Name + " " + o.Version + " (slot a)\nsort-key ingot\nversion 1\nefi /" + SlotAPath + "\n"
 	files := []disk.File{
 		{Path: a.EFIFallback, Data: bootEFI},
 		{Path: "loader/loader.conf", Data: []byte(loaderConf)},
@@ -341,6 +364,9 @@ const (
 	RootFSPath       = "/ingot/root.sqfs"
 	EarlyModulesPath = "/ingot/modules.load"
 )
+
+// firmwareModules are shipped when the kernel has them, for PID 1 to load on UEFI boots.
+func firmwareModules() []string { return []string{"efivarfs"} }
 
 // earlyModules are what PID 1 loads from the initramfs to mount the root filesystem: the loop
 // device and squashfs (modules in Debian's cloud kernels).
@@ -467,7 +493,8 @@ func (j *job) rootfs(ctx context.Context, node []byte, k *kernel.Kernel, mods []
 	}
 	// Last: the build id covers every input recorded so far (node binary, profile, kernel,
 	// systemd-boot, bundles).
-	osrel, buildID := osRelease(j.o.Profile.Name, j.a.Name, j.inputs)
+	osrel, buildID := osRelease(j.o.Profile.Name, j.a.Name, j.o.Version, j.inputs)
+	j.buildID = buildID
 	if err := t.File("/etc/os-release", osrel, 0o644); err != nil {
 		return nil, nil, err
 	}
@@ -482,18 +509,18 @@ const BuildIDPath = "/etc/ingot/build-id"
 
 // osRelease renders the image's /etc/os-release and returns its build id: the sha256 of the
 // architecture and every input (name, version, digest), so two images have the same id exactly
-// when they were built from the same things. ingot has no release numbering yet: VERSION_ID is
-// "0" and BUILD_ID tells images apart.
-func osRelease(profile, arch string, inputs []manifest.Input) ([]byte, string) {
+// when they were built from the same things. VERSION_ID is the version the builder was given
+// (Options.Version); the build id covers it too.
+func osRelease(profile, arch, version string, inputs []manifest.Input) ([]byte, string) {
 	h := sha256.New()
-	fmt.Fprintf(h, "arch %s\n", arch)
+	fmt.Fprintf(h, "arch %s\nversion %s\n", arch, version)
 	for _, in := range inputs {
 		fmt.Fprintf(h, "%s %s %s\n", in.Name, in.Version, in.SHA256)
 	}
 	id := hex.EncodeToString(h.Sum(nil))
 	return uki.OSRelease(map[string]string{
-		"NAME": "ingot", "ID": "ingot", "VERSION_ID": "0", "IMAGE_ID": profile, "BUILD_ID": id,
-		"PRETTY_NAME": "ingot " + profile + " (" + arch + ", build " + id[:12] + ")",
+		"NAME": "ingot", "ID": "ingot", "VERSION_ID": version, "IMAGE_ID": profile, "BUILD_ID": id,
+		"PRETTY_NAME": "ingot " + profile + " " + version + " (" + arch + ", build " + id[:12] + ")",
 	}), id
 }
 

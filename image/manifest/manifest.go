@@ -37,6 +37,8 @@ type Output struct {
 // Manifest is manifest.json.
 type Manifest struct {
 	Profile         string   `json:"profile"`
+	Version         string   `json:"version"`  // os-release VERSION_ID
+	BuildID         string   `json:"build_id"` // os-release BUILD_ID
 	Arch            string   `json:"arch"`
 	KernelRelease   string   `json:"kernel_release"`
 	Cmdline         string   `json:"cmdline"`

@@ -60,14 +60,16 @@ func (a Action) String() string {
 // Node is the running init. All state lives here, none in package variables.
 type Node struct {
 	log      *slog.Logger
+	mu       sync.Mutex // guards sup, which boot sets while stop may already read it
 	sup      *supervise.Supervisor
 	once     sync.Once
 	shutdown chan request
 	// node is the node config read at boot. Consumers that start later take their settings from
 	// it: the NTP client its servers (node.NTP()), the kubelet its labels, taints and
 	// [kubernetes], the node API its [api].
-	node  *nodeSettings
-	clock clockRef // the NTP client, once the network phase has started it
+	node     *nodeSettings
+	clock    clockRef // the NTP client, once the network phase has started it
+	upgrades upgrades // image swaps: one at a time, and the last one's outcome
 }
 
 type request struct {
@@ -117,12 +119,23 @@ func (n *Node) run(ctx context.Context) {
 		}
 	})
 
-	if err := n.boot(ctx); err != nil {
-		n.log.Error("boot failed", "err", err)
-		n.stop(request{PowerOff, "boot failed"})
+	// Boot runs beside the wait for a stop request: a boot that hangs (a runtime that never
+	// answers) must not keep the power button, a signal, the node API or a failed image's health
+	// gate from stopping the node.
+	booted := make(chan error, 1)
+	n.goSafe(func() { booted <- n.boot(ctx) })
+	for {
+		select {
+		case err := <-booted:
+			if err != nil {
+				n.log.Error("boot failed", "err", err)
+				n.stop(request{PowerOff, "boot failed"})
+			}
+			booted = nil
+		case req := <-n.shutdown:
+			n.stop(req)
+		}
 	}
-	req := <-n.shutdown
-	n.stop(req)
 }
 
 func earlyPlan() boot.Plan {
@@ -173,6 +186,7 @@ func (n *Node) basePlan(p *profiles.Profile, modules []string, out *nodeSettings
 		}},
 		// Optional: Debian's cloud kernels build efivarfs as a module, and direct boots have no EFI.
 		{Name: "firmware", Optional: true, Steps: []boot.Step{
+			boot.Func{Name: "load efivarfs when booted by UEFI", Fn: loadEFIVarFS},
 			boot.Mount{Source: "efivarfs", Target: "/sys/firmware/efi/efivars", FSType: "efivarfs", Flags: nosuid | nodev | noexec, IfExists: "/sys/firmware/efi/efivars"},
 		}},
 		// The LSMs' interface: the runtime reads which AppArmor profiles are loaded, and refuses a
@@ -327,13 +341,17 @@ func (n *Node) boot(ctx context.Context) error {
 	if err := raiseOpenFiles(); err != nil {
 		n.log.Warn("services keep the default descriptor limit", "err", err)
 	}
-	n.sup = supervise.New(n.log, os.Stdout, supervise.WithLogDir(ServiceLogDir))
+	sup := supervise.New(n.log, os.Stdout, supervise.WithLogDir(ServiceLogDir))
+	n.mu.Lock()
+	n.sup = sup
+	n.mu.Unlock()
 	n.goSafe(func() { n.sup.Run(ctx) })
 	if prof.Runtime.Enabled {
 		if _, err := n.sup.Start(ctx, runtimeSpec(prof.Runtime.Echo)); err != nil {
 			return fmt.Errorf("start the CRI runtime: %w", err)
 		}
 	}
+	n.startAPI()
 	tty := consoleTTY()
 	for _, s := range prof.Services {
 		spec, err := serviceSpec(s, tty)
@@ -344,6 +362,8 @@ func (n *Node) boot(ctx context.Context) error {
 			return fmt.Errorf("start service %s: %w", s.Name, err)
 		}
 	}
+	// After the services start, so the health gate of a slot on trial sees them come up.
+	n.checkUpgrade(ctx, prof)
 	if prof.Runtime.Enabled {
 		// Ready means the runtime answers: the kubelet and tests can use it from here on.
 		n.waitRuntime(ctx, RuntimeSocket)
@@ -356,6 +376,23 @@ func (n *Node) boot(ctx context.Context) error {
 	}
 	fmt.Fprintf(os.Stdout, "ingot: node ready t=%d\n", console.SinceBoot().Milliseconds())
 	return nil
+}
+
+// loadEFIVarFS loads efivarfs, which the image ships but does not list in modules.load: it is
+// needed only with UEFI firmware, and refuses to load without.
+func loadEFIVarFS(ctx context.Context) error {
+	if _, err := os.Stat("/sys/firmware/efi"); err != nil {
+		return nil
+	}
+	deps, err := kmod.ReadDeps(filepath.Join("/lib/modules", kernelRelease()))
+	if err != nil {
+		return err
+	}
+	if !deps.Has("efivarfs") {
+		return nil // built in, or a kernel without it
+	}
+	_, err = deps.LoadAll([]string{"efivarfs"})
+	return err
 }
 
 // loadEarlyModules loads what mounting the root filesystem needs (loop, squashfs), listed in
@@ -411,9 +448,12 @@ func consoleTTY() string {
 func (n *Node) stop(req request) {
 	n.once.Do(func() {
 		n.log.Info("shutting down", "action", req.action.String(), "reason", req.reason)
-		if n.sup != nil {
+		n.mu.Lock()
+		sup := n.sup
+		n.mu.Unlock()
+		if sup != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			if err := n.sup.Stop(ctx, 10*time.Second); err != nil {
+			if err := sup.Stop(ctx, 10*time.Second); err != nil {
 				n.log.Warn("stopping services", "err", err)
 			}
 			cancel()

@@ -64,13 +64,18 @@ type Kubernetes struct {
 	StaticPods map[string]string `toml:"static_pods"`
 }
 
-// API is the [api] table: the node API server's certificate and key, and the CA its clients'
-// certificates must chain to.
+// API is the [api] table: the node API server's certificate and key, the CA its clients'
+// certificates must chain to, and its port. Without a certificate the node serves no API.
 type API struct {
 	Cert     string `toml:"cert"`      // PEM certificate chain, leaf first
 	Key      Secret `toml:"key"`       // PEM private key matching Cert
 	ClientCA string `toml:"client_ca"` // PEM CA certificate(s) for client certificates
+	Port     int    `toml:"port"`      // TCP port; 0 is 50000
 }
+
+// Enabled reports whether the node serves its API: it has a certificate (and then, by
+// validation, a key and a client CA).
+func (a API) Enabled() bool { return a.Cert != "" }
 
 // Error is a problem with a node.toml, rendered "file:line: key: message".
 type Error = tomlpos.Error

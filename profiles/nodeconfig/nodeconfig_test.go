@@ -121,7 +121,7 @@ func TestParseFull(t *testing.T) {
 // node-config validate` prints it.
 func TestParseErrors(t *testing.T) {
 	ca, _ := testCert(t, "ca")
-	cert, _ := testCert(t, "api")
+	cert, key := testCert(t, "api")
 	_, otherKey := testCert(t, "other")
 	ml := func(s string) string { return `"""` + "\n" + s + `"""` }
 	for _, tc := range []struct {
@@ -173,6 +173,10 @@ func TestParseErrors(t *testing.T) {
 			`n.toml:3: api.key: private key does not match public key`},
 		{"api cert without key", "[api]\ncert = " + ml(cert) + "\n",
 			`n.toml:1: api.key: required with api.cert`},
+		{"api cert without client CA", "[api]\ncert = " + ml(cert) + "\nkey = " + ml(key) + "\n",
+			`n.toml:1: api.client_ca: required with api.cert (the CA client certificates must chain to)`},
+		{"api port", "[api]\nport = 70000\n",
+			`n.toml:2: api.port: invalid port 70000 (want 1-65535; 0 or none is 50000)`},
 		{"ntp server", "ntp = [\"pool.ntp.org\", \"time:0\"]\n",
 			`n.toml:1: ntp[1]: invalid server "time:0" (want a host name or IP address, optionally with :port)`},
 		{"sysctl", "[sysctls]\n\"Net.IPv4\" = \"1\"\n",

@@ -264,6 +264,9 @@ func (a *API) validate() *Error {
 			return &Error{Key: "api.client_ca", Msg: msg}
 		}
 	}
+	if a.Port < 0 || a.Port > 65535 {
+		return &Error{Key: "api.port", Msg: fmt.Sprintf("invalid port %d (want 1-65535; 0 or none is 50000)", a.Port)}
+	}
 	switch {
 	case a.Cert != "" && a.Key == "":
 		return &Error{Key: "api.key", Msg: "required with api.cert"}
@@ -274,6 +277,14 @@ func (a *API) validate() *Error {
 		if _, err := tls.X509KeyPair([]byte(a.Cert), []byte(a.Key)); err != nil {
 			return &Error{Key: "api.key", Msg: strings.TrimPrefix(err.Error(), "tls: ")}
 		}
+	}
+	switch {
+	case a.Cert != "" && a.ClientCA == "":
+		// Without it no client could be verified: an API nobody can call, or worse, one a
+		// later change might open to anybody.
+		return &Error{Key: "api.client_ca", Msg: "required with api.cert (the CA client certificates must chain to)"}
+	case a.ClientCA != "" && a.Cert == "":
+		return &Error{Key: "api.cert", Msg: "required with api.client_ca"}
 	}
 	return nil
 }
