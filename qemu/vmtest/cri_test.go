@@ -68,6 +68,10 @@ func testCRIInVM(t *testing.T, archName, profile, subnet string, builtin bool) {
 			took := vm.WaitReady(bootTimeout)
 			t.Logf("%s: QEMU start to %q with the runtime: %d ms", archName, ReadyLine, took.Milliseconds())
 			vm.Prompt(shellTimeout)
+			// No node config, so no [api]: the node API must not listen.
+			if n := vm.MustShell(nodeAPIListening, shellTimeout); n != "0" || !strings.Contains(vm.Console.Output(), "node API off") {
+				t.Fatalf("without [api] in a node config: %s sockets listen on the node API's port", n)
+			}
 			if !strings.Contains(vm.Console.Output(), "dhcp lease interface=eth0 address=10.0.2.15/24") {
 				t.Fatalf("the node did not get 10.0.2.15 by DHCP:\n%s", tail(vm.Console.Output(), 3000))
 			}
