@@ -61,15 +61,28 @@ func cpuidBaseline() bool {
 		return false
 	}
 	defer unix.Close(kvm)
-	const n, entrySize = 256, 40
-	buf := make([]byte, 8+n*entrySize)
+	const n = 256
+	buf := make([]byte, 8+n*cpuidEntrySize)
 	binary.LittleEndian.PutUint32(buf, n)
 	if _, err := ioctl(kvm, kvmGetSupportedCPUID, uintptr(unsafe.Pointer(&buf[0]))); err != nil {
 		return false
 	}
+	return baselineCPUID(buf)
+}
+
+// cpuidEntrySize is sizeof(struct kvm_cpuid_entry2): function, index, flags, eax, ebx, ecx, edx
+// and three padding words, 4 bytes each.
+const cpuidEntrySize = 40
+
+// baselineCPUID reads a struct kvm_cpuid2 (nent, padding, then the entries) and reports whether
+// leaf 1 has SSE2 (edx) and SSE3, SSSE3, SSE4.1 and SSE4.2 (ecx).
+func baselineCPUID(buf []byte) bool {
+	if len(buf) < 8 {
+		return false
+	}
 	got := int(binary.LittleEndian.Uint32(buf))
-	for i := 0; i < got && i < n; i++ {
-		e := buf[8+i*entrySize:]
+	for i := 0; i < got && 8+(i+1)*cpuidEntrySize <= len(buf); i++ {
+		e := buf[8+i*cpuidEntrySize:]
 		if binary.LittleEndian.Uint32(e[0:]) != 1 {
 			continue
 		}

@@ -3,7 +3,9 @@ package boot
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -69,17 +71,39 @@ func TestStepStrings(t *testing.T) {
 func TestFileSteps(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	if err := (WriteFile{Path: dir + "/etc/hostname", Data: "n1\n", Mode: 0o644}).Do(ctx); err != nil {
+	hostname := dir + "/etc/hostname"
+	if err := (WriteFile{Path: hostname, Data: "n1\n", Mode: 0o600}).Do(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if b, err := os.ReadFile(hostname); err != nil || string(b) != "n1\n" {
+		t.Fatalf("WriteFile left %q, %v; want n1", b, err)
+	}
+	if fi, err := os.Stat(hostname); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("WriteFile left %v (err %v), want mode 0600", fi, err)
+	}
+
 	l := Symlink{Target: "hostname", Link: dir + "/etc/name"}
-	if err := l.Do(ctx); err != nil {
+	os.WriteFile(l.Link, []byte("in the way"), 0o644) // what was there before is replaced
+	for range 2 {                                     // idempotent
+		if err := l.Do(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := os.Readlink(l.Link); err != nil || got != "hostname" {
+			t.Fatalf("Symlink left %q, %v; want a link to hostname", got, err)
+		}
+	}
+
+	old := syscall.Umask(0o077) // MkdirAll honours the umask; Dir must not
+	defer syscall.Umask(old)
+	d := Dir{Path: dir + "/a/b", Mode: 0o755}
+	if err := d.Do(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Do(ctx); err != nil { // idempotent
+	fi, err := os.Stat(d.Path)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := (Dir{Path: dir + "/a/b", Mode: 0o700}).Do(ctx); err != nil {
-		t.Fatal(err)
+	if !fi.IsDir() || fi.Mode().Perm() != 0o755 {
+		t.Fatalf("Dir left %v; want a directory with mode 0755", fi.Mode())
 	}
 }

@@ -32,14 +32,20 @@ func Controllers(dir string) ([]string, error) {
 // Enable turns on every available controller for the children of dir and returns what is now
 // enabled. Each controller is written separately so one the kernel refuses does not block the
 // others; refusals are reported together.
-func Enable(dir string) ([]string, error) {
+func Enable(dir string) ([]string, error) { return enable(dir, writeControl) }
+
+// writeControl is one write to a cgroup control file. cgroupfs takes each write as one request
+// ("+memory"), where a plain file would keep only the last: tests record the writes instead.
+func writeControl(path, data string) error { return os.WriteFile(path, []byte(data), 0) }
+
+func enable(dir string, write func(path, data string) error) ([]string, error) {
 	ctrls, err := Controllers(dir)
 	if err != nil {
 		return nil, err
 	}
 	var failed []string
 	for _, c := range ctrls {
-		if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+"+c), 0); err != nil {
+		if err := write(filepath.Join(dir, "cgroup.subtree_control"), "+"+c); err != nil {
 			failed = append(failed, c+": "+err.Error())
 		}
 	}
@@ -56,8 +62,10 @@ func Enable(dir string) ([]string, error) {
 
 // Setup enables controllers in the root, creates the service and pod groups, and enables every
 // controller inside the pod group so the runtime can limit pods and containers.
-func Setup(root string) ([]string, error) {
-	enabled, err := Enable(root)
+func Setup(root string) ([]string, error) { return setup(root, writeControl) }
+
+func setup(root string, write func(path, data string) error) ([]string, error) {
+	enabled, err := enable(root, write)
 	if err != nil {
 		return enabled, err
 	}
@@ -66,7 +74,7 @@ func Setup(root string) ([]string, error) {
 			return enabled, fmt.Errorf("create cgroup %s: %w", g, err)
 		}
 	}
-	if _, err := Enable(filepath.Join(root, Pods)); err != nil {
+	if _, err := enable(filepath.Join(root, Pods), write); err != nil {
 		return enabled, err
 	}
 	return enabled, nil

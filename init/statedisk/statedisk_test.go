@@ -65,9 +65,8 @@ func TestProbeAndFormat(t *testing.T) {
 	if werr != nil {
 		t.Fatal(werr)
 	}
-	if fsck, err := exec.LookPath("e2fsck"); err == nil {
-		if out, err := exec.Command(fsck, "-fn", img).CombinedOutput(); err != nil {
-			t.Fatalf("e2fsck: %v\n%s", err, out)
-		}
+	fsck := testgate.RequireCommand(t, "e2fsck")
+	if out, err := exec.Command(fsck, "-fn", img).CombinedOutput(); err != nil {
+		t.Fatalf("e2fsck: %v\n%s", err, out)
 	}
 }

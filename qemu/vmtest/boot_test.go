@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"ingot.dev/ingot/image/manifest"
 	"ingot.dev/ingot/internal/testgate"
 	"ingot.dev/ingot/qemu"
 )
@@ -52,8 +53,11 @@ func TestBoot(t *testing.T) {
 						t.Fatalf("controller %s not enabled in the root and the pod subtree:\n%s", c, ctrl)
 					}
 				}
-				if out := vm.MustShell("grep -c . /proc/self/mountinfo; readlink /proc/1/exe; cat /proc/1/comm", shellTimeout); !strings.Contains(out, "init") {
-					t.Fatalf("PID 1 is not ingot's init: %s", out)
+				// PID 1 is the image's own ingot-node, byte for byte: the binary it runs has the
+				// sha256 the build recorded for it.
+				want := nodeBinarySum(t, img)
+				if out := vm.MustShell("sha256sum /proc/1/exe", shellTimeout); !strings.HasPrefix(out, want+" ") {
+					t.Fatalf("PID 1 does not run the image's ingot-node (sha256 %s): sha256sum /proc/1/exe says %q", want, out)
 				}
 				// The root is the image's squashfs, read-only; /etc a tmpfs holding the image's files.
 				if out := vm.MustShell("grep -E ' /(etc)? ' /proc/mounts; touch /bin/x 2>&1; grep -c '^name = ' /etc/ingot/profile.toml", shellTimeout); !strings.Contains(out, " / squashfs ro,") ||
@@ -90,4 +94,21 @@ func TestBoot(t *testing.T) {
 			})
 		}
 	}
+}
+
+// nodeBinarySum is the sha256 of the ingot-node binary the image in dir was built from, as its
+// manifest records it.
+func nodeBinarySum(t testing.TB, dir string) string {
+	t.Helper()
+	m, err := manifest.Read(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range m.Inputs {
+		if in.Name == "ingot-node" {
+			return in.SHA256
+		}
+	}
+	t.Fatalf("image %s: the manifest lists no ingot-node input", dir)
+	return ""
 }
