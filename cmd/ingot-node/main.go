@@ -1,12 +1,9 @@
 // Command ingot-node is the node's one static binary. It dispatches on how it is started: the first
-// argument picks the role: `runtime` (the CRI daemon), `shim` (one per pod), `pause` (the process
-// holding a pod's namespaces), and `init`, libcontainer's re-execution of this binary as a
-// container's first process. Run as modprobe (a symlink of that name), it loads kernel modules for
-// the kernel's autoloader. Started as PID 1 with none of these, it is the node's init
-// (init/pid1): the kernel runs it with no role argument.
-//
-// The argument decides before the pid does: pause runs as PID 1 of every pod's pid namespace and
-// must never start booting there.
+// argument picks the role: `runtime` (the CRI daemon), `shim` (one per pod), and `init`,
+// libcontainer's re-execution of this binary as a container's first process. Run as modprobe (a
+// symlink of that name), it loads kernel modules for the kernel's autoloader. Started as PID 1 with
+// none of these, it is the node's init (init/pid1): the kernel runs it with no role argument.
+// A pod's pause process is not this binary: it is runtime/pause's few hundred bytes.
 package main
 
 import (
@@ -21,7 +18,6 @@ import (
 	"ingot.dev/ingot/netsetup/link"
 	"ingot.dev/ingot/runtime/daemon"
 	"ingot.dev/ingot/runtime/oci"
-	"ingot.dev/ingot/runtime/pause"
 	"ingot.dev/ingot/runtime/shim"
 )
 
@@ -50,8 +46,6 @@ func main() {
 			fmt.Fprintln(os.Stderr, "ingot-node shim:", err)
 			os.Exit(1)
 		}
-	case "pause":
-		os.Exit(pause.Run())
 	case "net":
 		// `ingot-node net show`: the node's links, addresses and routes as applied.
 		out, err := link.Show()
@@ -87,6 +81,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: ingot-node runtime|shim|pause|net show|logs SERVICE|version (as PID 1 it runs the node's init)")
+	fmt.Fprintln(os.Stderr, "usage: ingot-node runtime|shim|net show|logs SERVICE|version (as PID 1 it runs the node's init)")
 	os.Exit(2)
 }

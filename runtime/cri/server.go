@@ -5,17 +5,18 @@
 package cri
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,7 @@ import (
 	"ingot.dev/ingot/netsetup/podnetapi"
 	"ingot.dev/ingot/runtime/errdefs"
 	"ingot.dev/ingot/runtime/oci"
+	"ingot.dev/ingot/runtime/pause"
 	"ingot.dev/ingot/runtime/shim"
 	"ingot.dev/ingot/runtime/stats"
 	"ingot.dev/ingot/runtime/store"
@@ -192,34 +194,38 @@ func Listen(path string) (net.Listener, error) {
 	return l, nil
 }
 
-// preparePause lays out the pause container's root: an empty tree plus this binary as /pause.
+// preparePause lays out the pause container's root: an empty tree and the pause program as /pause
+// (runtime/pause: a few hundred bytes, so nothing is copied at start and a pod's pause costs a page
+// or two). The file is replaced only when its content differs, through a rename, so a pause that
+// runs keeps its own copy.
 func (s *Server) preparePause() error {
 	dir := s.pauseRootfs()
 	dst := filepath.Join(dir, "pause")
-	src, err := os.Open(s.opts.Exe)
+	bin, err := pause.Binary(goruntime.GOARCH)
 	if err != nil {
-		return fmt.Errorf("pause binary: %w", err)
-	}
-	defer src.Close()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("pause rootfs: %w", err)
-	}
-	for _, d := range []string{"proc", "dev", "sys", "etc"} {
-		os.MkdirAll(filepath.Join(dir, d), 0o755)
-	}
-	tmp := dst + ".tmp"
-	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		return fmt.Errorf("pause binary: %w", err)
-	}
-	if _, err := io.Copy(out, src); err != nil {
-		out.Close()
-		return fmt.Errorf("pause binary: %w", err)
-	}
-	if err := out.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp, dst)
+	for _, d := range []string{"", "proc", "dev", "sys", "etc"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return fmt.Errorf("pause rootfs: %w", err)
+		}
+	}
+	if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, bin) {
+		if fi, err := os.Stat(dst); err == nil && fi.Mode().Perm() == 0o755 {
+			return nil
+		}
+	}
+	tmp := dst + ".tmp"
+	if err := os.WriteFile(tmp, bin, 0o755); err != nil {
+		return fmt.Errorf("pause binary: %w", err)
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil { // WriteFile's mode is masked by the umask
+		return fmt.Errorf("pause binary: %w", err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return fmt.Errorf("pause binary: %w", err)
+	}
+	return nil
 }
 
 // hasMountSetattr probes for mount_setattr(2) (Linux 5.12), which recursive read-only mounts

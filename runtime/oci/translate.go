@@ -122,7 +122,7 @@ func SandboxSpec(cfg *runtimeapi.PodSandboxConfig, rootfs, cgroupsPath, netnsPat
 	if err := ValidateSandbox(cfg); err != nil {
 		return nil, err
 	}
-	s := Default(rootfs, []string{"/pause", "pause"})
+	s := Default(rootfs, []string{"/pause"})
 	s.Root.Readonly = true
 	s.Process.Capabilities = &specs.LinuxCapabilities{} // the pause process needs none
 	s.Process.NoNewPrivileges = true
