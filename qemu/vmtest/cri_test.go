@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -107,6 +108,15 @@ func testCRIInVM(t *testing.T, archName, profile, subnet string, builtin bool) {
 					t.Fatalf("the pod's log line never appeared; last crictl logs: %q", out)
 				}
 				time.Sleep(2 * time.Second)
+			}
+			// The pod's pause is runtime/pause's program for this arch: its process holds a page
+			// or two (a Go pause held megabytes).
+			rss := vm.MustShell(`for d in /proc/[0-9]*; do case "$(readlink $d/exe)" in /pause) grep VmRSS $d/status;; esac; done`, shellTimeout)
+			if f := strings.Fields(rss); len(f) != 3 || f[2] != "kB" {
+				t.Fatalf("want the VmRSS of the one process running /pause, got %q; the executables running:\n%s",
+					rss, vm.MustShell("for d in /proc/[0-9]*; do echo $d $(readlink $d/exe); done", shellTimeout))
+			} else if kb, _ := strconv.Atoi(f[1]); kb == 0 || kb > 64 {
+				t.Fatalf("the pod's pause process has %s kB resident, want at most 64", f[1])
 			}
 			// The pod network: an address on cni0, and the pod reaches the host's loopback service
 			// through the node (masquerade) and QEMU's guestfwd rule.
