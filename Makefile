@@ -68,9 +68,17 @@ critest: bin/ingot-node-$(ARCH) ## CRI conformance: critest vs the runtime here,
 critest-vm: deps bin/ingot-node-amd64 bin/ingot-node-arm64 ## critest inside the dev VM vs the node's runtime: all specs on x86_64 (8-15 min), a smoke subset on arm64 (~5 min); a failing spec fails the target (CRITEST_FOCUS=…)
 	INGOT_BIN=$(CURDIR)/bin INGOT_CRITEST_VM=full INGOT_CRITEST_FOCUS='$(CRITEST_FOCUS)' go test -count=1 -v -timeout 150m -run '^TestCritestInVM$$' ./qemu/vmtest
 
-bench: deps build ## benchmarks: pod start latency and runtime memory (host); VM boot to node ready per arch and path, and the floor
-	INGOT_BIN=$(CURDIR)/bin go test -run '^$$' -bench 'PodStart|RunPodSandbox' -benchtime 50x -timeout 10m ./runtime/integration
-	INGOT_BIN=$(CURDIR)/bin go test -run '^$$' -bench Boot -benchtime 3x -timeout 30m ./qemu/vmtest
+BENCH_RUN := $(shell date -u +%Y%m%dT%H%M%SZ)
+bench: deps build ## benchmarks: pod start and per-pod PSS (host); boot to node ready, first and warm, beside the floor per arch and path; UKI vs kernel size; writes out/bench/RUN.json
+	mkdir -p out/bench
+	set -o pipefail; INGOT_BIN=$(CURDIR)/bin go test -run '^$$' -bench 'PodStart|RunPodSandbox' -benchtime 50x -timeout 10m ./runtime/integration | tee out/bench/$(BENCH_RUN)-host.txt
+	set -o pipefail; INGOT_BIN=$(CURDIR)/bin go test -run '^$$' -bench 'Boot|ImageSize' -benchtime 5x -timeout 60m ./qemu/vmtest | tee out/bench/$(BENCH_RUN)-vm.txt
+	go run ./internal/benchjson/cmd/benchjson -o out/bench/$(BENCH_RUN).json -commit "$$(git rev-parse --short HEAD 2>/dev/null)" out/bench/$(BENCH_RUN)-host.txt out/bench/$(BENCH_RUN)-vm.txt
+
+.PHONY: bench-compare
+bench-compare: ## compare two bench runs: make bench-compare OLD=out/bench/A.json NEW=out/bench/B.json (fails when a metric is >10% worse)
+	@test -n "$(OLD)" -a -n "$(NEW)" || { echo "usage: make bench-compare OLD=out/bench/A.json NEW=out/bench/B.json" >&2; exit 2; }
+	go run ./internal/benchjson/cmd/benchjson compare $(OLD) $(NEW)
 
 .PHONY: e2e-upgrade
 e2e-upgrade: deps bin/ingot-node-$(ARCH) ## image swap on an ARCH node booted by UEFI: ingot ctl upgrade to a healthy image (committed, /var kept), to one whose runtime fails (rolled back by itself), rollback by hand; power cut at 7 points of swaps; a cluster worker's swap gated on node Ready, and one whose kubelet never reports rolled back (make test runs it on amd64)

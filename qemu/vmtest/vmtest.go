@@ -19,8 +19,10 @@ import (
 	"ingot.dev/ingot/image/arch"
 	"ingot.dev/ingot/image/build"
 	"ingot.dev/ingot/image/debpkg"
+	"ingot.dev/ingot/image/disk"
 	"ingot.dev/ingot/image/initramfs"
 	"ingot.dev/ingot/image/manifest"
+	"ingot.dev/ingot/image/uki"
 	"ingot.dev/ingot/internal/cachedir"
 	"ingot.dev/ingot/internal/testgate"
 	"ingot.dev/ingot/profiles"
@@ -302,41 +304,73 @@ func tail(s string, n int) string {
 	return s
 }
 
-// FloorImage writes a direct-boot image directory for the boot floor: the same kernel as image,
-// with an initramfs holding only Debian's static busybox and an /init that powers off at once.
+// FloorLine is what the boot floor's init prints: the floor's ready line.
+const FloorLine = "ingot-floor: ready"
+
+// FloorImage writes the image directory of the boot floor for image: the same kernel and command
+// line with an initramfs holding only Debian's static busybox, whose /init prints FloorLine and
+// powers off. It boots the same ways as image: directly, and under UEFI from a disk laid out like
+// image's (same partitions, the same systemd-boot, a UKI made with the same stub as slot A), so a
+// floor and a node boot are timed between the same marks on the same devices.
 func FloorImage(t testing.TB, image, dir string) {
 	t.Helper()
 	m, err := manifest.Read(image)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &debpkg.Fetcher{Cache: cachedir.Default(), Arch: m.Arch}
-	p, err := f.Fetch(context.Background(), "busybox-static")
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := f.Unpack(context.Background(), p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tree := initramfs.New()
 	must := func(err error) {
+		t.Helper()
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("floor image of %s: %v", image, err)
 		}
 	}
+	a, err := arch.Lookup(m.Arch)
+	must(err)
+	prof, _, err := profiles.Builtin(m.Profile)
+	must(err)
+	f := &debpkg.Fetcher{Cache: cachedir.Default(), Arch: m.Arch}
+	unpack := func(name string) string {
+		p, err := f.Fetch(context.Background(), name)
+		must(err)
+		root, err := f.Unpack(context.Background(), p)
+		must(err)
+		return root
+	}
+	busybox, sdboot := unpack("busybox-static"), unpack("systemd-boot-efi")
+
+	tree := initramfs.New()
 	must(tree.CharDev("/dev/console", 0o600, 5, 1))
-	must(tree.CopyFile("/bin/busybox", filepath.Join(root, "bin/busybox"), 0o755))
-	must(tree.File("/init", []byte("#!/bin/busybox sh\n/bin/busybox poweroff -f\n"), 0o755))
+	must(tree.CopyFile("/bin/busybox", filepath.Join(busybox, "bin/busybox"), 0o755))
+	must(tree.File("/init", []byte("#!/bin/busybox sh\n/bin/busybox echo "+FloorLine+"\n/bin/busybox poweroff -f\n"), 0o755))
 	initrd, err := tree.Compressed(0)
 	must(err)
+	vmlinuz, err := os.ReadFile(filepath.Join(image, manifest.FileKernel))
+	must(err)
+	stub, err := os.ReadFile(filepath.Join(sdboot, a.EFIStub))
+	must(err)
+	bootEFI, err := os.ReadFile(filepath.Join(sdboot, a.EFIBoot))
+	must(err)
+	efi, err := uki.Assemble(stub, []uki.Section{
+		{Name: ".osrel", Data: uki.OSRelease(map[string]string{"ID": "ingot-floor", "NAME": "ingot boot floor"})},
+		{Name: ".cmdline", Data: []byte(m.Cmdline)},
+		{Name: ".linux", Data: vmlinuz},
+		{Name: ".initrd", Data: initrd},
+	})
+	must(err)
+
 	must(os.MkdirAll(dir, 0o755))
 	must(os.WriteFile(filepath.Join(dir, manifest.FileInitramfs), initrd, 0o644))
-	for _, name := range []string{manifest.FileKernel, manifest.FileManifest} {
-		data, err := os.ReadFile(filepath.Join(image, name))
-		must(err)
-		must(os.WriteFile(filepath.Join(dir, name), data, 0o644))
-	}
+	must(os.WriteFile(filepath.Join(dir, manifest.FileKernel), vmlinuz, 0o644))
+	must(os.WriteFile(filepath.Join(dir, manifest.FileUKI), efi, 0o644))
+	must(disk.Write(filepath.Join(dir, manifest.FileDisk), disk.Layout{ESPMiB: prof.Disk.ESPMiB, StateMiB: prof.Disk.StateMiB}, []disk.File{
+		{Path: a.EFIFallback, Data: bootEFI},
+		{Path: "loader/loader.conf", Data: []byte("timeout 0\ndefault ingot-*\neditor no\nconsole-mode keep\n")},
+		{Path: build.EntryAPath, Data: []byte("title ingot boot floor\nsort-key ingot\nversion 1\nefi /" + build.SlotAPath + "\n")},
+		{Path: build.SlotAPath, Data: efi},
+	}))
+	data, err := os.ReadFile(filepath.Join(image, manifest.FileManifest))
+	must(err)
+	must(os.WriteFile(filepath.Join(dir, manifest.FileManifest), data, 0o644))
 }
 
 func hostArch() string { return runtime.GOARCH }
