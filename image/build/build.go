@@ -151,7 +151,7 @@ func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 		return nil, fmt.Errorf("root filesystem: %w", err)
 	}
 	j.addInput(squashfs.Tool, sqfsVersion, sqfsBin)
-	tree, modNames, err := j.rootfs(ctx, node, k, mods)
+	tree, modNames, err := j.rootfs(ctx, k, mods)
 	if err != nil {
 		return nil, err
 	}
@@ -363,6 +363,11 @@ func (j *job) kernel(ctx context.Context) (*kernel.Kernel, error) {
 const (
 	RootFSPath       = "/ingot/root.sqfs"
 	EarlyModulesPath = "/ingot/modules.load"
+	// BinDir holds the node binary, NodeBinaryPath, in the initramfs; in the squashfs it is the
+	// empty directory PID 1 binds the initramfs' onto (rootfs.Switch). /init links to the binary
+	// in both.
+	BinDir         = "/lib/ingot"
+	NodeBinaryPath = BinDir + "/ingot-node"
 )
 
 // firmwareModules are shipped when the kernel has them, for PID 1 to load on UEFI boots.
@@ -385,7 +390,10 @@ func (j *job) initramfs(node []byte, k *kernel.Kernel, root []byte) (*initramfs.
 	// The kernel opens /dev/console for init's stdio before anything is mounted.
 	add(t.CharDev("/dev/console", 0o600, 5, 1))
 	add(t.CharDev("/dev/null", 0o666, 1, 3))
-	add(t.File("/init", node, 0o755))
+	add(t.Dir("/lib", 0o755))
+	add(t.Dir(BinDir, 0o755))
+	add(t.File(NodeBinaryPath, node, 0o755))
+	add(t.Symlink("/init", NodeBinaryPath))
 	add(t.File(RootFSPath, root, 0o444))
 	mods, err := k.Closure(earlyModules())
 	add(err)
@@ -403,7 +411,7 @@ func (j *job) initramfs(node []byte, k *kernel.Kernel, root []byte) (*initramfs.
 }
 
 // rootfs lays out the node's root filesystem, the squashfs PID 1 mounts read-only as /.
-func (j *job) rootfs(ctx context.Context, node []byte, k *kernel.Kernel, mods []kernel.Module) (*initramfs.Tree, []string, error) {
+func (j *job) rootfs(ctx context.Context, k *kernel.Kernel, mods []kernel.Module) (*initramfs.Tree, []string, error) {
 	t := initramfs.New()
 	var errs []error
 	add := func(err error) { errs = append(errs, err) }
@@ -415,7 +423,12 @@ func (j *job) rootfs(ctx context.Context, node []byte, k *kernel.Kernel, mods []
 	// The kernel opens /dev/console for init's stdio before anything is mounted.
 	add(t.CharDev("/dev/console", 0o600, 5, 1))
 	add(t.CharDev("/dev/null", 0o666, 1, 3))
-	add(t.File("/init", node, 0o755))
+	// The node binary is not stored here a second time: BinDir is an empty mount point that PID 1
+	// bind-mounts the initramfs' BinDir onto when it switches root (rootfs.Switch). The kernel has
+	// already unpacked that copy into RAM, so the squashfs would only add its compressed size to
+	// the UKI and the time to decompress it again when PID 1 re-executes itself.
+	add(t.Dir(BinDir, 0o755))
+	add(t.Symlink("/init", NodeBinaryPath))
 	add(t.File("/etc/ingot/profile.toml", j.o.ProfileTOML, 0o644))
 	add(t.File("/etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"), 0o644))
 	add(t.File("/etc/group", []byte("root:x:0:\ntty:x:5:\nnogroup:x:65534:\n"), 0o644))

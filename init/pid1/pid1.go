@@ -294,7 +294,7 @@ func (n *Node) boot(ctx context.Context) error {
 		if err := rootfs.Switch(rootfs.Image, newRoot); err != nil {
 			return err
 		}
-		exe := "/init"
+		exe := rootfs.Init
 		env := append(os.Environ(), switchedEnv+"=1")
 		return fmt.Errorf("re-exec %s after switching root: %w", exe, unix.Exec(exe, os.Args, env))
 	}

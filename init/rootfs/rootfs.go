@@ -213,16 +213,38 @@ func writableCopy(dir string) error {
 	return nil
 }
 
-// Switch mounts the squashfs at img on newRoot (Mount), moves the kernel filesystems there,
-// frees the initramfs, and makes newRoot the root; the caller then re-executes itself from it.
-// The loop device keeps the image's pages alive after its name is removed from the initramfs:
-// they are the compressed root, and cost RAM as long as the node runs.
+// Where the node binary lives. The image stores it once, in the initramfs at Binary; /init is a
+// symlink to it there and in the squashfs, whose BinDir is an empty directory that Switch
+// bind-mounts the initramfs' BinDir onto. The copy the kernel unpacked into RAM is then the one
+// every ingot-node process runs, so starting one never decompresses it again from the squashfs.
+// A directory is bound, not the file: libcontainer seals its own executable through an overlayfs
+// whose lower layer is the directory readlink(/proc/self/exe) names, and an overlay sees the
+// mounts on that directory but not a file bound over one of its entries.
+const (
+	Init   = "/init"
+	BinDir = "/lib/ingot"
+	Binary = BinDir + "/ingot-node"
+)
+
+// Switch mounts the squashfs at img on newRoot (Mount), bind-mounts the initramfs' BinDir onto the
+// squashfs' BinDir, moves the kernel filesystems there, frees the rest of the initramfs, and makes
+// newRoot the root; the caller then re-executes itself from it. The loop device keeps the image's
+// pages alive after its name is removed from the initramfs: they are the compressed root, and
+// cost RAM as long as the node runs, as does the binary.
 func Switch(img, newRoot string) error {
 	if err := os.MkdirAll(newRoot, 0o755); err != nil {
 		return fmt.Errorf("switch root: %w", err)
 	}
 	if err := Mount(img, newRoot); err != nil {
 		return err
+	}
+	// Bound read-only like the rest of the root: a bind mount takes MS_RDONLY only on a remount.
+	bin := filepath.Join(newRoot, BinDir)
+	for _, flags := range []uintptr{unix.MS_BIND, unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY | unix.MS_NODEV} {
+		if err := unix.Mount(BinDir, bin, "", flags, ""); err != nil {
+			unix.Unmount(newRoot, unix.MNT_DETACH)
+			return fmt.Errorf("root filesystem %s: bind the node binary's %s onto the root's: %w", img, BinDir, err)
+		}
 	}
 	skip := map[string]bool{newRoot: true}
 	for _, k := range keep() {
@@ -231,13 +253,8 @@ func Switch(img, newRoot string) error {
 			return fmt.Errorf("switch root: move %s into %s: %w", k, newRoot, err)
 		}
 	}
-	// Free the initramfs' memory: everything but the new root goes.
-	entries, _ := os.ReadDir("/")
-	for _, e := range entries {
-		if p := "/" + e.Name(); !skip[p] {
-			os.RemoveAll(p)
-		}
-	}
+	// Free the initramfs' memory: everything but the new root and the binary goes.
+	freeExcept("/", skip, BinDir)
 	if err := os.Chdir(newRoot); err != nil {
 		return fmt.Errorf("switch root: %w", err)
 	}
@@ -248,4 +265,20 @@ func Switch(img, newRoot string) error {
 		return fmt.Errorf("switch root: chroot: %w", err)
 	}
 	return os.Chdir("/")
+}
+
+// freeExcept removes everything under dir except the paths in skip and keep and the directories
+// leading to keep.
+func freeExcept(dir string, skip map[string]bool, keep string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		p := filepath.Join(dir, e.Name())
+		switch {
+		case skip[p] || p == keep:
+		case strings.HasPrefix(keep, p+"/") && e.IsDir():
+			freeExcept(p, skip, keep)
+		default:
+			os.RemoveAll(p)
+		}
+	}
 }

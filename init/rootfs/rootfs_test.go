@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -221,5 +223,32 @@ func TestMountRefusesCorruptImage(t *testing.T) {
 	mounts, _ := os.ReadFile("/proc/self/mounts")
 	if strings.Contains(string(mounts), " "+target+" ") {
 		t.Fatalf("%s is mounted after a refused image:\n%s", target, mounts)
+	}
+}
+
+// TestFreeExcept: freeing the initramfs keeps the new root, what is skipped, and the binary's
+// directory with the directories above it, and removes everything else, siblings included.
+func TestFreeExcept(t *testing.T) {
+	root := t.TempDir()
+	for _, f := range []string{"init", "ingot/root.sqfs", "lib/modules/6.1/loop.ko", "lib/ingot/ingot-node", "lib/x", ".root/keep", "proc/keep"} {
+		p := filepath.Join(root, f)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	freeExcept(root, map[string]bool{filepath.Join(root, ".root"): true, filepath.Join(root, "proc"): true}, filepath.Join(root, "lib/ingot"))
+	var left []string
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if !d.IsDir() {
+			rel, _ := filepath.Rel(root, p)
+			left = append(left, rel)
+		}
+		return nil
+	})
+	if want := []string{".root/keep", "lib/ingot/ingot-node", "proc/keep"}; !slices.Equal(left, want) {
+		t.Fatalf("left %v, want %v", left, want)
 	}
 }
