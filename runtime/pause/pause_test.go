@@ -278,15 +278,4 @@ func childrenOf(t *testing.T, pid int) []int {
 
 // procState is the State line of /proc/pid/status ("S (sleeping)", "Z (zombie)"), empty when the
 // process is gone.
-func procState(pid int) string {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return ""
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "State:"); ok {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
+func procState(pid int) string { return procStatus(pid)["State"] }
