@@ -6,9 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -47,37 +49,15 @@ func BenchmarkPodStart(b *testing.B) {
 	var pods []string
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		pcfg := &runtimeapi.PodSandboxConfig{
-			Metadata:     &runtimeapi.PodSandboxMetadata{Name: fmt.Sprintf("bench-%d", i), Namespace: "bench", Uid: fmt.Sprintf("bench-uid-%d", i)},
-			LogDirectory: filepath.Join(r.Dir, "logs", fmt.Sprint(i)),
-			Linux:        &runtimeapi.LinuxPodSandboxConfig{},
-		}
-		ccfg := &runtimeapi.ContainerConfig{
-			Metadata: &runtimeapi.ContainerMetadata{Name: "sleep"},
-			Image:    &runtimeapi.ImageSpec{Image: busybox},
-			Command:  []string{"/bin/sleep", "3600"},
-			LogPath:  "sleep.log",
-			Linux:    &runtimeapi.LinuxContainerConfig{},
-		}
-		start := time.Now()
-		pr, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pcfg})
+		d, id, err := startPod(ctx, rt, r.Dir, fmt.Sprint(i))
 		if err != nil {
 			b.Fatal(err)
 		}
-		cr, err := rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pr.PodSandboxId, Config: ccfg, SandboxConfig: pcfg})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
-			b.Fatal(err)
-		}
-		lat = append(lat, time.Since(start))
-		pods = append(pods, pr.PodSandboxId)
+		lat = append(lat, d)
+		pods = append(pods, id)
 	}
 	b.StopTimer()
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "ms-median")
-	b.ReportMetric(float64(lat[(len(lat)*95)/100].Microseconds())/1000, "ms-p95")
+	reportLatency(b, lat, "")
 	b.ReportMetric(float64(idleRSS), "KiB-idle-rss")
 	b.ReportMetric(float64(idlePSS), "KiB-idle-pss")
 	if n := float64(len(pods)); n > 0 {
@@ -91,10 +71,124 @@ func BenchmarkPodStart(b *testing.B) {
 		b.ReportMetric(float64(m.shimPSS)/n, "KiB-shim-pss/pod")
 		b.ReportMetric(float64(m.pausePSS)/n, "KiB-pause-pss/pod")
 	}
+	var down []time.Duration
 	for _, id := range pods {
-		rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id})
-		rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id})
+		d, err := stopPod(ctx, rt, id)
+		if err != nil {
+			b.Fatal(err)
+		}
+		down = append(down, d)
 	}
+	reportLatency(b, down, "teardown-")
+}
+
+// BenchmarkPodStartConcurrent starts pods ten at a time, as a kubelet does when a node gets many
+// at once, and reports the median and p95 of each pod's start (RunPodSandbox to a running
+// container) and of each pod's teardown, also ten at a time.
+func BenchmarkPodStartConcurrent(b *testing.B) {
+	const parallel = 10
+	freshCopy(b)
+	r := Start(b)
+	r.MustCrictl("pull", busybox)
+	conn, err := grpc.NewClient("unix://"+r.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	ctx := context.Background()
+	time.Sleep(settle)
+	// inBatches runs f for items [0, n) ten at a time and returns each one's latency.
+	inBatches := func(n int, f func(i int) (time.Duration, error)) []time.Duration {
+		lat := make([]time.Duration, n)
+		for lo := 0; lo < n; lo += parallel {
+			var wg sync.WaitGroup
+			errs := make(chan error, parallel)
+			for i := lo; i < min(lo+parallel, n); i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					d, err := f(i)
+					if err != nil {
+						errs <- err
+					}
+					lat[i] = d
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			if err := <-errs; err != nil {
+				b.Fatal(err)
+			}
+		}
+		return lat
+	}
+	pods := make([]string, b.N)
+	b.ResetTimer()
+	up := inBatches(b.N, func(i int) (time.Duration, error) {
+		d, id, err := startPod(ctx, rt, r.Dir, fmt.Sprint("c", i))
+		pods[i] = id
+		return d, err
+	})
+	b.StopTimer()
+	reportLatency(b, up, "")
+	down := inBatches(b.N, func(i int) (time.Duration, error) { return stopPod(ctx, rt, pods[i]) })
+	reportLatency(b, down, "teardown-")
+}
+
+// startPod runs a pod with one busybox container sleeping, the calls a kubelet makes, and returns
+// the time from RunPodSandbox until StartContainer has returned.
+func startPod(ctx context.Context, rt runtimeapi.RuntimeServiceClient, dir, name string) (time.Duration, string, error) {
+	pcfg := &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: "bench-" + name, Namespace: "bench", Uid: "bench-uid-" + name},
+		LogDirectory: filepath.Join(dir, "logs", name),
+		Linux:        &runtimeapi.LinuxPodSandboxConfig{},
+	}
+	ccfg := &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "sleep"},
+		Image:    &runtimeapi.ImageSpec{Image: busybox},
+		Command:  []string{"/bin/sleep", "3600"},
+		LogPath:  "sleep.log",
+		Linux:    &runtimeapi.LinuxContainerConfig{},
+	}
+	start := time.Now()
+	pr, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pcfg})
+	if err != nil {
+		return 0, "", fmt.Errorf("pod %s: RunPodSandbox: %w", name, err)
+	}
+	cr, err := rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pr.PodSandboxId, Config: ccfg, SandboxConfig: pcfg})
+	if err != nil {
+		return 0, pr.PodSandboxId, fmt.Errorf("pod %s: CreateContainer: %w", name, err)
+	}
+	if _, err := rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+		return 0, pr.PodSandboxId, fmt.Errorf("pod %s: StartContainer: %w", name, err)
+	}
+	return time.Since(start), pr.PodSandboxId, nil
+}
+
+// stopPod tears a pod down as the kubelet does (StopPodSandbox, then RemovePodSandbox) and
+// returns how long that took.
+func stopPod(ctx context.Context, rt runtimeapi.RuntimeServiceClient, id string) (time.Duration, error) {
+	start := time.Now()
+	if _, err := rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+		return 0, fmt.Errorf("pod %s: StopPodSandbox: %w", id, err)
+	}
+	if _, err := rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
+		return 0, fmt.Errorf("pod %s: RemovePodSandbox: %w", id, err)
+	}
+	return time.Since(start), nil
+}
+
+// reportLatency reports the median and p95 of lat in milliseconds, as <prefix>ms-median and
+// <prefix>ms-p95.
+func reportLatency(b *testing.B, lat []time.Duration, prefix string) {
+	if len(lat) == 0 {
+		return
+	}
+	lat = slices.Clone(lat)
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, prefix+"ms-median")
+	b.ReportMetric(float64(lat[(len(lat)*95)/100].Microseconds())/1000, prefix+"ms-p95")
 }
 
 // freshCopy points INGOT_BIN at a copy of the node binary written with write(2). A binary the Go
