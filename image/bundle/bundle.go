@@ -7,6 +7,7 @@ package bundle
 import (
 	"context"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"ingot.dev/ingot/image/toolbuild"
@@ -127,4 +128,35 @@ func Kubelet(ctx context.Context, cache, arch string) (string, error) {
 		return "", err
 	}
 	return bins[0], nil
+}
+
+// ContainerdVersion and RuncVersion are the containerd and runc releases `make bench` compares
+// ingot's runtime with. They are built only for that comparison and never go into an image.
+const (
+	ContainerdVersion = "v2.4.2"
+	RuncVersion       = "v1.5.3"
+)
+
+// Containerd returns the directories holding containerd and containerd-shim-runc-v2, and runc,
+// for the host arch, building them into cache if needed. containerd is built with cgo off (no
+// btrfs snapshotter, which the comparison does not use); runc needs cgo for its nsenter and is
+// built without the seccomp build tag, as libseccomp's headers are not on a fresh machine, so
+// the comparison's pods run without a seccomp filter on containerd's side.
+func Containerd(ctx context.Context, cache string) (containerdDir, runcDir string, err error) {
+	const module = "github.com/containerd/containerd/v2"
+	containerdDir = filepath.Join(cache, "tools", "containerd-"+ContainerdVersion+"-"+runtime.GOARCH)
+	_, err = toolbuild.Build{Module: module, Version: ContainerdVersion,
+		Pkgs:    []string{module + "/cmd/containerd", module + "/cmd/containerd-shim-runc-v2"},
+		Ldflags: []string{"-X", module + "/version.Version=" + ContainerdVersion}}.Run(ctx, containerdDir)
+	if err != nil {
+		return "", "", err
+	}
+	const runc = "github.com/opencontainers/runc"
+	runcDir = filepath.Join(cache, "tools", "runc-"+RuncVersion+"-"+runtime.GOARCH)
+	_, err = toolbuild.Build{Module: runc, Version: RuncVersion, Pkgs: []string{runc}, Cgo: true,
+		Ldflags: []string{"-X", "main.version=" + strings.TrimPrefix(RuncVersion, "v")}}.Run(ctx, runcDir)
+	if err != nil {
+		return "", "", err
+	}
+	return containerdDir, runcDir, nil
 }

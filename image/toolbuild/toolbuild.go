@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 )
 
@@ -26,6 +27,9 @@ type Build struct {
 	Replace []string
 	// Ldflags are extra linker flags, e.g. -X stamps of the version a program reports.
 	Ldflags []string
+	// Cgo builds with cgo on, against the host's C toolchain (host arch only): runc's nsenter
+	// is C. Every other program is built with cgo off, so it is static.
+	Cgo bool
 }
 
 // recipeFile, in a build's directory, records what was built there, so a changed recipe (new
@@ -33,8 +37,12 @@ type Build struct {
 const recipeFile = ".recipe"
 
 func (b Build) recipe() string {
-	return fmt.Sprintf("module %s@%s\npkgs %s\narch %s\ntest %t\nreplace %s\nldflags %s\n",
+	r := fmt.Sprintf("module %s@%s\npkgs %s\narch %s\ntest %t\nreplace %s\nldflags %s\n",
 		b.Module, b.Version, strings.Join(b.Pkgs, " "), b.Arch, b.Test, strings.Join(b.Replace, " "), strings.Join(b.Ldflags, " "))
+	if b.Cgo {
+		r += "cgo true\n" // only when set, so the recipes of builds from before the field still match
+	}
+	return r
 }
 
 // cached reports whether dir holds bins built from this recipe. A directory from before recipes
@@ -57,6 +65,9 @@ func (b Build) cached(dir string, bins []string) bool {
 // element) unless they are all there already, and returns their paths in Pkgs order. The
 // binaries are built in a temporary directory and moved into dir only when all succeeded.
 func (b Build) Run(ctx context.Context, dir string) ([]string, error) {
+	if b.Cgo && b.Arch != "" && b.Arch != runtime.GOARCH {
+		return nil, fmt.Errorf("build %s@%s: cgo builds are for the host arch only, not %s", b.Module, b.Version, b.Arch)
+	}
 	var bins []string
 	for _, p := range b.Pkgs {
 		bins = append(bins, filepath.Join(dir, filepath.Base(p)))
@@ -89,6 +100,9 @@ func (b Build) Run(ctx context.Context, dir string) ([]string, error) {
 		c := exec.CommandContext(ctx, step[0], step[1:]...)
 		c.Dir = work
 		c.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod")
+		if b.Cgo {
+			c.Env = append(c.Env, "CGO_ENABLED=1")
+		}
 		if b.Arch != "" {
 			c.Env = append(c.Env, "GOARCH="+b.Arch)
 		}

@@ -1,8 +1,11 @@
 package toolbuild
 
 import (
+	"context"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -34,5 +37,21 @@ func TestCached(t *testing.T) {
 	}
 	if b.cached(dir, bins) {
 		t.Error("a recipe without the linker flags counts as cached")
+	}
+	withCgo := stamped
+	withCgo.Cgo = true
+	if withCgo.cached(dir, bins) {
+		t.Error("a binary built with cgo off counts as built with cgo on")
+	}
+}
+
+func TestCgoIsHostOnly(t *testing.T) {
+	other := "arm64"
+	if runtime.GOARCH == "arm64" {
+		other = "amd64"
+	}
+	b := Build{Module: "example.com/m", Version: "v1.0.0", Pkgs: []string{"example.com/m/cmd/tool"}, Arch: other, Cgo: true}
+	if _, err := b.Run(context.Background(), t.TempDir()); err == nil || !strings.Contains(err.Error(), "host arch only") {
+		t.Errorf("a cgo build for %s: %v, want refused", other, err)
 	}
 }

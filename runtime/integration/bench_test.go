@@ -8,8 +8,6 @@ import (
 	"runtime"
 	"slices"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -63,7 +61,7 @@ func BenchmarkPodStart(b *testing.B) {
 	if n := float64(len(pods)); n > 0 {
 		time.Sleep(settle)
 		grown := pssKiB(daemonPid) - idlePSS
-		m := podProcesses(daemonPid)
+		m, _ := shimMemory(ingotShims(daemonPid))
 		if m.shims != len(pods) || m.pauses != len(pods) {
 			b.Fatalf("found %d shims and %d pause processes under the daemon, want %d of each", m.shims, m.pauses, len(pods))
 		}
@@ -208,78 +206,8 @@ func freshCopy(b *testing.B) {
 	b.Setenv("INGOT_BIN", dir)
 }
 
-// rssKiB reads a process's resident set size.
-func rssKiB(pid int) int { return procKiB(fmt.Sprintf("/proc/%d/status", pid), "VmRSS:") }
-
-// pssKiB reads a process's proportional set size: shared pages (the same binary mapped by every
-// shim) count once across the processes sharing them, so a sum of PSS is the memory really used.
-func pssKiB(pid int) int { return procKiB(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss:") }
-
-func procKiB(path, field string) int {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(l, field); ok {
-			n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
-			return n
-		}
-	}
-	return 0
-}
-
 // settle is how long memory is left to settle before it is read, the same before and after pods.
 const settle = 500 * time.Millisecond
-
-// podMemory is what the daemon's pods cost in processes of their own.
-type podMemory struct {
-	shims, pauses     int
-	shimPSS, pausePSS int // KiB
-}
-
-// podProcesses sums the PSS of the daemon's shims and of each shim's pause process (container
-// processes are the workload, not the runtime's cost).
-func podProcesses(daemonPid int) podMemory {
-	var m podMemory
-	children := map[int][]int{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
-		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-		if len(f) > 1 {
-			ppid, _ := strconv.Atoi(f[1])
-			children[ppid] = append(children[ppid], pid)
-		}
-	}
-	for _, shim := range children[daemonPid] {
-		if !strings.Contains(cmdline(shim), "\x00shim\x00") {
-			continue
-		}
-		m.shims++
-		m.shimPSS += pssKiB(shim)
-		for _, c := range children[shim] {
-			if strings.HasPrefix(cmdline(c), "/pause\x00") {
-				m.pauses++
-				m.pausePSS += pssKiB(c)
-			}
-		}
-	}
-	return m
-}
-
-func cmdline(pid int) string {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	return string(b)
-}
 
 // BenchmarkRunPodSandbox compares RunPodSandbox latency with the built-in pod network (namespace,
 // veth on the bridge, address, NAT table) against a hostNetwork pod (no network work).

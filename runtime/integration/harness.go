@@ -38,9 +38,12 @@ type Runtime struct {
 	InNodeNetNS bool
 	// CgroupRoot is the daemon's own parent cgroup for pods, removed at cleanup.
 	CgroupRoot string
-	crictl     string
-	cmd        *exec.Cmd
-	done       chan struct{}
+	// RegistryAddr is the test registry as the daemon reaches it: Registry's address, or with
+	// InNodeNetNS a forwarder inside the node namespace (see ForwardRegistry).
+	RegistryAddr string
+	crictl       string
+	cmd          *exec.Cmd
+	done         chan struct{}
 }
 
 var (
@@ -112,16 +115,20 @@ func StartWith(t testing.TB, prepare func(r *Runtime)) *Runtime {
 	r.CNIConfDir = filepath.Join(dir, "cni", "net.d")
 	r.CNIBinDir = filepath.Join(dir, "cni", "bin")
 	os.MkdirAll(r.CNIConfDir, 0o755)
-	cfg := fmt.Sprintf("version = 2\nroot = %q\nstate = %q\n\n[grpc]\n  address = %q\n\n", filepath.Join(dir, "root"), filepath.Join(dir, "state"), r.Socket) +
-		fmt.Sprintf("[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  conf_dir = %q\n  bin_dir = %q\n\n", r.CNIConfDir, r.CNIBinDir) +
-		testimages.MirrorsTOML(addr)
-	if err := os.WriteFile(r.Config, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	r.RegistryAddr = addr
 	os.WriteFile(filepath.Join(dir, "crictl.yaml"), []byte(fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 60\n", r.Socket, r.Socket)), 0o644)
 	t.Cleanup(r.cleanup)
+	if err := netns.New(r.NodeNetNS()); err != nil {
+		t.Fatal(err)
+	}
 	if prepare != nil {
 		prepare(r)
+	}
+	cfg := fmt.Sprintf("version = 2\nroot = %q\nstate = %q\n\n[grpc]\n  address = %q\n\n", filepath.Join(dir, "root"), filepath.Join(dir, "state"), r.Socket) +
+		fmt.Sprintf("[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  conf_dir = %q\n  bin_dir = %q\n\n", r.CNIConfDir, r.CNIBinDir) +
+		testimages.MirrorsTOML(r.RegistryAddr)
+	if err := os.WriteFile(r.Config, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
 	}
 	r.start(bin)
 	return r
@@ -136,7 +143,7 @@ func (r *Runtime) start(bin string) {
 	// A private mount namespace: overlay and shm mounts never show up on the host.
 	// The pod network uses a private network namespace as the node's, so the host's network is
 	// never touched; the daemon itself stays in the host's to reach the test registry.
-	nodeNetNS := filepath.Join(r.Dir, "node.netns")
+	nodeNetNS := r.NodeNetNS()
 	if !netns.Is(nodeNetNS) {
 		if err := netns.New(nodeNetNS); err != nil {
 			r.t.Fatal(err)
@@ -146,7 +153,8 @@ func (r *Runtime) start(bin string) {
 		"--cgroup-root", r.CgroupRoot, "--node-netns", nodeNetNS)
 	if r.InNodeNetNS {
 		// External CNI plugins act on the runtime's own network namespace: run the whole daemon in
-		// the private one (it then cannot reach the host's test registry: no image pulls).
+		// the private one (it then reaches the test registry only through RegistryAddr set to a
+		// ForwardRegistry address).
 		r.cmd = exec.Command("nsenter", "--net="+nodeNetNS, "--", "unshare", "--mount", "--propagation", "private",
 			bin, "runtime", "--config", r.Config, "--cgroup-root", r.CgroupRoot)
 	}
@@ -173,6 +181,9 @@ func (r *Runtime) start(bin string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// NodeNetNS is the private network namespace the daemon's pod network uses as the node's.
+func (r *Runtime) NodeNetNS() string { return filepath.Join(r.Dir, "node.netns") }
 
 // Restart starts the daemon again after Kill.
 func (r *Runtime) Restart() { r.start(NodeBinary(r.t)) }
