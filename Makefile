@@ -69,9 +69,9 @@ critest-vm: deps bin/ingot-node-amd64 bin/ingot-node-arm64 ## critest inside the
 	INGOT_BIN=$(CURDIR)/bin INGOT_CRITEST_VM=full INGOT_CRITEST_FOCUS='$(CRITEST_FOCUS)' go test -count=1 -v -timeout 150m -run '^TestCritestInVM$$' ./qemu/vmtest
 
 BENCH_RUN := $(shell date -u +%Y%m%dT%H%M%SZ)
-bench: deps build ## benchmarks: pod start and per-pod PSS (host); boot to node ready, first and warm, beside the floor per arch and path; UKI vs kernel size; writes out/bench/RUN.json
+bench: deps build ## benchmarks: ingot beside containerd v2.4 + runc v1.5 (pod start, teardown, pull, idle and per-pod PSS; a table of ratios), pod start and per-pod PSS alone (host); boot to node ready, first and warm, beside the floor per arch and path; UKI vs kernel size; writes out/bench/RUN.json
 	mkdir -p out/bench
-	set -o pipefail; INGOT_BIN=$(CURDIR)/bin go test -run '^$$' -bench 'PodStart|RunPodSandbox' -benchtime 50x -timeout 10m ./runtime/integration | tee out/bench/$(BENCH_RUN)-host.txt
+	set -o pipefail; INGOT_BIN=$(CURDIR)/bin go test -run '^$$' -bench 'PodStart|RunPodSandbox|Compare' -benchtime 50x -timeout 30m ./runtime/integration | tee out/bench/$(BENCH_RUN)-host.txt
 	set -o pipefail; INGOT_BIN=$(CURDIR)/bin go test -run '^$$' -bench 'Boot|ImageSize' -benchtime 5x -timeout 60m ./qemu/vmtest | tee out/bench/$(BENCH_RUN)-vm.txt
 	go run ./internal/benchjson/cmd/benchjson -o out/bench/$(BENCH_RUN).json -commit "$$(git rev-parse --short HEAD 2>/dev/null)" out/bench/$(BENCH_RUN)-host.txt out/bench/$(BENCH_RUN)-vm.txt
 

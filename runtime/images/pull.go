@@ -12,6 +12,7 @@ import (
 	"mime"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -499,17 +500,51 @@ func (s *Store) fetchLayers(ctx context.Context, ss *session, l *lease, layers [
 			}()
 		}
 	}()
+	// Each layer unpacks into a directory of its own (whiteouts stay whiteouts: overlayfs applies
+	// them), so layers unpack as soon as their blobs are in, several at once: gunzip, hashing and
+	// file writes of one layer overlap another's. One at a time, in order, a 4-layer 122 MiB image
+	// took 4 x 0.4 s of unpacking after its first blob arrived.
+	var (
+		mu       sync.Mutex
+		firstErr error
+		unpacks  sync.WaitGroup
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+		cancel()
+	}
+	slots := make(chan struct{}, min(s.opts.MaxConcurrentDownloads, max(1, runtime.GOMAXPROCS(0))))
 	for i, ld := range layers {
 		if err := <-ready[i]; err != nil {
-			return fmt.Errorf("layer %d: %w", i, err)
+			fail(fmt.Errorf("layer %d: %w", i, err))
+			break
 		}
-		if need[i] {
+		if !need[i] {
+			continue
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			fail(ctx.Err())
+			break
+		}
+		unpacks.Add(1)
+		go func() {
+			defer unpacks.Done()
+			defer func() { <-slots }()
 			if err := s.unpack(ctx, chain[i], diffIDs[i], ld.Digest.String(), ld.Size); err != nil {
-				return fmt.Errorf("layer %d: %w", i, err)
+				fail(fmt.Errorf("layer %d: %w", i, err))
 			}
-		}
+		}()
 	}
-	return nil
+	unpacks.Wait()
+	return firstErr
 }
 
 // layerPresent reports whether chainID is recorded and its directory exists.

@@ -116,6 +116,12 @@ func StartWith(t testing.TB, prepare func(r *Runtime)) *Runtime {
 	r.CNIBinDir = filepath.Join(dir, "cni", "bin")
 	os.MkdirAll(r.CNIConfDir, 0o755)
 	r.RegistryAddr = addr
+	cfg := fmt.Sprintf("version = 2\nroot = %q\nstate = %q\n\n[grpc]\n  address = %q\n\n", filepath.Join(dir, "root"), filepath.Join(dir, "state"), r.Socket) +
+		fmt.Sprintf("[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  conf_dir = %q\n  bin_dir = %q\n\n", r.CNIConfDir, r.CNIBinDir) +
+		testimages.MirrorsTOML(addr)
+	if err := os.WriteFile(r.Config, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	os.WriteFile(filepath.Join(dir, "crictl.yaml"), []byte(fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 60\n", r.Socket, r.Socket)), 0o644)
 	t.Cleanup(r.cleanup)
 	if err := netns.New(r.NodeNetNS()); err != nil {
@@ -124,11 +130,17 @@ func StartWith(t testing.TB, prepare func(r *Runtime)) *Runtime {
 	if prepare != nil {
 		prepare(r)
 	}
-	cfg := fmt.Sprintf("version = 2\nroot = %q\nstate = %q\n\n[grpc]\n  address = %q\n\n", filepath.Join(dir, "root"), filepath.Join(dir, "state"), r.Socket) +
-		fmt.Sprintf("[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  conf_dir = %q\n  bin_dir = %q\n\n", r.CNIConfDir, r.CNIBinDir) +
-		testimages.MirrorsTOML(r.RegistryAddr)
-	if err := os.WriteFile(r.Config, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
+	if r.RegistryAddr != addr {
+		// prepare pointed the daemon at a forwarder: the mirrors follow (prepare may have
+		// added to the config, so only they change).
+		data, err := os.ReadFile(r.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data = []byte(strings.Replace(string(data), testimages.MirrorsTOML(addr), testimages.MirrorsTOML(r.RegistryAddr), 1))
+		if err := os.WriteFile(r.Config, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	r.start(bin)
 	return r
@@ -241,6 +253,11 @@ func (r *Runtime) MustCrictl(args ...string) string {
 
 // cleanup removes every pod (so shims and containers end), stops the daemon and the directory.
 func (r *Runtime) cleanup() {
+	if r.cmd == nil { // the test ended before the daemon was started
+		netns.Remove(r.NodeNetNS())
+		os.RemoveAll(r.Dir)
+		return
+	}
 	select {
 	case <-r.done:
 		r.start(NodeBinary(r.t))
