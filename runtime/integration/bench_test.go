@@ -189,20 +189,12 @@ func reportLatency(b *testing.B, lat []time.Duration, prefix string) {
 	b.ReportMetric(float64(lat[(len(lat)*95)/100].Microseconds())/1000, prefix+"ms-p95")
 }
 
-// freshCopy points INGOT_BIN at a copy of the node binary written with write(2). A binary the Go
-// linker has just written sits in the page cache in large folios, and a process mapping it then
-// counts about 5 MB more of it as resident than one mapping a copy: two builds compared must be
-// read the same way.
+// freshCopy points INGOT_BIN at a copy of the node binary on a tmpfs of its own (see
+// ProgramDir), where a node keeps it too.
 func freshCopy(b *testing.B) {
 	src := NodeBinary(b)
-	dir := b.TempDir()
-	data, err := os.ReadFile(src)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, filepath.Base(src)), data, 0o755); err != nil {
-		b.Fatal(err)
-	}
+	dir := ProgramDir(b)
+	copyFile(b, src, filepath.Join(dir, filepath.Base(src)))
 	b.Setenv("INGOT_BIN", dir)
 }
 

@@ -72,6 +72,11 @@ func StartContainerd(t testing.TB, conflist string) *Containerd {
 	if err := testimages.WriteHostsDir(filepath.Join(dir, "certs.d"), inside); err != nil {
 		t.Fatal(err)
 	}
+	// The programs run from a tmpfs, as ingot's side does (see ProgramDir).
+	progDir := ProgramDir(t)
+	for _, p := range []string{filepath.Join(ctrDir, "containerd"), filepath.Join(ctrDir, "containerd-shim-runc-v2"), filepath.Join(runcDir, "runc")} {
+		copyFile(t, p, filepath.Join(progDir, filepath.Base(p)))
+	}
 	binDir, confDir := filepath.Join(dir, "cni", "bin"), filepath.Join(dir, "cni", "net.d")
 	os.MkdirAll(binDir, 0o755)
 	os.MkdirAll(confDir, 0o755)
@@ -122,8 +127,8 @@ state = %q
 	// off the host.
 	c.cmd = exec.Command("nsenter", "--net="+c.NetNS, "--", "unshare", "--mount", "--propagation", "private", "--",
 		"/bin/sh", "-c", `mount -t tmpfs -o mode=0755 tmpfs /run && exec "$0" "$@"`,
-		filepath.Join(ctrDir, "containerd"), "--config", config)
-	c.cmd.Env = append(os.Environ(), "PATH="+ctrDir+":"+runcDir+":/usr/sbin:/usr/bin:/sbin:/bin")
+		filepath.Join(progDir, "containerd"), "--config", config)
+	c.cmd.Env = append(os.Environ(), "PATH="+progDir+":/usr/sbin:/usr/bin:/sbin:/bin")
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := c.cmd.Start(); err != nil {

@@ -8,8 +8,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -37,6 +39,22 @@ func procKiB(path, field string) int {
 		}
 	}
 	return 0
+}
+
+// ProgramDir is a directory on a tmpfs mounted for the test (huge=never), for the programs whose
+// memory is measured. Where a program's file lives decides how much of it a process maps: ext4
+// on recent kernels caches files in large folios, and a process that touches one page of a
+// 2 MiB folio of its text maps all of it (FilePmdMapped in smaps), so a daemon run from /tmp
+// shows nearly its whole binary as resident. An ingot node runs its binary from the initramfs, a
+// tmpfs with small pages; both runtimes compared run from one such copy.
+func ProgramDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "mode=0755,huge=never"); err != nil {
+		t.Fatalf("tmpfs for the programs measured: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
 }
 
 // podMemory is what a runtime's pods cost in processes of their own.
