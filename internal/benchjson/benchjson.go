@@ -39,6 +39,9 @@ var procs = regexp.MustCompile(`-\d+$`)
 // (logs, PASS, ok) are skipped; a result line that does not parse is an error naming it.
 func (r *Run) Parse(in io.Reader) error {
 	pkg := ""
+	// pending is a benchmark whose name line had no results: the benchmark printed something
+	// while it ran, and go test writes its results on a line of their own after that output.
+	pending := ""
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for line := 1; sc.Scan(); line++ {
@@ -52,6 +55,17 @@ func (r *Run) Parse(in io.Reader) error {
 			continue
 		}
 		f := strings.Fields(text)
+		if len(f) == 1 && strings.HasPrefix(f[0], "Benchmark") && strings.HasSuffix(text, "\t") {
+			pending = f[0]
+			continue
+		}
+		if pending != "" && len(f) >= 3 && strings.HasPrefix(text, " ") {
+			if _, err := strconv.Atoi(f[0]); err == nil && f[2] == "ns/op" {
+				f = append([]string{pending}, f...)
+				text = pending + "\t" + text
+				pending = ""
+			}
+		}
 		if len(f) < 2 || !strings.HasPrefix(f[0], "Benchmark") {
 			continue
 		}

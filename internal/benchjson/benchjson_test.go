@@ -14,6 +14,9 @@ BenchmarkPodStart-2   	      50	 118837543 ns/op	     31369 KiB-idle-pss	       
 BenchmarkRunPodSandbox
     bench_test.go:12: a log line
 BenchmarkRunPodSandbox/builtin/podnet-2 	      50	  90000000 ns/op	        90.5 ms-median
+BenchmarkCompare-2   	
+a table the benchmark printed
+      50	 469060438 ns/op	       150.2 ingot-start-ms-median	        50.49 containerd-pull-MiB/s
 PASS
 pkg: ingot.dev/ingot/runtime/images
 BenchmarkPull-2 	1	 5 ns/op	 120.5 MB/s
@@ -25,7 +28,7 @@ func TestParse(t *testing.T) {
 	if err := r.Parse(strings.NewReader(sample)); err != nil {
 		t.Fatal(err)
 	}
-	if r.Host != "Some CPU" || len(r.Results) != 3 {
+	if r.Host != "Some CPU" || len(r.Results) != 4 {
 		t.Fatalf("host %q, %d results: %+v", r.Host, len(r.Results), r.Results)
 	}
 	p := r.Results[0]
@@ -33,8 +36,12 @@ func TestParse(t *testing.T) {
 		p.Metrics["ms-median"] != 118.6 || p.Metrics["KiB-pause-pss/pod"] != 6.64 || p.Metrics["ns/op"] != 118837543 {
 		t.Fatalf("first result %+v", p)
 	}
-	if r.Results[1].Name != "BenchmarkRunPodSandbox/builtin/podnet" || r.Results[2].Pkg != "ingot.dev/ingot/runtime/images" {
+	if r.Results[1].Name != "BenchmarkRunPodSandbox/builtin/podnet" || r.Results[3].Pkg != "ingot.dev/ingot/runtime/images" {
 		t.Fatalf("results %+v", r.Results)
+	}
+	// A benchmark that printed while it ran: its results come on a line of their own.
+	if c := r.Results[2]; c.Name != "BenchmarkCompare" || c.N != 50 || c.Metrics["ingot-start-ms-median"] != 150.2 || c.Metrics["containerd-pull-MiB/s"] != 50.49 {
+		t.Fatalf("result after printed output %+v", c)
 	}
 	var bad Run
 	if err := bad.Parse(strings.NewReader("BenchmarkX-2 1 5 ns/op 3\n")); err == nil || !strings.Contains(err.Error(), "line 1") {
