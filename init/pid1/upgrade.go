@@ -384,20 +384,33 @@ func readBootID() string {
 	return strings.TrimSpace(string(b))
 }
 
-// poll runs check every interval until it passes or ctx ends; then the error is its last
-// message. report, when set, sees every outcome.
+// poll runs check every interval until it passes or ctx ends; then the error is the message of
+// the last check that ran to its end. A check that ctx's end cut short says only that it timed
+// out, which would hide why the node was not healthy (the kubelet had not reported, say), so its
+// message is the answer only when no earlier check finished. report, when set, sees every outcome.
 func poll(ctx context.Context, interval time.Duration, check func() (string, bool), report func(string, bool)) error {
+	var last string
 	for {
 		msg, ok := check()
+		if ok {
+			if report != nil {
+				report(msg, ok)
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			if last == "" {
+				last = msg
+			}
+			return errors.New(last)
+		}
 		if report != nil {
 			report(msg, ok)
 		}
-		if ok {
-			return nil
-		}
+		last = msg
 		select {
 		case <-ctx.Done():
-			return errors.New(msg)
+			return errors.New(last)
 		case <-time.After(interval):
 		}
 	}
