@@ -132,9 +132,41 @@ type Kernel struct {
 	// Cmdline holds extra kernel arguments, appended after the arch's
 	// console arguments.
 	Cmdline []string `toml:"cmdline"`
-	// Modules are loaded at boot, each with its dependencies.
+	// Modules are loaded at boot, each with its dependencies, before anything else.
 	Modules []string `toml:"modules"`
+	// ModuleSets name classes of drivers to ship (ModuleSetNames): PID 1 loads those the
+	// machine's devices match, found as udev's coldplug finds them, so one image boots machines
+	// whose disks and NICs differ. Members the kernel lacks are skipped (Debian's cloud kernels
+	// have few hardware drivers); members built into the kernel need no shipping.
+	ModuleSets []string `toml:"module_sets"`
 }
+
+// moduleSets are the driver classes a profile may ship. Each lists modules by name; the builder
+// ships the ones the chosen kernel has, with their dependencies.
+var moduleSets = map[string][]string{
+	// QEMU, KVM and most clouds' paravirtual devices.
+	"virtio": {"virtio_pci", "virtio_mmio", "virtio_blk", "virtio_scsi", "virtio_net", "virtio_rng", "virtio_console"},
+	// Disks: NVMe, SATA/AHCI (and its SCSI disk layer), SAS HBAs common in servers, and CD drives
+	// (the ISO boots from one).
+	"storage": {"nvme", "ahci", "ata_piix", "sd_mod", "sr_mod", "virtio_blk", "virtio_scsi", "mpt3sas", "megaraid_sas", "isofs"},
+	// Wired NICs found in servers and small machines.
+	"network": {"e1000", "e1000e", "igb", "igc", "ixgbe", "i40e", "ice", "mlx4_en", "mlx5_core", "bnxt_en", "tg3", "r8169", "virtio_net"},
+	// USB sticks and USB NICs need a host controller driver first.
+	"usb-storage": {"xhci_pci", "ehci_pci", "ohci_pci", "uhci_hcd", "usb_storage", "uas", "sd_mod"},
+}
+
+// ModuleSetNames are the names ModuleSets may use, sorted.
+func ModuleSetNames() []string {
+	names := make([]string, 0, len(moduleSets))
+	for n := range moduleSets {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// ModuleSet returns a set's modules; nil for a name that is not a set.
+func ModuleSet(name string) []string { return slices.Clone(moduleSets[name]) }
 
 // Disk sizes the image's partitions.
 type Disk struct {

@@ -138,6 +138,8 @@ func TestParseErrors(t *testing.T) {
 			`x.toml:1: name: invalid value "My_Profile" (want lowercase letters, digits and '-')`, 1, "name"},
 		{"bad module name", "name = \"x\"\n[kernel]\nmodules = [\"virtio_pci\", \"virtio-blk.ko\"]\n",
 			`x.toml:3: kernel.modules[1]: invalid module name "virtio-blk.ko" (want [A-Za-z0-9_-]+, without .ko)`, 3, "kernel.modules[1]"},
+		{"unknown module set", "name = \"x\"\n[kernel]\nmodule_sets = [\"virtio\", \"wifi\"]\n",
+			`x.toml:3: kernel.module_sets[1]: unknown module set "wifi" (known: network, storage, usb-storage, virtio)`, 3, "kernel.module_sets[1]"},
 		{"duplicate service", "name = \"x\"\n" + svc + "\n" + svc,
 			`x.toml:7: service[1].name: duplicate service "a" (also service[0])`, 7, "service[1].name"},
 		{"relative command path", "name = \"x\"\n[[service]]\nname = \"a\"\ncommand = [\n  \"bin/sh\",\n]\n",

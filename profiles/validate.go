@@ -267,6 +267,15 @@ func (k *Kernel) validate() *Error {
 			return invalid(fmt.Sprintf("kernel.cmdline[%d]", i), a, "one non-empty argument without spaces")
 		}
 	}
+	for i, set := range k.ModuleSets {
+		key := fmt.Sprintf("kernel.module_sets[%d]", i)
+		if moduleSets[set] == nil {
+			return &Error{Key: key, Msg: fmt.Sprintf("unknown module set %q (known: %s)", set, strings.Join(ModuleSetNames(), ", "))}
+		}
+		if j := slices.Index(k.ModuleSets, set); j < i {
+			return &Error{Key: key, Msg: fmt.Sprintf("module set %q listed twice (also kernel.module_sets[%d])", set, j)}
+		}
+	}
 	for i, m := range k.Modules {
 		key := fmt.Sprintf("kernel.modules[%d]", i)
 		if !isModule(m) {

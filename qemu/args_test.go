@@ -60,3 +60,34 @@ func TestArgsDHCPStartAndConsoleFile(t *testing.T) {
 		}
 	}
 }
+
+// Disks and NICs as real machines attach them, for the hardware autodetection tests.
+func TestArgsDiskAndNICModels(t *testing.T) {
+	m := &manifest.Manifest{Arch: "amd64", Cmdline: "console=ttyS0"}
+	for _, c := range []struct {
+		cfg  Config
+		want []string
+	}{
+		{Config{DiskModel: DiskNVMe, NIC: NICE1000e}, []string{"-device nvme,drive=disk0,serial=ingot0", "-device e1000e,netdev=net0,romfile="}},
+		{Config{DiskModel: DiskAHCI}, []string{"-device ahci,id=ahci0 -device ide-hd,drive=disk0,bus=ahci0.0", "-device virtio-net-pci,netdev=net0,romfile="}},
+		{Config{}, []string{"-device virtio-blk-pci,drive=disk0", "-device virtio-net-pci,netdev=net0"}},
+	} {
+		c.cfg.Image, c.cfg.RunDir, c.cfg.Disk = "/img", t.TempDir(), "/d/disk.raw"
+		args, err := c.cfg.Args(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := strings.Join(args, " ")
+		for _, w := range c.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%+v: args lack %q:\n%s", c.cfg, w, got)
+			}
+		}
+	}
+	for _, bad := range []Config{{DiskModel: "scsi"}, {NIC: "rtl8139"}} {
+		bad.Image, bad.RunDir, bad.Disk = "/img", "/r", "/d"
+		if _, err := bad.Args(m); err == nil {
+			t.Errorf("Args(%+v) accepted it", bad)
+		}
+	}
+}

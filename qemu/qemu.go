@@ -65,7 +65,21 @@ type Config struct {
 	FwCfg map[string]string
 	// Drives are extra raw images attached read-only as virtio disks after Disk (config drives).
 	Drives []string
+	// DiskModel is how Disk is attached: DiskVirtio (the default when empty), DiskNVMe or DiskAHCI,
+	// as real machines attach their disks.
+	DiskModel string
+	// NIC is the network card's model: NICVirtio (the default when empty) or NICE1000e.
+	NIC string
 }
+
+// Disk and NIC models a Config may ask for.
+const (
+	DiskVirtio = "virtio"
+	DiskNVMe   = "nvme"
+	DiskAHCI   = "ahci"
+	NICVirtio  = "virtio"
+	NICE1000e  = "e1000e"
+)
 
 // FindFirmware returns the UEFI code image and vars template for a.
 func FindFirmware(a arch.Arch) (arch.Firmware, error) {
@@ -145,8 +159,17 @@ func (c Config) Args(m *manifest.Manifest) ([]string, error) {
 		return nil, fmt.Errorf("qemu: unknown boot path %q (want direct or uefi)", c.Boot)
 	}
 	if c.Disk != "" {
-		args = append(args, "-drive", "if=none,id=disk0,format=raw,file="+c.Disk,
-			"-device", "virtio-blk-pci,drive=disk0")
+		args = append(args, "-drive", "if=none,id=disk0,format=raw,file="+c.Disk)
+		switch c.DiskModel {
+		case DiskVirtio, "":
+			args = append(args, "-device", "virtio-blk-pci,drive=disk0")
+		case DiskNVMe:
+			args = append(args, "-device", "nvme,drive=disk0,serial=ingot0")
+		case DiskAHCI:
+			args = append(args, "-device", "ahci,id=ahci0", "-device", "ide-hd,drive=disk0,bus=ahci0.0")
+		default:
+			return nil, fmt.Errorf("qemu: unknown disk model %q (want virtio, nvme or ahci)", c.DiskModel)
+		}
 	}
 	for i, d := range c.Drives {
 		id := fmt.Sprintf("drive%d", i+1)
@@ -178,7 +201,15 @@ func (c Config) Args(m *manifest.Manifest) ([]string, error) {
 		net += ",guestfwd=" + g
 	}
 	// romfile= : no iPXE option ROM, so UEFI does not try a network boot first.
-	args = append(args, "-netdev", net, "-device", "virtio-net-pci,netdev=net0,romfile=")
+	nic := "virtio-net-pci"
+	switch c.NIC {
+	case NICVirtio, "":
+	case NICE1000e:
+		nic = "e1000e"
+	default:
+		return nil, fmt.Errorf("qemu: unknown NIC model %q (want virtio or e1000e)", c.NIC)
+	}
+	args = append(args, "-netdev", net, "-device", nic+",netdev=net0,romfile=")
 	// An entropy source, as clouds provide: without it the guest's first getrandom() (formatting
 	// the state partition needs random UUIDs) waits a second or more for the entropy pool.
 	args = append(args, "-device", "virtio-rng-pci")

@@ -67,6 +67,17 @@ func main() {
 			os.Exit(1)
 		}
 		os.Stdout.Write(out)
+	case "hw":
+		// `ingot-node hw show`: every device with a modalias, the driver bound to it, and the
+		// image's modules that match it; a device with neither has no driver in this image.
+		if len(os.Args) != 3 || os.Args[2] != "show" {
+			fmt.Fprintln(os.Stderr, "usage: ingot-node hw show")
+			os.Exit(2)
+		}
+		if err := hwShow(os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "ingot-node hw:", err)
+			os.Exit(1)
+		}
 	case "version":
 		fmt.Printf("ingot-node (libseccomp %s)\n", seccompVersion())
 	default:

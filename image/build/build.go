@@ -134,6 +134,18 @@ func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 	if all, err := k.Closure(append(slices.Clone(o.Profile.Kernel.Modules), firmwareModules()...)); err == nil {
 		mods = all
 	}
+	// The state partition's filesystem: built into the cloud kernels, a module in the generic ones.
+	if all, err := k.Closure(append(moduleNames(mods), stateModules(k)...)); err == nil {
+		mods = all
+	}
+	// The module sets: shipped when the kernel has them, loaded by PID 1 for the devices it finds.
+	if sets := setModules(o.Profile, k); len(sets) > 0 {
+		all, err := k.Closure(append(moduleNames(mods), sets...))
+		if err != nil {
+			return nil, fmt.Errorf("profile %s: module sets: %w", o.Profile.Name, err)
+		}
+		mods = all
+	}
 
 	j.progress("fetching systemd-boot")
 	stub, bootEFI, err := j.systemdBoot(ctx)
@@ -370,6 +382,41 @@ const (
 	NodeBinaryPath = BinDir + "/ingot-node"
 )
 
+// setModules lists the members of the profile's module sets that the kernel has as module files,
+// each once, in set order. Members it lacks or has built in are skipped.
+func setModules(p *profiles.Profile, k *kernel.Kernel) []string {
+	var out []string
+	for _, set := range p.Kernel.ModuleSets {
+		for _, m := range profiles.ModuleSet(set) {
+			if k.Has(m) && !slices.Contains(out, kernel.Normalize(m)) {
+				out = append(out, kernel.Normalize(m))
+			}
+		}
+	}
+	return out
+}
+
+func moduleNames(mods []kernel.Module) []string {
+	out := make([]string, len(mods))
+	for i, m := range mods {
+		out[i] = m.Name
+	}
+	return out
+}
+
+// stateModules are what mounting the state partition needs when the kernel has them as modules
+// (Debian's generic kernels): ext4, and crc32c, which ext4 asks the crypto API for by name at
+// mount (metadata_csum) rather than depending on. PID 1 loads them first, before the profile's.
+func stateModules(k *kernel.Kernel) []string {
+	var out []string
+	for _, m := range []string{"ext4", "crc32c_generic"} {
+		if k.Has(m) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // firmwareModules are shipped when the kernel has them, for PID 1 to load on UEFI boots.
 func firmwareModules() []string { return []string{"efivarfs"} }
 
@@ -451,8 +498,8 @@ func (j *job) rootfs(ctx context.Context, k *kernel.Kernel, mods []kernel.Module
 		}
 		names = append(names, m.Name)
 	}
-	for _, n := range j.o.Profile.Kernel.Modules {
-		if !k.Builtin(n) {
+	for _, n := range append(stateModules(k), j.o.Profile.Kernel.Modules...) {
+		if !k.Builtin(n) && !slices.Contains(load, kernel.Normalize(n)) {
 			load = append(load, kernel.Normalize(n))
 		}
 	}

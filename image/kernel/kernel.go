@@ -10,7 +10,6 @@ import (
 	"bufio"
 	"bytes"
 	"debug/elf"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -99,6 +98,12 @@ func Normalize(name string) string { return strings.ReplaceAll(name, "-", "_") }
 // Builtin reports whether the module is compiled into the kernel.
 func (k *Kernel) Builtin(name string) bool { return k.builtin[Normalize(name)] }
 
+// Has reports whether the kernel has a module file of that name (not built in).
+func (k *Kernel) Has(name string) bool {
+	_, ok := k.index[Normalize(name)]
+	return ok
+}
+
 // Closure returns the modules needed to load names, dependencies before the modules that need
 // them, each once. Names that are built into the kernel are skipped; a name that is neither a
 // module nor built in is an error naming it.
@@ -157,6 +162,18 @@ func (k *Kernel) Closure(names []string) ([]Module, error) {
 
 // moduleDepends reads the depends= entry of a module's .modinfo section.
 func moduleDepends(path string) ([]string, error) {
+	info, err := modinfo(path)
+	if err != nil {
+		return nil, err
+	}
+	if v := info["depends"]; len(v) > 0 && v[0] != "" {
+		return strings.Split(v[0], ","), nil
+	}
+	return nil, nil
+}
+
+// modinfo reads a module's .modinfo section: key=value strings, a key may repeat (alias).
+func modinfo(path string) (map[string][]string, error) {
 	f, err := elf.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read kernel module %s: %w", path, err)
@@ -170,15 +187,13 @@ func moduleDepends(path string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read kernel module %s: %w", path, err)
 	}
+	out := map[string][]string{}
 	for _, kv := range bytes.Split(data, []byte{0}) {
-		if v, ok := bytes.CutPrefix(kv, []byte("depends=")); ok {
-			if len(v) == 0 {
-				return nil, nil
-			}
-			return strings.Split(string(v), ","), nil
+		if k, v, ok := bytes.Cut(kv, []byte("=")); ok {
+			out[string(k)] = append(out[string(k)], string(v))
 		}
 	}
-	return nil, nil
+	return out, nil
 }
 
 // ModulesDep renders the closure as a modules.dep file (the format modprobe and ingot's init read):
@@ -217,26 +232,21 @@ func ModulesDep(mods []Module) []byte {
 	return buf.Bytes()
 }
 
-// ModulesAlias returns the lines of the kernel's modules.alias that name one of mods, so a node's
-// modprobe can resolve what the kernel asks for by alias (nft-expr-numgen, net-pf-16-proto-12,
-// a device's modalias) to a module the image carries. A kernel without modules.alias gives none.
+// ModulesAlias renders modules.alias for mods from each module's own alias= entries, as depmod
+// does: Debian's kernel packages do not ship modules.alias (depmod writes it on install), and a
+// node's modprobe and PID 1's hardware coldplug resolve what the kernel asks for by alias
+// (nft-expr-numgen, net-pf-16-proto-12, a device's modalias) to a module the image carries.
 func (k *Kernel) ModulesAlias(mods []Module) ([]byte, error) {
-	data, err := os.ReadFile(filepath.Join(k.ModulesDir, "modules.alias"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("kernel modules: %w", err)
-	}
-	shipped := map[string]bool{}
-	for _, m := range mods {
-		shipped[Normalize(m.Name)] = true
-	}
 	var out bytes.Buffer
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 3 && f[0] == "alias" && shipped[Normalize(f[2])] {
-			out.WriteString(line + "\n")
+	for _, m := range mods {
+		info, err := modinfo(filepath.Join(k.ModulesDir, m.Path))
+		if err != nil {
+			return nil, fmt.Errorf("kernel modules: %w", err)
+		}
+		for _, a := range info["alias"] {
+			if a != "" && !strings.ContainsAny(a, " \t\n") {
+				fmt.Fprintf(&out, "alias %s %s\n", a, m.Name)
+			}
 		}
 	}
 	return out.Bytes(), nil

@@ -9,13 +9,13 @@ import (
 
 // The closure is exercised against the real Debian kernels in the image tests; here a fake module
 // tree proves ordering, builtins and the error for a missing module.
-func writeModule(t *testing.T, dir, rel string, deps string) {
+func writeModule(t *testing.T, dir, rel string, deps string, aliases ...string) {
 	t.Helper()
 	p := filepath.Join(dir, rel)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(p, fakeELF(t, "depends="+deps+"\x00license=GPL\x00"), 0o644); err != nil {
+	if err := os.WriteFile(p, fakeELF(t, "depends="+deps+"\x00license=GPL\x00"+aliasInfo(aliases)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -60,12 +60,10 @@ func TestClosure(t *testing.T) {
 func TestModulesAlias(t *testing.T) {
 	dir := t.TempDir()
 	mods := filepath.Join(dir, "lib/modules/6.1.0-test")
-	writeModule(t, mods, "kernel/net/netfilter/nft_numgen.ko", "")
-	writeModule(t, mods, "kernel/drivers/block/virtio_blk.ko", "")
-	os.WriteFile(filepath.Join(mods, "modules.alias"), []byte("# Aliases extracted from modules themselves.\n"+
-		"alias nft-expr-numgen nft_numgen\n"+
-		"alias pci:v00001AF4d00001001sv*sd*bc*sc*i* virtio_blk\n"+
-		"alias net-pf-16-proto-12 nfnetlink\n"), 0o644)
+	// Debian's packages have no modules.alias: it comes from the modules' own alias= entries.
+	writeModule(t, mods, "kernel/net/netfilter/nft_numgen.ko", "", "nft-expr-numgen")
+	writeModule(t, mods, "kernel/drivers/block/virtio_blk.ko", "", "virtio:d00000002v*", "pci:v00001AF4d00001001sv*sd*bc*sc*i*")
+	writeModule(t, mods, "kernel/net/netfilter/nfnetlink.ko", "", "net-pf-16-proto-12")
 	os.MkdirAll(filepath.Join(dir, "boot"), 0o755)
 	os.WriteFile(filepath.Join(dir, "boot/vmlinuz-6.1.0-test"), []byte("kernel"), 0o644)
 	k, err := FromRoot(dir)
@@ -83,4 +81,23 @@ func TestModulesAlias(t *testing.T) {
 	if string(got) != "alias nft-expr-numgen nft_numgen\n" {
 		t.Errorf("modules.alias for nft_numgen alone:\n%s", got)
 	}
+	closure, err = k.Closure([]string{"virtio_blk", "nft_numgen"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = k.ModulesAlias(closure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "alias virtio:d00000002v* virtio_blk\nalias pci:v00001AF4d00001001sv*sd*bc*sc*i* virtio_blk\nalias nft-expr-numgen nft_numgen\n"; string(got) != want {
+		t.Errorf("modules.alias for virtio_blk and nft_numgen:\n%s\nwant\n%s", got, want)
+	}
+}
+
+func aliasInfo(aliases []string) string {
+	var s string
+	for _, a := range aliases {
+		s += "alias=" + a + "\x00"
+	}
+	return s
 }

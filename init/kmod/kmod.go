@@ -102,6 +102,15 @@ func (d *Deps) Order(names []string) ([]string, error) {
 	return out, nil
 }
 
+// Needs returns the modules name depends on (modules.dep's list: all of them, nearest first).
+func (d *Deps) Needs(name string) ([]string, error) {
+	e, ok := d.mods[Name(name)]
+	if !ok {
+		return nil, fmt.Errorf("module %s: not in modules.dep", name)
+	}
+	return e.deps, nil
+}
+
 // Path returns the absolute path of a module's file.
 func (d *Deps) Path(name string) string { return filepath.Join(d.dir, d.mods[name].path) }
 

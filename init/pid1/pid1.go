@@ -24,6 +24,7 @@ import (
 	"ingot.dev/ingot/init/boot"
 	"ingot.dev/ingot/init/cgroup"
 	"ingot.dev/ingot/init/console"
+	"ingot.dev/ingot/init/hw"
 	"ingot.dev/ingot/init/identity"
 	"ingot.dev/ingot/init/kmod"
 	"ingot.dev/ingot/init/nodesource"
@@ -171,6 +172,11 @@ func (n *Node) basePlan(p *profiles.Profile, modules []string, out *nodeSettings
 				_, err = deps.LoadAll(modules)
 				return err
 			}}}},
+		// Optional: a driver that fails to load leaves its device unused, not the node down.
+		{Name: "hardware", Optional: true, Steps: []boot.Step{boot.Func{
+			Name: "load the drivers the machine's devices need",
+			Fn:   n.coldplug,
+		}}},
 		{Name: "filesystems", Steps: []boot.Step{
 			boot.Mount{Source: "cgroup2", Target: cgroup.Root, FSType: "cgroup2", Flags: nosuid | nodev | noexec, Data: "nsdelegate"},
 			boot.Mount{Source: "tmpfs", Target: "/run", FSType: "tmpfs", Flags: nosuid | nodev, Data: "mode=0755"},
@@ -375,6 +381,43 @@ func (n *Node) boot(ctx context.Context) error {
 		}
 	}
 	fmt.Fprintf(os.Stdout, "ingot: node ready t=%d\n", console.SinceBoot().Milliseconds())
+	return nil
+}
+
+// coldplug loads the image's drivers for every device the machine has (hw.Coldplug), then keeps
+// doing it for devices that appear later (hw.Hotplug) while the node runs.
+func (n *Node) coldplug(ctx context.Context) error {
+	dir := filepath.Join("/lib/modules", kernelRelease())
+	deps, err := kmod.ReadDeps(dir)
+	if err != nil {
+		return err
+	}
+	aliases, err := kmod.ReadAliases(dir)
+	if err != nil {
+		return err
+	}
+	m := hw.NewMatcher(deps, aliases)
+	l := &hw.Loader{Deps: deps, Load: kmod.Load}
+	res, err := hw.Coldplug(ctx, "/sys", m, l)
+	for _, e := range res.Errs {
+		n.log.Warn("hardware: a driver did not load; its device stays unused", "err", e)
+	}
+	if err != nil {
+		return err
+	}
+	n.log.Info("hardware: devices matched against the image's drivers", "devices", res.Devices, "loaded", strings.Join(res.Loaded, ","), "scans", res.Rounds)
+	n.goSafe(func() {
+		err := hw.Hotplug(ctx, m, l, func(modalias, module string, err error) {
+			if err != nil {
+				n.log.Warn("hardware: a new device's driver did not load", "modalias", modalias, "module", module, "err", err)
+				return
+			}
+			n.log.Info("hardware: driver loaded for a new device", "modalias", modalias, "module", module)
+		})
+		if err != nil {
+			n.log.Warn("hardware: devices added from now on get no driver", "err", err)
+		}
+	})
 	return nil
 }
 

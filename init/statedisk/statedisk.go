@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,14 +27,29 @@ const Label = "INGOT-STATE"
 // ErrNotFound means no partition carries the label.
 var ErrNotFound = errors.New("no state partition")
 
+// NoDiskWait is how long Find waits for a first disk to appear at all. Disk drivers probe
+// asynchronously after they load: an NVMe controller or an AHCI port takes seconds to show its
+// disk under emulation, and real SAS or USB storage can take as long.
+const NoDiskWait = 15 * time.Second
+
 // Find returns the device node (/dev/vda2) of the partition whose GPT name is label, looking in
 // sysfs. Partitions appear asynchronously after the block driver loads, so it polls until wait
-// has passed.
+// has passed once a disk is there, and up to NoDiskWait while there is no disk at all (a loop
+// device or a RAM disk is not one).
 func Find(ctx context.Context, sysBlock, devDir, label string, wait time.Duration) (string, error) {
-	deadline := time.Now().Add(wait)
+	start := time.Now()
+	deadline := start.Add(wait)
+	sawDisk := false
 	for {
 		entries, _ := os.ReadDir(sysBlock)
 		for _, e := range entries {
+			if !sawDisk && isDisk(filepath.Join(sysBlock, e.Name())) {
+				// The wait counts from the first disk: its partitions follow it closely.
+				sawDisk = true
+				if d := time.Now().Add(wait); d.After(deadline) {
+					deadline = d
+				}
+			}
 			data, err := os.ReadFile(filepath.Join(sysBlock, e.Name(), "uevent"))
 			if err != nil {
 				continue
@@ -51,7 +67,7 @@ func Find(ctx context.Context, sysBlock, devDir, label string, wait time.Duratio
 				return filepath.Join(devDir, name), nil
 			}
 		}
-		if time.Now().After(deadline) {
+		if now := time.Now(); now.After(deadline) && (sawDisk || now.After(start.Add(NoDiskWait))) {
 			return "", fmt.Errorf("%w labelled %s", ErrNotFound, label)
 		}
 		select {
@@ -60,6 +76,19 @@ func Find(ctx context.Context, sysBlock, devDir, label string, wait time.Duratio
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// isDisk reports whether a /sys/class/block entry is a whole disk of a storage device: not a
+// partition, a loop device, a RAM disk or a compressed RAM disk.
+func isDisk(dir string) bool {
+	name := filepath.Base(dir)
+	for _, p := range []string{"loop", "ram", "zram", "nbd", "dm-", "md"} {
+		if strings.HasPrefix(name, p) {
+			return false
+		}
+	}
+	_, err := os.Stat(filepath.Join(dir, "partition"))
+	return errors.Is(err, fs.ErrNotExist)
 }
 
 // Kind is what a partition holds.

@@ -32,6 +32,27 @@ func TestFindByPartname(t *testing.T) {
 	}
 }
 
+// A disk whose driver probes slowly (NVMe, AHCI) shows up after the usual wait: Find keeps looking
+// while no disk is there at all, then gives its partitions the usual wait.
+func TestFindWaitsForASlowDisk(t *testing.T) {
+	sys := t.TempDir()
+	os.MkdirAll(filepath.Join(sys, "loop0"), 0o755)
+	os.WriteFile(filepath.Join(sys, "loop0", "uevent"), []byte("DEVNAME=loop0\nDEVTYPE=disk\n"), 0o644)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		os.MkdirAll(filepath.Join(sys, "nvme0n1"), 0o755)
+		os.WriteFile(filepath.Join(sys, "nvme0n1", "uevent"), []byte("DEVNAME=nvme0n1\nDEVTYPE=disk\n"), 0o644)
+		time.Sleep(20 * time.Millisecond)
+		os.MkdirAll(filepath.Join(sys, "nvme0n1p2"), 0o755)
+		os.WriteFile(filepath.Join(sys, "nvme0n1p2", "partition"), []byte("2\n"), 0o644)
+		os.WriteFile(filepath.Join(sys, "nvme0n1p2", "uevent"), []byte("DEVNAME=nvme0n1p2\nDEVTYPE=partition\nPARTNAME=INGOT-STATE\n"), 0o644)
+	}()
+	dev, err := Find(context.Background(), sys, "/dev", Label, 50*time.Millisecond)
+	if err != nil || dev != "/dev/nvme0n1p2" {
+		t.Fatalf("Find = %q, %v", dev, err)
+	}
+}
+
 func TestProbeAndFormat(t *testing.T) {
 	img := filepath.Join(t.TempDir(), "state.img")
 	if err := os.WriteFile(img, nil, 0o644); err != nil {

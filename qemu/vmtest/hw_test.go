@@ -1,0 +1,66 @@
+package vmtest
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+
+	"ingot.dev/ingot/internal/testgate"
+	"ingot.dev/ingot/qemu"
+)
+
+// TestHardwareInVM boots images whose profile names no disk or NIC driver, only module sets, on
+// disks and NICs of several models: PID 1 must find each device, load its driver, mount /var from
+// the state partition on that disk and take an address by DHCP on that NIC, and `ingot-node hw
+// show` must list the devices with their drivers. Debian's cloud kernel has NVMe built in but no
+// e1000e or AHCI, so those boots use the generic kernel (linux-image-{arch}).
+func TestHardwareInVM(t *testing.T) {
+	testgate.Short(t, "VM boots")
+	for _, c := range []struct {
+		name, profile, disk, nic string
+		dev                      string // the state partition's device node
+		drivers                  []string
+		archs                    []string
+	}{
+		{"cloud/virtio", "testdata/hw-cloud.toml", qemu.DiskVirtio, qemu.NICVirtio, "/dev/vda2", []string{"virtio_blk", "virtio_net", "virtio-pci"}, []string{"amd64", "arm64"}},
+		{"generic/nvme+e1000e", "testdata/hw-generic.toml", qemu.DiskNVMe, qemu.NICE1000e, "/dev/nvme0n1p2", []string{"nvme", "e1000e"}, []string{"amd64", "arm64"}},
+		// AHCI on amd64 only: a PC's SATA controller; arm64 servers attach NVMe or SAS.
+		{"generic/ahci+e1000e", "testdata/hw-generic.toml", qemu.DiskAHCI, qemu.NICE1000e, "/dev/sda2", []string{"ahci", "e1000e", "sd"}, []string{"amd64"}},
+	} {
+		for _, archName := range c.archs {
+			t.Run(archName+"/"+c.name, func(t *testing.T) {
+				RequireVM(t, archName)
+				img := Image(t, c.profile, archName)
+				vm := BootWith(t, qemu.Config{Image: img, Boot: qemu.BootDirect, DiskModel: c.disk, NIC: c.nic})
+				took := vm.WaitReady(bootTimeout)
+				console := vm.Console.Output()
+				phase := regexp.MustCompile(`boot phase done phase=hardware took=(\S+)`).FindStringSubmatch(console)
+				loaded := regexp.MustCompile(`hardware: devices matched against the image's drivers devices=(\d+) loaded=(\S*)`).FindStringSubmatch(console)
+				if phase == nil || loaded == nil {
+					t.Fatalf("no hardware phase on the console:\n%s", tail(console, 3000))
+				}
+				t.Logf("%s %s: node ready %d ms after QEMU start; hardware phase %s, %s devices, loaded %s", archName, c.name, took.Milliseconds(), phase[1], loaded[1], loaded[2])
+				if !strings.Contains(console, "state partition mounted on=/var device="+c.dev) {
+					t.Fatalf("/var is not on %s:\n%s", c.dev, tail(console, 3000))
+				}
+				if !strings.Contains(console, "dhcp lease interface=eth0 address=10.0.2.15/24") {
+					t.Fatalf("eth0 got no DHCP lease:\n%s", tail(console, 3000))
+				}
+				if strings.Contains(console, "a driver did not load") {
+					t.Errorf("a driver failed to load:\n%s", tail(console, 3000))
+				}
+				vm.Prompt(shellTimeout)
+				out := vm.MustShell("ingot-node hw show", shellTimeout)
+				for _, d := range c.drivers {
+					if !regexp.MustCompile(`(?m)^\S+\s+\S+\s+` + regexp.QuoteMeta(d) + `\s`).MatchString(out) {
+						t.Errorf("ingot-node hw show lists no device bound to %s:\n%s", d, out)
+					}
+				}
+				if !regexp.MustCompile(`\d+ devices, \d+ with no driver bound`).MatchString(out) {
+					t.Errorf("ingot-node hw show has no summary:\n%s", out)
+				}
+				t.Logf("%s %s: ingot-node hw show:\n%s", archName, c.name, out)
+			})
+		}
+	}
+}
