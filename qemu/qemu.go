@@ -8,6 +8,7 @@ package qemu
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -70,6 +71,9 @@ type Config struct {
 	DiskModel string
 	// NIC is the network card's model: NICVirtio (the default when empty) or NICE1000e.
 	NIC string
+	// HotplugPorts adds that many empty PCIe root ports, hp0, hp1, …, for DeviceAdd to plug
+	// devices into while the guest runs (amd64's q35 only: its root bus takes no hotplug).
+	HotplugPorts int
 }
 
 // Disk and NIC models a Config may ask for.
@@ -175,6 +179,9 @@ func (c Config) Args(m *manifest.Manifest) ([]string, error) {
 		id := fmt.Sprintf("drive%d", i+1)
 		args = append(args, "-drive", "if=none,id="+id+",format=raw,readonly=on,file="+d,
 			"-device", "virtio-blk-pci,drive="+id)
+	}
+	for i := range c.HotplugPorts {
+		args = append(args, "-device", fmt.Sprintf("pcie-root-port,id=hp%d,chassis=%d,slot=%d", i, i+1, i+1))
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.FwCfg)) {
 		args = append(args, "-fw_cfg", "name="+name+",file="+c.FwCfg[name])
@@ -318,6 +325,16 @@ func (vm *VM) Powerdown() error { return vm.QMP("system_powerdown") }
 // QMP runs one QMP command without arguments.
 func (vm *VM) QMP(command string) error { return QMP(vm.qmp, command) }
 
+// DeviceAdd plugs a device into the running guest (QMP device_add): props are its driver, id,
+// bus and properties, as -device takes them.
+func (vm *VM) DeviceAdd(props map[string]string) error {
+	b, err := json.Marshal(map[string]any{"execute": "device_add", "arguments": props})
+	if err != nil {
+		return err
+	}
+	return qmpRaw(vm.qmp, "device_add", string(b))
+}
+
 // QMPSocket is where a VM started with run directory runDir takes QMP commands.
 func QMPSocket(runDir string) string { return filepath.Join(runDir, "qmp.sock") }
 
@@ -336,13 +353,28 @@ func QMP(sock, command string) error {
 		return fmt.Errorf("qmp %s: %w", command, err)
 	}
 	defer conn.Close()
+	return qmpSession(conn, command, fmt.Sprintf(`{"execute":%q}`, command))
+}
+
+// qmpRaw sends one QMP message, msg, for command.
+func qmpRaw(sock, command, msg string) error {
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		return fmt.Errorf("qmp %s: %w", command, err)
+	}
+	defer conn.Close()
+	return qmpSession(conn, command, msg)
+}
+
+func qmpSession(conn net.Conn, command, msg string) error {
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	r := bufio.NewReader(conn)
 	if _, err := r.ReadString('\n'); err != nil { // greeting
 		return fmt.Errorf("qmp %s: greeting: %w", command, err)
 	}
-	for _, c := range []string{"qmp_capabilities", command} {
-		if _, err := fmt.Fprintf(conn, `{"execute":%q}`+"\n", c); err != nil {
+	for _, m := range []struct{ c, msg string }{{"qmp_capabilities", `{"execute":"qmp_capabilities"}`}, {command, msg}} {
+		c := m.c
+		if _, err := fmt.Fprintf(conn, "%s\n", m.msg); err != nil {
 			return fmt.Errorf("qmp %s: %w", c, err)
 		}
 		for {
