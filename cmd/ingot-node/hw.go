@@ -7,7 +7,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ingot.dev/ingot/init/hw"
-	"ingot.dev/ingot/init/kmod"
 )
 
 // hwShow prints the machine's devices as PID 1's coldplug sees them.
@@ -16,12 +15,7 @@ func hwShow(w io.Writer) error {
 	if err := unix.Uname(&u); err != nil {
 		return err
 	}
-	dir := filepath.Join("/lib/modules", unix.ByteSliceToString(u.Release[:]))
-	deps, err := kmod.ReadDeps(dir)
-	if err != nil {
-		return err
-	}
-	aliases, err := kmod.ReadAliases(dir)
+	_, m, err := hw.Open(filepath.Join("/lib/modules", unix.ByteSliceToString(u.Release[:])))
 	if err != nil {
 		return err
 	}
@@ -29,5 +23,5 @@ func hwShow(w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return hw.Show(w, devs, hw.NewMatcher(deps, aliases))
+	return hw.Show(w, devs, m)
 }

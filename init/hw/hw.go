@@ -97,6 +97,19 @@ type Matcher struct {
 	wild     []kmod.Alias // patterns whose prefix itself has a wildcard
 }
 
+// Open reads the image's modules.dep and modules.alias from modulesDir (/lib/modules/<release>).
+func Open(modulesDir string) (*kmod.Deps, *Matcher, error) {
+	deps, err := kmod.ReadDeps(modulesDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	aliases, err := kmod.ReadAliases(modulesDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	return deps, NewMatcher(deps, aliases), nil
+}
+
 // NewMatcher indexes aliases for the modules deps has.
 func NewMatcher(deps *kmod.Deps, aliases []kmod.Alias) *Matcher {
 	m := &Matcher{deps: deps, byPrefix: map[string][]kmod.Alias{}}

@@ -387,16 +387,10 @@ func (n *Node) boot(ctx context.Context) error {
 // coldplug loads the image's drivers for every device the machine has (hw.Coldplug), then keeps
 // doing it for devices that appear later (hw.Hotplug) while the node runs.
 func (n *Node) coldplug(ctx context.Context) error {
-	dir := filepath.Join("/lib/modules", kernelRelease())
-	deps, err := kmod.ReadDeps(dir)
+	deps, m, err := hw.Open(filepath.Join("/lib/modules", kernelRelease()))
 	if err != nil {
 		return err
 	}
-	aliases, err := kmod.ReadAliases(dir)
-	if err != nil {
-		return err
-	}
-	m := hw.NewMatcher(deps, aliases)
 	l := &hw.Loader{Deps: deps, Load: kmod.Load}
 	res, err := hw.Coldplug(ctx, "/sys", m, l)
 	for _, e := range res.Errs {
