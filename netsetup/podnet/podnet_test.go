@@ -523,6 +523,13 @@ func TestDualStackAndSysctls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A new namespace copies the host's IPv4 forwarding (net.core.devconf_inherit_init_net=0),
+	// and a host may forward: the wan namespace starts from 0 so a leak into it shows.
+	if err := netns.Do(tn.wan, func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("0"), 0o644)
+	}); err != nil {
+		t.Fatal(err)
+	}
 	n := tn.open(conf)
 	defer n.Close()
 	pod1, pod2 := tn.netns("pod1"), tn.netns("pod2")
