@@ -26,7 +26,7 @@ func (s *Server) ExecSync(ctx context.Context, r *runtimeapi.ExecSyncRequest) (*
 	if s.stateOf(c) != store.Running || sb == nil || sb.shim == nil {
 		return nil, s.grpcErr("ExecSync", fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrPrecondition))
 	}
-	pdata, err := execProcess(c, r.GetCmd(), false)
+	pdata, err := execProcess(c, r.GetCmd(), false, nil)
 	if err != nil {
 		return nil, s.grpcErr("ExecSync", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
@@ -42,7 +43,7 @@ func (s *Server) runningShim(op, id string) (*store.Container, streamShim, error
 
 // execProcess is the process ExecSync and exec run: the container's own, with cmd as its
 // arguments (same user, environment, working directory, capabilities and limits).
-func execProcess(c *store.Container, cmd []string, tty bool) ([]byte, error) {
+func execProcess(c *store.Container, cmd []string, tty bool, size *remotecommand.TerminalSize) ([]byte, error) {
 	data, err := os.ReadFile(filepath.Join(c.Dir, "config.json"))
 	if err != nil {
 		return nil, fmt.Errorf("container %s: spec: %w", c.ID, err)
@@ -57,8 +58,12 @@ func execProcess(c *store.Container, cmd []string, tty bool) ([]byte, error) {
 	proc := *spec.Process
 	proc.Args = cmd
 	proc.Terminal = tty
+	proc.ConsoleSize = nil
 	if tty {
 		proc.Env = withTerm(proc.Env)
+		if size != nil && size.Width > 0 && size.Height > 0 {
+			proc.ConsoleSize = &specs.Box{Width: uint(size.Width), Height: uint(size.Height)}
+		}
 	}
 	return json.Marshal(&proc)
 }
@@ -87,7 +92,11 @@ func (s *Server) execStream(ctx context.Context, id string, cmd []string, in io.
 	if err != nil {
 		return err
 	}
-	proc, err := execProcess(c, cmd, tty)
+	var size *remotecommand.TerminalSize
+	if tty && resize != nil {
+		size, resize = firstSize(ctx, resize)
+	}
+	proc, err := execProcess(c, cmd, tty, size)
 	if err != nil {
 		return err
 	}
@@ -102,6 +111,28 @@ func (s *Server) execStream(ctx context.Context, id string, cmd []string, in io.
 		return utilexec.CodeExitError{Err: fmt.Errorf("command %q in %s exited with %d", cmd, c.ID, ex.Code), Code: ex.Code}
 	}
 	return nil
+}
+
+// firstSizeWait bounds how long an exec with a terminal waits for the client's terminal size
+// before starting its command. Clients (kubectl, crictl) send it as soon as the streams are up;
+// without it the command would start on a 0x0 terminal and could look before the size arrives.
+const firstSizeWait = 2 * time.Second
+
+// firstSize waits up to firstSizeWait for the client's first terminal size and returns it (nil:
+// none came) with the channel of the sizes after it.
+func firstSize(ctx context.Context, resize <-chan remotecommand.TerminalSize) (*remotecommand.TerminalSize, <-chan remotecommand.TerminalSize) {
+	t := time.NewTimer(firstSizeWait)
+	defer t.Stop()
+	select {
+	case sz, ok := <-resize:
+		if !ok {
+			return nil, nil
+		}
+		return &sz, resize
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return nil, resize
 }
 
 // attachStream connects the given streams to a running container's main process: in feeds its

@@ -22,6 +22,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
 
 	"ingot.dev/ingot/runtime/store"
 )
@@ -240,5 +241,55 @@ func TestStreamTLSKeyPair(t *testing.T) {
 				t.Fatalf("%s: error %q does not say %q", tc.name, err, w)
 			}
 		}
+	}
+}
+
+// TestExecStartsOnTheClientsTerminalSize: an exec with a terminal waits for the client's first
+// size and starts its process with it (runc sizes the terminal before the command runs); a
+// command that looked before the size arrived saw 0x0 (busybox's `stty size` failed on a loaded
+// machine). Sizes after the first still reach the resize channel.
+func TestExecStartsOnTheClientsTerminalSize(t *testing.T) {
+	dir := t.TempDir()
+	spec := `{"ociVersion":"1.2.0","process":{"args":["/pause"],"cwd":"/","env":["PATH=/bin"],"user":{"uid":0,"gid":0},"consoleSize":{"height":1,"width":1}}}`
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := &store.Container{ID: "c1", Dir: dir}
+
+	resize := make(chan remotecommand.TerminalSize, 2)
+	resize <- remotecommand.TerminalSize{Width: 101, Height: 33}
+	resize <- remotecommand.TerminalSize{Width: 120, Height: 40}
+	size, rest := firstSize(context.Background(), resize)
+	if size == nil || size.Width != 101 || size.Height != 33 {
+		t.Fatalf("first size %+v, want 101x33", size)
+	}
+	if next := <-rest; next.Width != 120 {
+		t.Fatalf("the size after the first was lost: %+v", next)
+	}
+	data, err := execProcess(c, []string{"stty", "size"}, true, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), `"consoleSize":{"height":33,"width":101}`) || !strings.Contains(string(data), "TERM=xterm") {
+		t.Fatalf("exec process %s, want the client's size and TERM", data)
+	}
+	// Without a terminal, no size: the container's own must not leak into an exec.
+	data, err = execProcess(c, []string{"true"}, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(data), "consoleSize") {
+		t.Fatalf("exec process without a terminal has a size: %s", data)
+	}
+	// A client that never sends one: the wait ends, and a closed channel ends it at once.
+	closed := make(chan remotecommand.TerminalSize)
+	close(closed)
+	if size, _ := firstSize(context.Background(), closed); size != nil {
+		t.Fatalf("size from a closed channel: %+v", size)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if size, rest := firstSize(ctx, make(chan remotecommand.TerminalSize)); size != nil || rest == nil {
+		t.Fatalf("cancelled wait: %+v %v", size, rest)
 	}
 }

@@ -67,6 +67,11 @@ func Process(p *specs.Process, init bool) (*libcontainer.Process, error) {
 		Label:           p.SelinuxLabel,
 		Init:            init,
 	}
+	if b := p.ConsoleSize; b != nil && p.Terminal {
+		// runc's init sizes the terminal before the process starts, so its first look at the
+		// size (stty size, a full-screen program drawing) sees the client's.
+		lp.ConsoleWidth, lp.ConsoleHeight = uint16(min(b.Width, 0xffff)), uint16(min(b.Height, 0xffff))
+	}
 	if c := p.Capabilities; c != nil {
 		lp.Capabilities = &configs.Capabilities{Bounding: c.Bounding, Effective: c.Effective,
 			Inheritable: c.Inheritable, Permitted: c.Permitted, Ambient: c.Ambient}
