@@ -115,14 +115,43 @@ type Route struct {
 	Interface string `toml:"interface"` // "" lets the kernel pick from the gateway
 }
 
-// Interface is one link brought up with static addresses and/or DHCP.
+// Interface is one link brought up with static addresses and/or DHCP, or, with Match, every link
+// of a kind brought up with DHCP.
 type Interface struct {
-	Name      string   `toml:"name"`      // e.g. "eth0"
+	Name string `toml:"name"` // e.g. "eth0"
+	// Match names a kind of link instead of one link: MatchEthernet is every wired Ethernet NIC
+	// the machine has (a device behind it, not wireless), except links configured by name or
+	// enslaved to a bond or bridge here. For machines whose NICs are not known when the image is
+	// built: each is brought up and asked for a lease at once, and the boot goes on once one has
+	// an address (links without a cable are reported and left down).
+	Match     string   `toml:"match"`
 	DHCP      bool     `toml:"dhcp"`      // obtain (and keep renewing) an IPv4 lease
 	Addresses []string `toml:"addresses"` // CIDR, e.g. "10.0.2.15/24"
 	Gateway   string   `toml:"gateway"`   // default route via this address; "" none
 	MTU       int      `toml:"mtu"`       // 0 keeps the driver's
 }
+
+// Values of Kernel.Console.
+const (
+	ConsoleSerial = "serial" // the arch's first serial port: ttyS0 on x86_64, ttyAMA0 on arm64
+	ConsoleVGA    = "vga"    // the screen (tty0): VGA text or the firmware's framebuffer
+)
+
+// ConsoleDevices turns Console into kernel console names, serial standing for the arch's port.
+func (k Kernel) ConsoleDevices(serial string) []string {
+	var devs []string
+	for _, c := range k.Console {
+		if c == ConsoleVGA {
+			devs = append(devs, "tty0")
+		} else {
+			devs = append(devs, serial)
+		}
+	}
+	return devs
+}
+
+// MatchEthernet is Interface.Match for every wired Ethernet NIC.
+const MatchEthernet = "ethernet"
 
 // Kernel selects the kernel and what init does with it at boot.
 type Kernel struct {
@@ -132,6 +161,10 @@ type Kernel struct {
 	// Cmdline holds extra kernel arguments, appended after the arch's
 	// console arguments.
 	Cmdline []string `toml:"cmdline"`
+	// Console lists the consoles the kernel and PID 1 write to, each ConsoleSerial or
+	// ConsoleVGA; the last is /dev/console, where a console service (the dev shell) runs.
+	// Default: the serial port alone.
+	Console []string `toml:"console"`
 	// Modules are loaded at boot, each with its dependencies, before anything else.
 	Modules []string `toml:"modules"`
 	// ModuleSets name classes of drivers to ship (ModuleSetNames): PID 1 loads those the
@@ -233,7 +266,7 @@ func (k Kernel) PackageFor(arch string) string {
 func defaults() *Profile {
 	return &Profile{
 		Hostname: DefaultHostname,
-		Kernel:   Kernel{Package: DefaultKernelPackage},
+		Kernel:   Kernel{Package: DefaultKernelPackage, Console: []string{ConsoleSerial}},
 		Disk:     Disk{ESPMiB: DefaultESPMiB, StateMiB: DefaultStateMiB},
 		Runtime:  Runtime{Enabled: true},
 		Kubelet:  Kubelet{ClusterDomain: DefaultClusterDomain, MaxPods: DefaultMaxPods},

@@ -17,7 +17,7 @@ import (
 )
 
 // Validate checks p's semantics. It does not apply defaults (Parse does), so
-// a hand-built Profile must set Hostname, Kernel.Package, Disk and each
+// a hand-built Profile must set Hostname, Kernel.Package and Kernel.Console, Disk and each
 // Service's Restart. The error is an *Error whose Key names the offending
 // value; it has no File or Line.
 func (p *Profile) Validate() error {
@@ -210,7 +210,22 @@ func (n *Network) validate() *Error {
 	}
 	for i, ifc := range n.Interfaces {
 		key := fmt.Sprintf("network.interface[%d]", i)
-		if ifc.Name == "" || len(ifc.Name) > 15 || strings.ContainsAny(ifc.Name, "/ \t") {
+		switch {
+		case ifc.Match != "" && ifc.Name != "":
+			return &Error{Key: key + ".match", Msg: fmt.Sprintf("an interface has a name (%q) or a match, not both", ifc.Name)}
+		case ifc.Match != "":
+			if ifc.Match != MatchEthernet {
+				return &Error{Key: key + ".match", Msg: fmt.Sprintf("unknown match %q (want %q: every wired Ethernet NIC)", ifc.Match, MatchEthernet)}
+			}
+			if !ifc.DHCP || len(ifc.Addresses) > 0 || ifc.Gateway != "" {
+				return &Error{Key: key + ".match", Msg: "matched links are configured by DHCP only (dhcp = true, no addresses or gateway: the same address on every link would clash)"}
+			}
+			for j := range i {
+				if n.Interfaces[j].Match != "" {
+					return &Error{Key: key + ".match", Msg: fmt.Sprintf("one match is enough (also network.interface[%d])", j)}
+				}
+			}
+		case ifc.Name == "" || len(ifc.Name) > 15 || strings.ContainsAny(ifc.Name, "/ \t"):
 			return &Error{Key: key + ".name", Msg: fmt.Sprintf("invalid interface name %q", ifc.Name)}
 		}
 		for j, a := range ifc.Addresses {
@@ -265,6 +280,18 @@ func (k *Kernel) validate() *Error {
 	for i, a := range k.Cmdline {
 		if a == "" || strings.ContainsAny(a, " \t\n\x00") {
 			return invalid(fmt.Sprintf("kernel.cmdline[%d]", i), a, "one non-empty argument without spaces")
+		}
+	}
+	if len(k.Console) == 0 {
+		return &Error{Key: "kernel.console", Msg: fmt.Sprintf("no console (want one or both of %q, %q)", ConsoleSerial, ConsoleVGA)}
+	}
+	for i, c := range k.Console {
+		key := fmt.Sprintf("kernel.console[%d]", i)
+		if c != ConsoleSerial && c != ConsoleVGA {
+			return &Error{Key: key, Msg: fmt.Sprintf("unknown console %q (want %q or %q)", c, ConsoleSerial, ConsoleVGA)}
+		}
+		if j := slices.Index(k.Console, c); j < i {
+			return &Error{Key: key, Msg: fmt.Sprintf("console %q listed twice (also kernel.console[%d])", c, j)}
 		}
 	}
 	for i, set := range k.ModuleSets {

@@ -71,6 +71,10 @@ func TestArgsDiskAndNICModels(t *testing.T) {
 		{Config{DiskModel: DiskNVMe, NIC: NICE1000e}, []string{"-device nvme,drive=disk0,serial=ingot0", "-device e1000e,netdev=net0,romfile="}},
 		{Config{DiskModel: DiskAHCI}, []string{"-device ahci,id=ahci0 -device ide-hd,drive=disk0,bus=ahci0.0", "-device virtio-net-pci,netdev=net0,romfile="}},
 		{Config{}, []string{"-device virtio-blk-pci,drive=disk0", "-device virtio-net-pci,netdev=net0"}},
+		{Config{NIC: NICE1000e, ExtraNICs: []string{NICVirtio, NICE1000e}}, []string{
+			"-device e1000e,netdev=net0,romfile=",
+			"-netdev user,id=net1,restrict=on,net=10.0.3.0/24 -device virtio-net-pci,netdev=net1,romfile=",
+			"-netdev user,id=net2,restrict=on,net=10.0.4.0/24 -device e1000e,netdev=net2,romfile="}},
 	} {
 		c.cfg.Image, c.cfg.RunDir, c.cfg.Disk = "/img", t.TempDir(), "/d/disk.raw"
 		args, err := c.cfg.Args(m)
@@ -84,7 +88,7 @@ func TestArgsDiskAndNICModels(t *testing.T) {
 			}
 		}
 	}
-	for _, bad := range []Config{{DiskModel: "scsi"}, {NIC: "rtl8139"}} {
+	for _, bad := range []Config{{DiskModel: "scsi"}, {NIC: "rtl8139"}, {ExtraNICs: []string{"ne2k"}}} {
 		bad.Image, bad.RunDir, bad.Disk = "/img", "/r", "/d"
 		if _, err := bad.Args(m); err == nil {
 			t.Errorf("Args(%+v) accepted it", bad)

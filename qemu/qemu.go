@@ -71,6 +71,10 @@ type Config struct {
 	DiskModel string
 	// NIC is the network card's model: NICVirtio (the default when empty) or NICE1000e.
 	NIC string
+	// ExtraNICs are more network cards, of these models, after the first: card i (from 1) is on
+	// a restricted user network of its own, 10.0.(2+i).0/24, its netdev named "net<i>" (for
+	// SetLink). For machines with several NICs.
+	ExtraNICs []string
 	// HotplugPorts adds that many empty PCIe root ports, hp0, hp1, …, for DeviceAdd to plug
 	// devices into while the guest runs (amd64's q35 only: its root bus takes no hotplug).
 	HotplugPorts int
@@ -208,19 +212,35 @@ func (c Config) Args(m *manifest.Manifest) ([]string, error) {
 		net += ",guestfwd=" + g
 	}
 	// romfile= : no iPXE option ROM, so UEFI does not try a network boot first.
-	nic := "virtio-net-pci"
-	switch c.NIC {
-	case NICVirtio, "":
-	case NICE1000e:
-		nic = "e1000e"
-	default:
-		return nil, fmt.Errorf("qemu: unknown NIC model %q (want virtio or e1000e)", c.NIC)
+	nic, err := nicDevice(c.NIC)
+	if err != nil {
+		return nil, err
 	}
 	args = append(args, "-netdev", net, "-device", nic+",netdev=net0,romfile=")
+	for i, model := range c.ExtraNICs {
+		nic, err := nicDevice(model)
+		if err != nil {
+			return nil, err
+		}
+		id := fmt.Sprintf("net%d", i+1)
+		args = append(args, "-netdev", fmt.Sprintf("user,id=%s,restrict=on,net=10.0.%d.0/24", id, i+3),
+			"-device", nic+",netdev="+id+",romfile=")
+	}
 	// An entropy source, as clouds provide: without it the guest's first getrandom() (formatting
 	// the state partition needs random UUIDs) waits a second or more for the entropy pool.
 	args = append(args, "-device", "virtio-rng-pci")
 	return args, nil
+}
+
+// nicDevice is QEMU's device for a NIC model.
+func nicDevice(model string) (string, error) {
+	switch model {
+	case NICVirtio, "":
+		return "virtio-net-pci", nil
+	case NICE1000e:
+		return "e1000e", nil
+	}
+	return "", fmt.Errorf("qemu: unknown NIC model %q (want virtio or e1000e)", model)
 }
 
 // VM is a running QEMU.
@@ -335,30 +355,36 @@ func (vm *VM) DeviceAdd(props map[string]string) error {
 	return qmpRaw(vm.qmp, "device_add", string(b))
 }
 
+// SetLink plugs (up) or pulls (down) the cable of the NIC on netdev name ("net0", "net1", …),
+// QMP set_link: the guest sees its carrier come or go.
+func (vm *VM) SetLink(name string, up bool) error {
+	b, err := json.Marshal(map[string]any{"execute": "set_link", "arguments": map[string]any{"name": name, "up": up}})
+	if err != nil {
+		return err
+	}
+	return qmpRaw(vm.qmp, "set_link", string(b))
+}
+
 // QMPSocket is where a VM started with run directory runDir takes QMP commands.
 func QMPSocket(runDir string) string { return filepath.Join(runDir, "qmp.sock") }
 
 // QMP runs one QMP command without arguments on the QMP socket sock, of a VM this process may
 // not have started (a cluster's worker).
 func QMP(sock, command string) error {
+	return qmpRaw(sock, command, fmt.Sprintf(`{"execute":%q}`, command))
+}
+
+// qmpRaw sends one QMP message, msg, for command. QEMU makes the socket a moment after it
+// starts, so the dial is retried for up to 5 s.
+func qmpRaw(sock, command, msg string) error {
 	var conn net.Conn
 	var err error
-	for i := 0; i < 50; i++ {
+	for range 50 {
 		if conn, err = net.Dial("unix", sock); err == nil {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if err != nil {
-		return fmt.Errorf("qmp %s: %w", command, err)
-	}
-	defer conn.Close()
-	return qmpSession(conn, command, fmt.Sprintf(`{"execute":%q}`, command))
-}
-
-// qmpRaw sends one QMP message, msg, for command.
-func qmpRaw(sock, command, msg string) error {
-	conn, err := net.Dial("unix", sock)
 	if err != nil {
 		return fmt.Errorf("qmp %s: %w", command, err)
 	}

@@ -185,7 +185,12 @@ func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 	}
 	// loglevel=4: the kernel's informational chatter on a 115200-baud serial console costs boot
 	// time under emulation; warnings and panics still show.
-	cmdline := strings.Join(append([]string{"console=" + a.Console, "loglevel=4"}, o.Profile.Kernel.Cmdline...), " ")
+	// Every console the profile names gets console=; the kernel makes the last /dev/console.
+	var args []string
+	for _, c := range o.Profile.Kernel.ConsoleDevices(a.Console) {
+		args = append(args, "console="+c)
+	}
+	cmdline := strings.Join(append(append(args, "loglevel=4"), o.Profile.Kernel.Cmdline...), " ")
 
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("create output directory: %w", err)

@@ -7,6 +7,7 @@ package pid1
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"os"
@@ -61,7 +62,8 @@ func (a Action) String() string {
 // Node is the running init. All state lives here, none in package variables.
 type Node struct {
 	log      *slog.Logger
-	mu       sync.Mutex // guards sup, which boot sets while stop may already read it
+	out      *console.Consoles // every console the kernel was given; nil: stdout (tests)
+	mu       sync.Mutex        // guards sup, which boot sets while stop may already read it
 	sup      *supervise.Supervisor
 	once     sync.Once
 	shutdown chan request
@@ -80,8 +82,9 @@ type request struct {
 
 // Main is PID 1's entry point. It does not return.
 func Main(banner string) {
-	log := slog.New(console.NewHandler(os.Stdout, slog.LevelInfo))
-	n := &Node{log: log, shutdown: make(chan request, 4)}
+	out := console.NewConsoles(os.Stdout)
+	log := slog.New(console.NewHandler(out, slog.LevelInfo))
+	n := &Node{log: log, out: out, shutdown: make(chan request, 4)}
 	log.Info("ingot-node starting", "with", banner)
 	defer func() {
 		if r := recover(); r != nil {
@@ -89,6 +92,14 @@ func Main(banner string) {
 		}
 	}()
 	n.run(context.Background())
+}
+
+// console is where PID 1 writes what the console shows.
+func (n *Node) console() io.Writer {
+	if n.out == nil {
+		return os.Stdout
+	}
+	return n.out
 }
 
 // goSafe runs fn in a goroutine whose panic takes the shutdown path instead of killing PID 1.
@@ -288,6 +299,15 @@ func (n *Node) boot(ctx context.Context) error {
 	if err := earlyPlan().Run(ctx, nil); err != nil {
 		return err
 	}
+	if n.out != nil {
+		names, err := n.out.Attach("/sys/class/tty/console/active", "/dev")
+		if err != nil {
+			n.log.Warn("console", "err", err)
+		}
+		if len(names) > 1 {
+			n.log.Info("consoles", "to", strings.Join(names, " "))
+		}
+	}
 	onInitramfs, err := rootfs.OnInitramfs("/proc/self/mountinfo")
 	if err != nil {
 		return err
@@ -347,7 +367,7 @@ func (n *Node) boot(ctx context.Context) error {
 	if err := raiseOpenFiles(); err != nil {
 		n.log.Warn("services keep the default descriptor limit", "err", err)
 	}
-	sup := supervise.New(n.log, os.Stdout, supervise.WithLogDir(ServiceLogDir))
+	sup := supervise.New(n.log, n.console(), supervise.WithLogDir(ServiceLogDir))
 	n.mu.Lock()
 	n.sup = sup
 	n.mu.Unlock()
@@ -380,7 +400,7 @@ func (n *Node) boot(ctx context.Context) error {
 			n.log.Error("kubelet not started", "err", err)
 		}
 	}
-	fmt.Fprintf(os.Stdout, "ingot: node ready t=%d\n", console.SinceBoot().Milliseconds())
+	fmt.Fprintf(n.console(), "ingot: node ready t=%d\n", console.SinceBoot().Milliseconds())
 	return nil
 }
 

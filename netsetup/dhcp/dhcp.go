@@ -36,7 +36,11 @@ type Lease struct {
 	// the caller to log: the server (or whoever answers first on the LAN) must not be able to
 	// pick a node name that is not a name, or add lines to resolv.conf.
 	Rejected []string
-	raw      *nclient4.Lease
+	// RouteMetric is the default route's metric, set by the caller before Apply and kept by Keep.
+	// 0 for a node's one DHCP link; a distinct one per link where several have leases, so each
+	// keeps its default route rather than replacing the others' (the lowest metric is used).
+	RouteMetric int
+	raw         *nclient4.Lease
 }
 
 func (l *Lease) String() string {
@@ -185,7 +189,7 @@ func Apply(l *Lease, resolvConf string) error {
 		return fmt.Errorf("apply lease on %s: address %s: %w", l.Interface, a, err)
 	}
 	if l.Router.IsValid() {
-		r := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: l.Router.AsSlice()}
+		r := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: l.Router.AsSlice(), Priority: l.RouteMetric}
 		if err := netlink.RouteReplace(r); err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("apply lease on %s: default route via %s: %w", l.Interface, l.Router, err)
 		}
@@ -229,6 +233,7 @@ func Keep(ctx context.Context, log *slog.Logger, l *Lease, resolvConf string) {
 		for {
 			next, err := renew(ctx, l)
 			if err == nil {
+				next.RouteMetric = l.RouteMetric
 				next.LogRejected(log)
 				if err := Apply(next, resolvConf); err != nil {
 					log.Warn("dhcp: apply renewed lease", "err", err)
@@ -239,6 +244,7 @@ func Keep(ctx context.Context, log *slog.Logger, l *Lease, resolvConf string) {
 			if time.Now().After(expires) {
 				log.Warn("dhcp: lease expired; discovering again", "interface", l.Interface, "err", err)
 				if next, err = Acquire(ctx, l.Interface); err == nil {
+					next.RouteMetric = l.RouteMetric
 					next.LogRejected(log)
 					if err := Apply(next, resolvConf); err == nil {
 						l = next

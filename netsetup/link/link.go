@@ -11,6 +11,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -236,4 +239,51 @@ func Show() (string, error) {
 		fmt.Fprintf(&b, " dev %s\n", names[r.LinkIndex])
 	}
 	return b.String(), nil
+}
+
+// Ethernet lists the machine's wired Ethernet NICs by name, sorted, from sysClassNet
+// (/sys/class/net): links with a device behind them, of type Ethernet (ARPHRD_ETHER, 1), and not
+// wireless. Bridges, bonds, VLANs, veths and tunnels have no device; sysfs is the kernel's own
+// answer to "is this hardware", where names and drivers are not.
+func Ethernet(sysClassNet string) ([]string, error) {
+	entries, err := os.ReadDir(sysClassNet)
+	if err != nil {
+		return nil, fmt.Errorf("ethernet links: %w", err)
+	}
+	var names []string
+	for _, e := range entries {
+		dir := filepath.Join(sysClassNet, e.Name())
+		if _, err := os.Stat(filepath.Join(dir, "device")); err != nil {
+			continue
+		}
+		typ, err := os.ReadFile(filepath.Join(dir, "type"))
+		if err != nil || strings.TrimSpace(string(typ)) != "1" {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(dir, "wireless")); err == nil {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(dir, "phy80211")); err == nil {
+			continue
+		}
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// WaitCarrier waits up to wait for an up link to report a carrier (a cable, or a virtual NIC's
+// link) and reports whether it did.
+func WaitCarrier(sysClassNet, name string, wait time.Duration) bool {
+	deadline := time.Now().Add(wait)
+	for {
+		b, err := os.ReadFile(filepath.Join(sysClassNet, name, "carrier"))
+		if err == nil && strings.TrimSpace(string(b)) == "1" {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

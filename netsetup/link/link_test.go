@@ -3,7 +3,10 @@ package link
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -113,5 +116,39 @@ func TestBridgeRouteShow(t *testing.T) {
 	}()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestEthernet picks the wired NICs out of a /sys/class/net laid out as the kernel lays it out:
+// a device link and type 1, without a wireless directory. (The VM tests run it on real sysfs.)
+func TestEthernet(t *testing.T) {
+	dir := t.TempDir()
+	mk := func(name, typ string, extra ...string) {
+		d := filepath.Join(dir, name)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(d, "type"), []byte(typ+"\n"), 0o644)
+		for _, e := range extra {
+			os.MkdirAll(filepath.Join(d, e), 0o755)
+		}
+	}
+	mk("enp0s3", "1", "device")
+	mk("eth1", "1", "device")
+	mk("wlp2s0", "1", "device", "wireless")
+	mk("wlan1", "1", "device", "phy80211")
+	mk("cni0", "1")           // a bridge: no device
+	mk("veth1234", "1")       // a pod's veth
+	mk("ib0", "32", "device") // InfiniBand
+	mk("lo", "772")
+	got, err := Ethernet(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"enp0s3", "eth1"}; !slices.Equal(got, want) {
+		t.Fatalf("Ethernet = %v, want %v", got, want)
+	}
+	if _, err := Ethernet(filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "ethernet links") {
+		t.Fatalf("Ethernet of a missing directory: %v, want an error naming what it read", err)
 	}
 }

@@ -1,6 +1,7 @@
 package vmtest
 
 import (
+	"context"
 	"regexp"
 	"strings"
 	"testing"
@@ -85,5 +86,54 @@ func TestHardwareInVM(t *testing.T) {
 				t.Logf("%s: hotplugged e1000 NIC got its driver", archName)
 			})
 		}
+	}
+}
+
+// TestMetalInVM boots the built-in metal profile as a machine with an NVMe disk and three NICs
+// (e1000e, virtio, and an e1000e without a cable), none of whose drivers the profile names: the
+// node must reach `node ready` with /var on the NVMe disk, a DHCP lease on each cabled NIC (two
+// networks, two default routes at their own metrics), the uncabled NIC reported and left down,
+// and its log on both consoles the profile names.
+func TestMetalInVM(t *testing.T) {
+	testgate.Short(t, "VM boots")
+	for _, archName := range []string{"amd64", "arm64"} {
+		t.Run(archName, func(t *testing.T) {
+			RequireVM(t, archName)
+			img := Image(t, "metal", archName)
+			vm := BootWith(t, qemu.Config{Image: img, Boot: qemu.BootDirect, DiskModel: qemu.DiskNVMe,
+				NIC: qemu.NICE1000e, ExtraNICs: []string{qemu.NICVirtio, qemu.NICE1000e}})
+			if err := vm.SetLink("net2", false); err != nil {
+				t.Fatal(err)
+			}
+			took := vm.WaitReady(bootTimeout)
+			console := vm.Console.Output()
+			t.Logf("%s metal: node ready %d ms after QEMU start", archName, took.Milliseconds())
+			if !strings.Contains(console, "state partition mounted on=/var device=/dev/nvme0n1p2") {
+				t.Fatalf("/var is not on the NVMe disk:\n%s", tail(console, 3000))
+			}
+			if !regexp.MustCompile(`ethernet links links="eth0 eth1 eth2"`).MatchString(console) {
+				t.Fatalf("PID 1 did not find the three NICs:\n%s", tail(console, 3000))
+			}
+			// The second lease may come after the node is ready: the boot waits for one. The
+			// lines come in any order, so each is looked for from the start of the console.
+			for _, text := range []string{"address=10.0.2.15/24", "address=10.0.3.15/24", "no carrier after"} {
+				ctx, cancel := context.WithTimeout(context.Background(), shellTimeout)
+				_, err := vm.Console.WaitFor(ctx, 0, text)
+				cancel()
+				if err != nil {
+					t.Fatalf("no %q on the console: %v\n%s", text, err, tail(vm.Console.Output(), 3000))
+				}
+			}
+			console = vm.Console.Output()
+			if n := strings.Count(console, "dhcp lease interface="); n != 2 {
+				t.Fatalf("%d DHCP leases, want 2 (two cabled NICs):\n%s", n, tail(console, 3000))
+			}
+			if !strings.Contains(console, "consoles to=\"tty0 "+map[string]string{"amd64": "ttyS0", "arm64": "ttyAMA0"}[archName]+"\"") {
+				t.Errorf("PID 1 does not write to the screen and the serial port:\n%s", tail(console, 3000))
+			}
+			if strings.Contains(console, "a driver did not load") {
+				t.Errorf("a driver failed to load:\n%s", tail(console, 3000))
+			}
+		})
 	}
 }
