@@ -71,12 +71,16 @@ func TestArgsDiskAndNICModels(t *testing.T) {
 		{Config{DiskModel: DiskNVMe, NIC: NICE1000e}, []string{"-device nvme,drive=disk0,serial=ingot0", "-device e1000e,netdev=net0,romfile="}},
 		{Config{DiskModel: DiskAHCI}, []string{"-device ahci,id=ahci0 -device ide-hd,drive=disk0,bus=ahci0.0", "-device virtio-net-pci,netdev=net0,romfile="}},
 		{Config{}, []string{"-device virtio-blk-pci,drive=disk0", "-device virtio-net-pci,netdev=net0"}},
+		{Config{Disk: "/d/disk.qcow2"}, []string{"-drive if=none,id=disk0,format=qcow2,file=/d/disk.qcow2"}},
 		{Config{NIC: NICE1000e, ExtraNICs: []string{NICVirtio, NICE1000e}}, []string{
 			"-device e1000e,netdev=net0,romfile=",
 			"-netdev user,id=net1,restrict=on,net=10.0.3.0/24 -device virtio-net-pci,netdev=net1,romfile=",
 			"-netdev user,id=net2,restrict=on,net=10.0.4.0/24 -device e1000e,netdev=net2,romfile="}},
 	} {
-		c.cfg.Image, c.cfg.RunDir, c.cfg.Disk = "/img", t.TempDir(), "/d/disk.raw"
+		c.cfg.Image, c.cfg.RunDir = "/img", t.TempDir()
+		if c.cfg.Disk == "" {
+			c.cfg.Disk = "/d/disk.raw"
+		}
 		args, err := c.cfg.Args(m)
 		if err != nil {
 			t.Fatal(err)

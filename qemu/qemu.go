@@ -38,7 +38,7 @@ const (
 type Config struct {
 	Image  string // an `ingot build` output directory
 	Boot   string // BootDirect or BootUEFI
-	Disk   string // disk image attached as virtio-blk (UEFI boots from it); empty: none
+	Disk   string // disk image (UEFI boots from it), raw or, named *.qcow2, QCOW2; empty: none
 	Memory int    // MiB; default 1024
 	CPUs   int    // default 1
 	// RunDir holds the QMP socket and the firmware variable store; required.
@@ -167,7 +167,11 @@ func (c Config) Args(m *manifest.Manifest) ([]string, error) {
 		return nil, fmt.Errorf("qemu: unknown boot path %q (want direct or uefi)", c.Boot)
 	}
 	if c.Disk != "" {
-		args = append(args, "-drive", "if=none,id=disk0,format=raw,file="+c.Disk)
+		format := "raw"
+		if strings.HasSuffix(c.Disk, ".qcow2") {
+			format = "qcow2"
+		}
+		args = append(args, "-drive", "if=none,id=disk0,format="+format+",file="+c.Disk)
 		switch c.DiskModel {
 		case DiskVirtio, "":
 			args = append(args, "-device", "virtio-blk-pci,drive=disk0")

@@ -133,6 +133,7 @@ func cmdBuild(ctx context.Context, args []string) error {
 	node := fs.String("node", "", "ingot-node binary for the target (default bin/ingot-node-<arch> beside ingot)")
 	cache := fs.String("cache", cachedir.Default(), "cache directory for downloaded packages")
 	version := fs.String("version", "0", "the image's version string (os-release VERSION_ID; ingot ctl status shows it)")
+	qcow := fs.Bool("qcow2", false, "also write disk.qcow2, the disk image as QCOW2 (clouds, libvirt)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -155,7 +156,7 @@ func cmdBuild(ctx context.Context, args []string) error {
 	m, err := build.Run(ctx, build.Options{
 		Profile: p, ProfileTOML: raw, Arch: *archName, Out: *out, Cache: *cache, NodeBinary: *node,
 		Kernel: *kernelPath, KernelModules: *modules, SourceDateEpoch: sourceDateEpoch(), Version: *version,
-		Progress: newProgress(os.Stderr),
+		QCOW2: *qcow, Progress: newProgress(os.Stderr),
 	})
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -27,6 +28,7 @@ import (
 	"ingot.dev/ingot/image/initramfs"
 	"ingot.dev/ingot/image/kernel"
 	"ingot.dev/ingot/image/manifest"
+	"ingot.dev/ingot/image/qcow2"
 	"ingot.dev/ingot/image/squashfs"
 	"ingot.dev/ingot/image/uki"
 	"ingot.dev/ingot/profiles"
@@ -48,7 +50,9 @@ type Options struct {
 	SourceDateEpoch int64
 	// Version is the image's version string (os-release VERSION_ID, the manifest's version,
 	// what `ingot ctl status` shows): lowercase letters, digits, '.', '_' and '-'. Empty is "0".
-	Version  string
+	Version string
+	// QCOW2 writes disk.qcow2 too: disk.raw as a QCOW2 image, for clouds and libvirt.
+	QCOW2    bool
 	Progress Progress
 	Fetcher  func(arch string) *debpkg.Fetcher
 }
@@ -220,6 +224,16 @@ func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 	if err := j.writeDisk(bootEFI, efi); err != nil {
 		return nil, err
 	}
+	// A disk.qcow2 from an earlier build here would not be this image's.
+	qcowPath := filepath.Join(o.Out, manifest.FileQCOW2)
+	if err := os.Remove(qcowPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("remove the old %s: %w", qcowPath, err)
+	}
+	if o.QCOW2 {
+		if err := qcow2.Write(qcowPath, filepath.Join(o.Out, manifest.FileDisk)); err != nil {
+			return nil, err
+		}
+	}
 
 	j.progress("writing the manifest")
 	if err := j.writeManifest(m); err != nil {
@@ -291,7 +305,11 @@ func (j *job) writeManifest(m *manifest.Manifest) error {
 	o := j.o
 	sort.Slice(j.inputs, func(a, b int) bool { return j.inputs[a].Name < j.inputs[b].Name })
 	m.Inputs = j.inputs
-	for _, name := range []string{manifest.FileKernel, manifest.FileInitramfs, manifest.FileUKI, manifest.FileDisk} {
+	names := []string{manifest.FileKernel, manifest.FileInitramfs, manifest.FileUKI, manifest.FileDisk}
+	if o.QCOW2 {
+		names = append(names, manifest.FileQCOW2)
+	}
+	for _, name := range names {
 		out, err := describe(filepath.Join(o.Out, name))
 		if err != nil {
 			return err

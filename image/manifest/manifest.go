@@ -17,6 +17,7 @@ const (
 	FileInitramfs = "initramfs.cpio.zst"
 	FileUKI       = "ingot.efi"
 	FileDisk      = "disk.raw"
+	FileQCOW2     = "disk.qcow2" // disk.raw as QCOW2, when asked for (ingot build --qcow2)
 	FileManifest  = "manifest.json"
 )
 

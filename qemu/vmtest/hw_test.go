@@ -2,10 +2,15 @@ package vmtest
 
 import (
 	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
+	"ingot.dev/ingot/image/manifest"
+	"ingot.dev/ingot/image/qcow2"
 	"ingot.dev/ingot/internal/testgate"
 	"ingot.dev/ingot/qemu"
 )
@@ -133,6 +138,43 @@ func TestMetalInVM(t *testing.T) {
 			}
 			if strings.Contains(console, "a driver did not load") {
 				t.Errorf("a driver failed to load:\n%s", tail(console, 3000))
+			}
+		})
+	}
+}
+
+// TestQCOW2InVM: the dev image's disk converted to QCOW2 (as `ingot build --qcow2` writes
+// disk.qcow2) boots under UEFI from a `-drive format=qcow2` to `node ready`, formats its state
+// partition there, and QEMU's own check finds the file sound after the node powered off.
+func TestQCOW2InVM(t *testing.T) {
+	testgate.Short(t, "VM boots")
+	qemuImg := testgate.RequireCommand(t, "qemu-img")
+	for _, archName := range []string{"amd64", "arm64"} {
+		t.Run(archName, func(t *testing.T) {
+			a := RequireVM(t, archName)
+			if _, err := qemu.FindFirmware(a); err != nil {
+				testgate.Skip(t, err.Error())
+			}
+			img := Image(t, "dev", archName)
+			disk := filepath.Join(t.TempDir(), manifest.FileQCOW2)
+			if err := qcow2.Write(disk, filepath.Join(img, manifest.FileDisk)); err != nil {
+				t.Fatal(err)
+			}
+			st, _ := os.Stat(disk)
+			raw, _ := os.Stat(filepath.Join(img, manifest.FileDisk))
+			t.Logf("%s: disk.raw %d MiB (sparse), disk.qcow2 %d MiB", archName, raw.Size()>>20, st.Size()>>20)
+			vm := BootWith(t, qemu.Config{Image: img, Boot: qemu.BootUEFI, Disk: disk})
+			took := vm.WaitReady(bootTimeout)
+			t.Logf("%s: node ready %d ms after QEMU start, from QCOW2", archName, took.Milliseconds())
+			if !strings.Contains(vm.Console.Output(), "state partition mounted on=/var device=/dev/vda2") {
+				t.Fatalf("/var is not on the QCOW2 disk:\n%s", tail(vm.Console.Output(), 3000))
+			}
+			if err := vm.Powerdown(); err != nil {
+				t.Fatal(err)
+			}
+			vm.Wait()
+			if out, err := exec.Command(qemuImg, "check", disk).CombinedOutput(); err != nil {
+				t.Fatalf("qemu-img check after the node wrote to it: %v\n%s", err, out)
 			}
 		})
 	}
