@@ -82,3 +82,23 @@ func WorkingDisk(src, dst string, fresh bool, size int64) error {
 	}
 	return nil
 }
+
+// EmptyDisk makes dst a sparse disk of size bytes filled with zeros, unless it exists and fresh
+// is false (a disk something was written to is kept across runs).
+func EmptyDisk(dst string, size int64, fresh bool) error {
+	if size <= 0 {
+		return fmt.Errorf("empty disk %s: size %d", dst, size)
+	}
+	if _, err := os.Stat(dst); err == nil && !fresh {
+		return nil
+	}
+	f, err := os.Create(dst)
+	if err != nil {
+		return fmt.Errorf("empty disk: %w", err)
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return fmt.Errorf("empty disk %s: %w", dst, err)
+	}
+	return f.Close()
+}

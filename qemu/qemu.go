@@ -32,12 +32,16 @@ import (
 const (
 	BootDirect = "direct"
 	BootUEFI   = "uefi"
+	// BootPXE is a network boot: the UEFI firmware asks QEMU's DHCP server for a boot file and
+	// fetches the image's UKI (kernel, initramfs and command line in one EFI program) from its
+	// TFTP server. No disk is needed; without one the node keeps /var in memory.
+	BootPXE = "pxe"
 )
 
 // Config describes one VM.
 type Config struct {
 	Image  string // an `ingot build` output directory
-	Boot   string // BootDirect or BootUEFI
+	Boot   string // BootDirect, BootUEFI or BootPXE
 	Disk   string // disk image (UEFI boots from it), raw or, named *.qcow2, QCOW2; empty: none
 	Memory int    // MiB; default 1024
 	CPUs   int    // default 1
@@ -147,8 +151,8 @@ func (c Config) Args(m *manifest.Manifest) ([]string, error) {
 		}
 		args = append(args, "-kernel", filepath.Join(c.Image, manifest.FileKernel),
 			"-initrd", filepath.Join(c.Image, manifest.FileInitramfs), "-append", cmdline)
-	case BootUEFI:
-		if c.Disk == "" {
+	case BootUEFI, BootPXE:
+		if c.Disk == "" && c.Boot == BootUEFI {
 			return nil, errors.New("qemu: UEFI boot needs a disk image")
 		}
 		fw, err := FindFirmware(a)
@@ -164,7 +168,7 @@ func (c Config) Args(m *manifest.Manifest) ([]string, error) {
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+fw.Code,
 			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
 	default:
-		return nil, fmt.Errorf("qemu: unknown boot path %q (want direct or uefi)", c.Boot)
+		return nil, fmt.Errorf("qemu: unknown boot path %q (want direct, uefi or pxe)", c.Boot)
 	}
 	if c.Disk != "" {
 		format := "raw"
@@ -209,6 +213,10 @@ func (c Config) Args(m *manifest.Manifest) ([]string, error) {
 		}
 		net += ",dhcpstart=" + c.DHCPStart
 	}
+	if c.Boot == BootPXE {
+		// QEMU's TFTP server serves the image directory; its DHCP server names the UKI.
+		net += ",tftp=" + c.Image + ",bootfile=" + manifest.FileUKI
+	}
 	for _, h := range c.HostFwd {
 		net += ",hostfwd=" + h
 	}
@@ -220,7 +228,11 @@ func (c Config) Args(m *manifest.Manifest) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	args = append(args, "-netdev", net, "-device", nic+",netdev=net0,romfile=")
+	nicOpts := ",netdev=net0,romfile="
+	if c.Boot == BootPXE {
+		nicOpts += ",bootindex=0" // the firmware's own NIC driver and PXE client, tried first
+	}
+	args = append(args, "-netdev", net, "-device", nic+nicOpts)
 	for i, model := range c.ExtraNICs {
 		nic, err := nicDevice(model)
 		if err != nil {

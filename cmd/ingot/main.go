@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"ingot.dev/ingot/image/arch"
@@ -172,7 +173,8 @@ func cmdQEMU(args []string) error {
 	fs := flag.NewFlagSet("ingot qemu", flag.ContinueOnError)
 	image := fs.String("image", "", "image directory written by ingot build (required)")
 	archName := fs.String("arch", "", "expected architecture (default: the image's)")
-	boot := fs.String("boot", qemu.BootDirect, "boot path: direct (kernel + initramfs) or uefi (firmware, systemd-boot, disk)")
+	boot := fs.String("boot", qemu.BootDirect, "boot path: direct (kernel + initramfs), uefi (firmware, systemd-boot, disk) or pxe (firmware, the UKI over QEMU's TFTP server)")
+	pxe := fs.Bool("pxe", false, "boot over the network, as --boot pxe, with no disk unless --disk-size asks for an empty one")
 	console := fs.Bool("console", false, "attach the serial console to this terminal (Ctrl-A c: QEMU monitor, Ctrl-A x: quit)")
 	fresh := fs.Bool("fresh", false, "start from a fresh copy of disk.raw (forget the node's state)")
 	mem := fs.Int("memory", 1024, "guest memory in MiB")
@@ -216,12 +218,30 @@ sends system_powerdown, the ACPI power button; the node stops its services and p
 			return fmt.Errorf("qemu: --disk-size: %w", err)
 		}
 	}
-	disk := filepath.Join(run, manifest.FileDisk)
-	if _, err := os.Stat(disk); err == nil && !*fresh && size != 0 {
-		fmt.Fprintf(os.Stderr, "ingot: --disk-size applies to a new working disk; %s is kept as it is (add --fresh to start over)\n", disk)
+	if *pxe {
+		*boot = qemu.BootPXE
 	}
-	if err := qemu.WorkingDisk(filepath.Join(*image, manifest.FileDisk), disk, *fresh, size); err != nil {
-		return fmt.Errorf("qemu: %w", err)
+	if strings.Contains(*image, ",") && *boot == qemu.BootPXE {
+		return fmt.Errorf("qemu: image directory %q: QEMU's TFTP option cannot name a path with a comma", *image)
+	}
+	disk := filepath.Join(run, manifest.FileDisk)
+	switch {
+	case *boot == qemu.BootPXE && size == 0:
+		disk = "" // a diskless machine: /var lives in memory
+	case *boot == qemu.BootPXE:
+		// An empty disk of that size: the node formats nothing on a disk without a state
+		// partition, so this is only for trying an installer or a later write.
+		disk = filepath.Join(run, "pxe-disk.raw")
+		if err := qemu.EmptyDisk(disk, size, *fresh); err != nil {
+			return fmt.Errorf("qemu: %w", err)
+		}
+	default:
+		if _, err := os.Stat(disk); err == nil && !*fresh && size != 0 {
+			fmt.Fprintf(os.Stderr, "ingot: --disk-size applies to a new working disk; %s is kept as it is (add --fresh to start over)\n", disk)
+		}
+		if err := qemu.WorkingDisk(filepath.Join(*image, manifest.FileDisk), disk, *fresh, size); err != nil {
+			return fmt.Errorf("qemu: %w", err)
+		}
 	}
 	cfg := qemu.Config{Image: *image, Boot: *boot, Disk: disk, Memory: *mem, RunDir: run, Interactive: *console,
 		Net: *netMode, HostFwd: forwards}

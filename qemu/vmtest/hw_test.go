@@ -179,3 +179,25 @@ func TestQCOW2InVM(t *testing.T) {
 		})
 	}
 }
+
+// TestPXEInVM: a diskless machine boots the image over the network: the UEFI firmware's PXE
+// client takes its boot file name from QEMU's DHCP server and fetches the UKI from its TFTP
+// server, and the node reaches `node ready` with /var in memory.
+func TestPXEInVM(t *testing.T) {
+	testgate.Short(t, "VM boots")
+	for _, archName := range []string{"amd64", "arm64"} {
+		t.Run(archName, func(t *testing.T) {
+			a := RequireVM(t, archName)
+			if _, err := qemu.FindFirmware(a); err != nil {
+				testgate.Skip(t, err.Error())
+			}
+			img := Image(t, "dev", archName)
+			vm := BootWith(t, qemu.Config{Image: img, Boot: qemu.BootPXE})
+			took := vm.WaitReady(bootTimeout)
+			t.Logf("%s: node ready %d ms after QEMU start, over PXE", archName, took.Milliseconds())
+			if !strings.Contains(vm.Console.Output(), "no usable state partition") {
+				t.Errorf("a diskless node should say /var is in memory:\n%s", tail(vm.Console.Output(), 3000))
+			}
+		})
+	}
+}
