@@ -135,6 +135,8 @@ func cmdBuild(ctx context.Context, args []string) error {
 	cache := fs.String("cache", cachedir.Default(), "cache directory for downloaded packages")
 	version := fs.String("version", "0", "the image's version string (os-release VERSION_ID; ingot ctl status shows it)")
 	qcow := fs.Bool("qcow2", false, "also write disk.qcow2, the disk image as QCOW2 (clouds, libvirt)")
+	isoOut := fs.Bool("iso", false, "also write ingot.iso, a hybrid ISO booting under UEFI from a CD or USB stick (and disk.qcow2, which it carries)")
+	installDisk := fs.String("install-disk", "", "with --iso: the ISO's default boot entry installs the image onto this disk (e.g. /dev/nvme0n1)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -143,6 +145,9 @@ func cmdBuild(ctx context.Context, args []string) error {
 	}
 	if _, err := arch.Lookup(*archName); err != nil {
 		return err
+	}
+	if *installDisk != "" && !*isoOut {
+		return errors.New("build: --install-disk is for the ISO's installer; add --iso")
 	}
 	p, raw, err := loadProfile(*profile)
 	if err != nil {
@@ -157,7 +162,7 @@ func cmdBuild(ctx context.Context, args []string) error {
 	m, err := build.Run(ctx, build.Options{
 		Profile: p, ProfileTOML: raw, Arch: *archName, Out: *out, Cache: *cache, NodeBinary: *node,
 		Kernel: *kernelPath, KernelModules: *modules, SourceDateEpoch: sourceDateEpoch(), Version: *version,
-		QCOW2: *qcow, Progress: newProgress(os.Stderr),
+		QCOW2: *qcow, ISO: *isoOut, InstallDisk: *installDisk, Progress: newProgress(os.Stderr),
 	})
 	if err != nil {
 		return err

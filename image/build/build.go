@@ -26,6 +26,7 @@ import (
 	"ingot.dev/ingot/image/debpkg"
 	"ingot.dev/ingot/image/disk"
 	"ingot.dev/ingot/image/initramfs"
+	"ingot.dev/ingot/image/iso"
 	"ingot.dev/ingot/image/kernel"
 	"ingot.dev/ingot/image/manifest"
 	"ingot.dev/ingot/image/qcow2"
@@ -52,9 +53,15 @@ type Options struct {
 	// what `ingot ctl status` shows): lowercase letters, digits, '.', '_' and '-'. Empty is "0".
 	Version string
 	// QCOW2 writes disk.qcow2 too: disk.raw as a QCOW2 image, for clouds and libvirt.
-	QCOW2    bool
-	Progress Progress
-	Fetcher  func(arch string) *debpkg.Fetcher
+	QCOW2 bool
+	// ISO writes ingot.iso (and disk.qcow2, which it carries): a hybrid ISO booting under UEFI
+	// from a CD or a USB stick, as a live node or, given a target disk, as an installer.
+	ISO bool
+	// InstallDisk, with ISO, makes the ISO's default boot entry install the image onto this disk
+	// (ingot.install= on the kernel command line), e.g. /dev/nvme0n1.
+	InstallDisk string
+	Progress    Progress
+	Fetcher     func(arch string) *debpkg.Fetcher
 }
 
 // versions are what an image's version may be: an os-release VERSION_ID.
@@ -229,8 +236,18 @@ func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 	if err := os.Remove(qcowPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("remove the old %s: %w", qcowPath, err)
 	}
-	if o.QCOW2 {
+	if o.QCOW2 || o.ISO {
 		if err := qcow2.Write(qcowPath, filepath.Join(o.Out, manifest.FileDisk)); err != nil {
+			return nil, err
+		}
+	}
+	isoPath := filepath.Join(o.Out, manifest.FileISO)
+	if err := os.Remove(isoPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("remove the old %s: %w", isoPath, err)
+	}
+	if o.ISO {
+		j.progress("writing the ISO")
+		if err := j.writeISO(bootEFI, efi, cmdline); err != nil {
 			return nil, err
 		}
 	}
@@ -299,6 +316,52 @@ func (j *job) writeDisk(bootEFI, efi []byte) error {
 	return disk.Write(filepath.Join(o.Out, manifest.FileDisk), disk.Layout{ESPMiB: o.Profile.Disk.ESPMiB, StateMiB: o.Profile.Disk.StateMiB, Epoch: o.SourceDateEpoch}, files)
 }
 
+// writeISO writes ingot.iso: systemd-boot on its ESP with an entry booting the UKI as a live node
+// and, with InstallDisk, a default entry installing it; the ISO's files are disk.qcow2 and
+// install.json (what the installer checks the written disk against).
+func (j *job) writeISO(bootEFI, efi []byte, cmdline string) error {
+	o, a := j.o, j.a
+	title := "ingot " + o.Profile.Name + " " + o.Version
+	loaderConf := "# written by ingot build\ntimeout 3\ndefault ingot-live.conf\neditor yes\n"
+	files := []disk.File{
+		{Path: a.EFIFallback, Data: bootEFI},
+		{Path: "EFI/ingot/ingot.efi", Data: efi},
+		{Path: "loader/entries/ingot-live.conf", Data: []byte("title " + title + " (live)\nefi /EFI/ingot/ingot.efi\n")},
+	}
+	if o.InstallDisk != "" {
+		if !installDisks.MatchString(o.InstallDisk) {
+			return fmt.Errorf("install disk %q: want a whole disk's device, as /dev/sda, /dev/vda or /dev/nvme0n1", o.InstallDisk)
+		}
+		loaderConf = "# written by ingot build\ntimeout 3\ndefault ingot-install.conf\neditor yes\n"
+		files = append(files, disk.File{Path: "loader/entries/ingot-install.conf",
+			Data: []byte("title " + title + ": install to " + o.InstallDisk + "\nefi /EFI/ingot/ingot.efi\noptions " + cmdline + " " + manifest.InstallArg + "=" + o.InstallDisk + "\n")})
+	}
+	files = append(files, disk.File{Path: "loader/loader.conf", Data: []byte(loaderConf)})
+	esp := filepath.Join(o.Out, ".iso-esp.img")
+	defer os.Remove(esp)
+	if _, err := disk.WriteFAT(esp, "INGOT-ISO", o.SourceDateEpoch, files); err != nil {
+		return err
+	}
+	raw, err := describe(filepath.Join(o.Out, manifest.FileDisk))
+	if err != nil {
+		return err
+	}
+	info, _ := json.MarshalIndent(manifest.InstallInfo{Profile: o.Profile.Name, Version: o.Version, BuildID: j.buildID, Arch: a.Name,
+		Disk: raw.Name, DiskSize: raw.Size, DiskSHA256: raw.SHA256, Image: manifest.FileQCOW2}, "", "  ")
+	infoPath := filepath.Join(o.Out, ".install.json")
+	defer os.Remove(infoPath)
+	if err := os.WriteFile(infoPath, append(info, '\n'), 0o644); err != nil {
+		return err
+	}
+	return iso.Write(filepath.Join(o.Out, manifest.FileISO), manifest.ISOLabel, esp, map[string]string{
+		"/" + manifest.FileQCOW2:       filepath.Join(o.Out, manifest.FileQCOW2),
+		"/" + manifest.FileInstallInfo: infoPath,
+	})
+}
+
+// installDisks are the device names an ISO's install entry may name: whole disks.
+var installDisks = regexp.MustCompile(`^/dev/((sd|vd|xvd|hd)[a-z]+|nvme[0-9]+n[0-9]+|mmcblk[0-9]+)$`)
+
 // writeManifest completes m with the sorted inputs and the outputs' sizes and digests, and
 // writes manifest.json last, so a manifest only exists beside a complete image.
 func (j *job) writeManifest(m *manifest.Manifest) error {
@@ -306,8 +369,11 @@ func (j *job) writeManifest(m *manifest.Manifest) error {
 	sort.Slice(j.inputs, func(a, b int) bool { return j.inputs[a].Name < j.inputs[b].Name })
 	m.Inputs = j.inputs
 	names := []string{manifest.FileKernel, manifest.FileInitramfs, manifest.FileUKI, manifest.FileDisk}
-	if o.QCOW2 {
+	if o.QCOW2 || o.ISO {
 		names = append(names, manifest.FileQCOW2)
+	}
+	if o.ISO {
+		names = append(names, manifest.FileISO)
 	}
 	for _, name := range names {
 		out, err := describe(filepath.Join(o.Out, name))

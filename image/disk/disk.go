@@ -144,13 +144,18 @@ func write(tmp string, layout Layout, files []File) error {
 	if err != nil {
 		return fmt.Errorf("format ESP: %w", err)
 	}
+	return fillFAT(fs, sorted)
+}
+
+// fillFAT writes files into a FAT filesystem, making their directories.
+func fillFAT(fs filesystem.FileSystem, files []File) error {
 	made := map[string]bool{}
-	for _, f := range sorted {
+	for _, f := range files {
 		p := "/" + strings.TrimPrefix(path.Clean(f.Path), "/")
 		dir := path.Dir(p)
 		if dir != "/" && !made[dir] {
 			if err := fs.Mkdir(dir); err != nil {
-				return fmt.Errorf("ESP mkdir %s: %w", dir, err)
+				return fmt.Errorf("FAT mkdir %s: %w", dir, err)
 			}
 			for d := dir; d != "/"; d = path.Dir(d) {
 				made[d] = true
@@ -158,15 +163,60 @@ func write(tmp string, layout Layout, files []File) error {
 		}
 		fd, err := fs.OpenFile(p, os.O_CREATE|os.O_RDWR)
 		if err != nil {
-			return fmt.Errorf("ESP create %s: %w", p, err)
+			return fmt.Errorf("FAT create %s: %w", p, err)
 		}
 		if _, err := fd.Write(f.Data); err != nil {
 			fd.Close()
-			return fmt.Errorf("ESP write %s: %w", p, err)
+			return fmt.Errorf("FAT write %s: %w", p, err)
 		}
 		if err := fd.Close(); err != nil {
-			return fmt.Errorf("ESP close %s: %w", p, err)
+			return fmt.Errorf("FAT close %s: %w", p, err)
 		}
 	}
 	return nil
+}
+
+// WriteFAT writes a FAT32 filesystem image without a partition table at dst, big enough for
+// files (and at least MinESPMiB), labelled label: an ESP to embed in an ISO. Written to a
+// temporary file and renamed into place, with the same reproducible times as Write.
+func WriteFAT(dst, label string, epoch int64, files []File) (int64, error) {
+	var need int64
+	for _, f := range files {
+		need += int64(len(f.Data))
+	}
+	sizeMiB := max(MinESPMiB, int(need*11/10/mib)+8)
+	size := int64(sizeMiB) * mib
+	sorted := append([]File(nil), files...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Path < sorted[j].Path })
+	tmp := filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp")
+	os.Remove(tmp)
+	envMu.Lock()
+	old, had := os.LookupEnv("SOURCE_DATE_EPOCH")
+	os.Setenv("SOURCE_DATE_EPOCH", strconv.FormatInt(max(epoch, fatEpoch), 10))
+	err := func() error {
+		d, err := diskfs.Create(tmp, size, diskfs.SectorSizeDefault)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		fs, err := d.CreateFilesystem(disk.FilesystemSpec{Partition: 0, FSType: filesystem.TypeFat32, VolumeLabel: label, Reproducible: true})
+		if err != nil {
+			return err
+		}
+		return fillFAT(fs, sorted)
+	}()
+	if had {
+		os.Setenv("SOURCE_DATE_EPOCH", old)
+	} else {
+		os.Unsetenv("SOURCE_DATE_EPOCH")
+	}
+	envMu.Unlock()
+	if err == nil {
+		err = os.Rename(tmp, dst)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return 0, fmt.Errorf("FAT image %s: %w", dst, err)
+	}
+	return size, nil
 }

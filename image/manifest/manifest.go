@@ -18,6 +18,7 @@ const (
 	FileUKI       = "ingot.efi"
 	FileDisk      = "disk.raw"
 	FileQCOW2     = "disk.qcow2" // disk.raw as QCOW2, when asked for (ingot build --qcow2)
+	FileISO       = "ingot.iso"  // the hybrid ISO, when asked for (ingot build --iso)
 	FileManifest  = "manifest.json"
 )
 
@@ -62,4 +63,25 @@ func Read(dir string) (*Manifest, error) {
 		return nil, fmt.Errorf("image %s: %s: %w", dir, FileManifest, err)
 	}
 	return &m, nil
+}
+
+// ISOLabel is ingot.iso's volume label, by which the installer finds the medium it booted from.
+const ISOLabel = "INGOT"
+
+// InstallArg is the kernel argument naming the disk a node booted from the ISO installs onto.
+const InstallArg = "ingot.install"
+
+// FileInstallInfo is the file on the ISO that says what the installer writes and how to check it.
+const FileInstallInfo = "install.json"
+
+// InstallInfo is FileInstallInfo's content.
+type InstallInfo struct {
+	Profile    string `json:"profile"`
+	Version    string `json:"version"`
+	BuildID    string `json:"build_id"`
+	Arch       string `json:"arch"`
+	Disk       string `json:"disk"`        // disk.raw: what the target holds once written
+	DiskSize   int64  `json:"disk_size"`   // its size in bytes
+	DiskSHA256 string `json:"disk_sha256"` // and digest, checked by reading the target back
+	Image      string `json:"image"`       // the file on the ISO holding it (QCOW2)
 }
