@@ -11,7 +11,7 @@ LDFLAGS_NODE := -s -w -linkmode external -extldflags '-static'
 NODE_SRC   := $(shell find cmd init profiles runtime netsetup -name '*.go' -o -name '*.toml') go.mod go.sum
 HOST_SRC   := $(shell find cmd image profiles qemu internal -name '*.go' -o -name '*.toml') go.mod go.sum
 
-.PHONY: help deps build image qemu test unit vet bench clean
+.PHONY: iso help deps build image qemu test unit vet bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -41,6 +41,10 @@ bin/ingot-node-arm64: $(NODE_SRC) $(SYSROOT_ARM64)/.done
 
 image: deps bin/ingot bin/ingot-node-$(ARCH) ## build out/$(PROFILE)-$(ARCH) (PROFILE=dev ARCH=amd64|arm64); builds the node binary for ARCH only
 	bin/ingot build --profile $(PROFILE) --arch $(ARCH) --out out/$(PROFILE)-$(ARCH)
+
+iso: deps bin/ingot bin/ingot-node-$(ARCH) ## build out/$(PROFILE)-$(ARCH) with ingot.iso and disk.qcow2 (PROFILE=metal by default here; INSTALL_DISK=/dev/… makes the ISO install onto that disk)
+	bin/ingot build --profile $(if $(filter command line,$(origin PROFILE)),$(PROFILE),metal) --arch $(ARCH) \
+		--out out/$(if $(filter command line,$(origin PROFILE)),$(PROFILE),metal)-$(ARCH) --iso $(if $(INSTALL_DISK),--install-disk $(INSTALL_DISK))
 
 qemu: image ## build the dev image for ARCH and boot it with the serial console here (BOOT=direct|uefi, NET=restricted|user)
 	bin/ingot qemu --image out/$(PROFILE)-$(ARCH) --boot $(BOOT) --net $(NET) --console

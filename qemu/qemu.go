@@ -75,6 +75,9 @@ type Config struct {
 	DiskModel string
 	// NIC is the network card's model: NICVirtio (the default when empty) or NICE1000e.
 	NIC string
+	// CDROM is an ISO attached as a CD (SCSI, on virtio-scsi), and USBStick a raw image attached
+	// as a USB mass-storage device (on an xHCI controller); either is tried first by UEFI firmware.
+	CDROM, USBStick string
 	// ExtraNICs are more network cards, of these models, after the first: card i (from 1) is on
 	// a restricted user network of its own, 10.0.(2+i).0/24, its netdev named "net<i>" (for
 	// SetLink). For machines with several NICs.
@@ -152,8 +155,8 @@ func (c Config) Args(m *manifest.Manifest) ([]string, error) {
 		args = append(args, "-kernel", filepath.Join(c.Image, manifest.FileKernel),
 			"-initrd", filepath.Join(c.Image, manifest.FileInitramfs), "-append", cmdline)
 	case BootUEFI, BootPXE:
-		if c.Disk == "" && c.Boot == BootUEFI {
-			return nil, errors.New("qemu: UEFI boot needs a disk image")
+		if c.Disk == "" && c.CDROM == "" && c.USBStick == "" && c.Boot == BootUEFI {
+			return nil, errors.New("qemu: UEFI boot needs a disk image, a CD or a USB stick")
 		}
 		fw, err := FindFirmware(a)
 		if err != nil {
@@ -191,6 +194,14 @@ func (c Config) Args(m *manifest.Manifest) ([]string, error) {
 		id := fmt.Sprintf("drive%d", i+1)
 		args = append(args, "-drive", "if=none,id="+id+",format=raw,readonly=on,file="+d,
 			"-device", "virtio-blk-pci,drive="+id)
+	}
+	if c.CDROM != "" {
+		args = append(args, "-drive", "if=none,id=cd0,media=cdrom,readonly=on,format=raw,file="+c.CDROM,
+			"-device", "virtio-scsi-pci,id=scsi0", "-device", "scsi-cd,drive=cd0,bus=scsi0.0,bootindex=0")
+	}
+	if c.USBStick != "" {
+		args = append(args, "-drive", "if=none,id=stick0,format=raw,readonly=on,file="+c.USBStick,
+			"-device", "qemu-xhci,id=xhci0", "-device", "usb-storage,drive=stick0,bus=xhci0.0,removable=on,bootindex=0")
 	}
 	for i := range c.HotplugPorts {
 		args = append(args, "-device", fmt.Sprintf("pcie-root-port,id=hp%d,chassis=%d,slot=%d", i, i+1, i+1))

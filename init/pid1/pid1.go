@@ -61,12 +61,15 @@ func (a Action) String() string {
 
 // Node is the running init. All state lives here, none in package variables.
 type Node struct {
-	log      *slog.Logger
-	out      *console.Consoles // every console the kernel was given; nil: stdout (tests)
-	mu       sync.Mutex        // guards sup, which boot sets while stop may already read it
-	sup      *supervise.Supervisor
-	once     sync.Once
-	shutdown chan request
+	log *slog.Logger
+	out *console.Consoles // every console the kernel was given; nil: stdout (tests)
+	// installed is the disk the installer mode wrote this boot ("" when it did not run).
+	installed  string
+	installErr error      // why the installer mode failed
+	mu         sync.Mutex // guards sup, which boot sets while stop may already read it
+	sup        *supervise.Supervisor
+	once       sync.Once
+	shutdown   chan request
 	// node is the node config read at boot. Consumers that start later take their settings from
 	// it: the NTP client its servers (node.NTP()), the kubelet its labels, taints and
 	// [kubernetes], the node API its [api].
@@ -217,6 +220,14 @@ func (n *Node) basePlan(p *profiles.Profile, modules []string, out *nodeSettings
 				n.log.Info("cgroup2 controllers enabled", "controllers", strings.Join(enabled, ","))
 				return err
 			}}}},
+	}
+	// Installer mode (a node booted from ingot.iso's install entry): the image goes onto the named
+	// disk first, so the state partition below is the new disk's.
+	// Optional: a failed install keeps the node up with the reason on the console (see boot).
+	if steps := n.installSteps(); len(steps) > 0 {
+		plan = append(plan, boot.Phase{Name: "install", Optional: true, Steps: steps})
+	}
+	plan = append(plan, boot.Plan{
 		// /var holds the runtime's root (image layers, container upper dirs): nothing a container
 		// writes there may act as a setuid binary or a device on the host.
 		{Name: "state", Steps: []boot.Step{stateMount{n: n, Label: statedisk.Label, Target: "/var", Flags: nosuid | nodev | unix.MS_NOATIME}}},
@@ -224,7 +235,7 @@ func (n *Node) basePlan(p *profiles.Profile, modules []string, out *nodeSettings
 		// network, which it changes. It never fails: a bad node config must not brick a node.
 		{Name: "node-config", Steps: []boot.Step{readNodeConfig{log: n.log, reader: nodesource.System(),
 			cmdline: procCmdline(), keptDir: nodesource.KeptDir, out: out}}},
-	}
+	}...)
 	return plan
 }
 
@@ -346,6 +357,18 @@ func (n *Node) boot(ctx context.Context) error {
 	n.node = &nodeSettings{}
 	if err := n.basePlan(prof, modules, n.node).Run(ctx, obs); err != nil {
 		return err
+	}
+	if n.installErr != nil {
+		// Powering off would take the reason off a screen; nothing else starts.
+		n.log.Error("install failed; the node stays up, running nothing, so this can be read: fix it and reboot", "err", n.installErr)
+		return nil
+	}
+	if n.installed != "" {
+		// The new disk has its state partition formatted and the node config kept: boot it.
+		n.log.Info("rebooting into the installed image", "disk", n.installed)
+		n.bootInstalled(n.installed)
+		n.shutdown <- request{Reboot, "installed onto " + n.installed}
+		return nil
 	}
 	prof = n.node.effective(prof)
 	if err := n.nodePlan(prof, !n.node.namesNode()).Run(ctx, obs); err != nil {

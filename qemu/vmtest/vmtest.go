@@ -133,13 +133,13 @@ func Boot(t testing.TB, image, boot string) *VM {
 }
 
 // BootWith starts a VM from cfg (Image and Boot set; RunDir is filled in, and Disk with a fresh
-// copy of the image's disk unless set, or a network boot: a test that boots one disk twice
-// passes it).
+// copy of the image's disk unless set, or a network, CD or USB boot: a test that boots one disk
+// twice passes it).
 func BootWith(t testing.TB, cfg qemu.Config) *VM {
 	t.Helper()
 	image := cfg.Image
 	run := t.TempDir()
-	if cfg.Disk == "" && cfg.Boot != qemu.BootPXE {
+	if cfg.Disk == "" && cfg.Boot != qemu.BootPXE && cfg.CDROM == "" && cfg.USBStick == "" {
 		cfg.Disk = filepath.Join(run, "disk.raw")
 		if err := qemu.CopySparse(filepath.Join(image, manifest.FileDisk), cfg.Disk); err != nil {
 			t.Fatal(err)
