@@ -172,6 +172,11 @@ type Kernel struct {
 	// whose disks and NICs differ. Members the kernel lacks are skipped (Debian's cloud kernels
 	// have few hardware drivers); members built into the kernel need no shipping.
 	ModuleSets []string `toml:"module_sets"`
+	// Firmware names Debian packages holding firmware files (firmware-realtek,
+	// firmware-misc-nonfree, …; Debian's non-free-firmware component). The image ships the files
+	// of theirs that its modules name (modinfo firmware=) in /lib/firmware, and the manifest lists
+	// them, and the files modules name that none of the packages has.
+	Firmware []string `toml:"firmware"`
 }
 
 // moduleSets are the driver classes a profile may ship. Each lists modules by name; the builder

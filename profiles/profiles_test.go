@@ -1,6 +1,7 @@
 package profiles
 
 import (
+	"cmp"
 	"errors"
 	"io/fs"
 	"os"
@@ -11,7 +12,7 @@ import (
 )
 
 func TestBuiltins(t *testing.T) {
-	if got, want := Names(), []string{"dev", "minimal", "worker"}; !slices.Equal(got, want) {
+	if got, want := Names(), []string{"dev", "metal", "minimal", "worker"}; !slices.Equal(got, want) {
 		t.Fatalf("Names() = %q, want %q", got, want)
 	}
 	wantModules := map[string][]string{
@@ -26,6 +27,9 @@ func TestBuiltins(t *testing.T) {
 			"xt_statistic", "xt_nat", "xt_multiport", "xt_physdev", "ipt_REJECT",
 			"button", "evdev", "qemu_fw_cfg", "fat", "vfat", "nls_cp437", "nls_ascii", "cdrom", "isofs"},
 	}
+	// metal: worker's without the virtio drivers, which its module sets bring when a device asks.
+	wantModules["metal"] = slices.DeleteFunc(slices.Clone(wantModules["worker"]), func(m string) bool { return strings.HasPrefix(m, "virtio_") })
+	wantKernel := map[string]string{"metal": "linux-image-arm64"}
 	for _, name := range Names() {
 		p, raw, err := Builtin(name)
 		if err != nil {
@@ -43,7 +47,7 @@ func TestBuiltins(t *testing.T) {
 		if !slices.Equal(p.Kernel.Modules, wantModules[name]) {
 			t.Errorf("%s: modules = %q, want %q", name, p.Kernel.Modules, wantModules[name])
 		}
-		if got := p.Kernel.PackageFor("arm64"); got != "linux-image-cloud-arm64" {
+		if got, want := p.Kernel.PackageFor("arm64"), cmp.Or(wantKernel[name], "linux-image-cloud-arm64"); got != want {
 			t.Errorf("%s: kernel package for arm64 = %q", name, got)
 		}
 		if len(p.Kernel.Cmdline) != 0 {
@@ -59,6 +63,15 @@ func TestBuiltins(t *testing.T) {
 	worker, _, _ := Builtin("worker")
 	if !worker.Kubelet.Enabled || !worker.Runtime.Enabled || !slices.Equal(worker.Bundles, []string{"kubelet"}) || len(worker.Services) != 0 {
 		t.Errorf("worker: kubelet %+v, runtime %v, bundles %q, services %v; want a kubelet and a runtime, no shell", worker.Kubelet, worker.Runtime.Enabled, worker.Bundles, worker.Services)
+	}
+
+	metal, _, _ := Builtin("metal")
+	if !metal.Kubelet.Enabled || !metal.Runtime.Enabled || len(metal.Services) != 0 ||
+		!slices.Equal(metal.Kernel.Console, []string{ConsoleVGA, ConsoleSerial}) || len(metal.Network.Interfaces) != 1 ||
+		metal.Network.Interfaces[0].Match != MatchEthernet || !metal.Network.Interfaces[0].DHCP ||
+		!slices.Equal(metal.Kernel.ModuleSets, []string{"virtio", "storage", "network", "usb-storage"}) {
+		t.Errorf("metal: kubelet %v, runtime %v, services %v, console %q, network %+v, sets %q", metal.Kubelet.Enabled, metal.Runtime.Enabled,
+			metal.Services, metal.Kernel.Console, metal.Network.Interfaces, metal.Kernel.ModuleSets)
 	}
 
 	dev, _, _ := Builtin("dev")

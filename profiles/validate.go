@@ -303,6 +303,15 @@ func (k *Kernel) validate() *Error {
 			return &Error{Key: key, Msg: fmt.Sprintf("module set %q listed twice (also kernel.module_sets[%d])", set, j)}
 		}
 	}
+	for i, pkg := range k.Firmware {
+		key := fmt.Sprintf("kernel.firmware[%d]", i)
+		if !isDebianPackage(pkg) {
+			return invalid(key, pkg, "a Debian package name, as firmware-realtek")
+		}
+		if j := slices.Index(k.Firmware, pkg); j < i {
+			return &Error{Key: key, Msg: fmt.Sprintf("package %q listed twice (also kernel.firmware[%d])", pkg, j)}
+		}
+	}
 	for i, m := range k.Modules {
 		key := fmt.Sprintf("kernel.modules[%d]", i)
 		if !isModule(m) {

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -81,13 +82,15 @@ const (
 )
 
 type job struct {
-	buildID  string // the image's build id, once the root filesystem is laid out
-	o        Options
-	a        arch.Arch
-	fetch    *debpkg.Fetcher
-	inputs   []manifest.Input
-	step     int
-	maxSteps int
+	buildID   string // the image's build id, once the root filesystem is laid out
+	o         Options
+	a         arch.Arch
+	fetch     *debpkg.Fetcher
+	inputs    []manifest.Input
+	fw        []manifest.Firmware // shipped firmware files
+	fwMissing []string            // firmware files modules name that no package holds
+	step      int
+	maxSteps  int
 }
 
 func (j *job) progress(what string) {
@@ -208,7 +211,7 @@ func Run(ctx context.Context, o Options) (*manifest.Manifest, error) {
 	}
 	rootSum := sha256.Sum256(root)
 	m := &manifest.Manifest{Profile: o.Profile.Name, Version: o.Version, BuildID: j.buildID, Arch: a.Name, KernelRelease: k.Release, Cmdline: cmdline,
-		Modules: modNames, SourceDateEpoch: o.SourceDateEpoch,
+		Modules: modNames, SourceDateEpoch: o.SourceDateEpoch, Firmware: j.fw, FirmwareMissing: j.fwMissing,
 		RootFS: &manifest.Output{Name: RootFSPath, Size: int64(len(root)), SHA256: hex.EncodeToString(rootSum[:])}}
 
 	j.progress("writing kernel and initramfs")
@@ -471,6 +474,80 @@ const (
 	NodeBinaryPath = BinDir + "/ingot-node"
 )
 
+// firmware ships the firmware files the modules name that the profile's firmware packages hold,
+// and records them, and those none holds, for the manifest.
+func (j *job) firmware(ctx context.Context, t *initramfs.Tree, k *kernel.Kernel, mods []kernel.Module) error {
+	wanted, err := k.Firmware(mods)
+	if err != nil || len(wanted) == 0 {
+		return err
+	}
+	var roots []string
+	for _, pkg := range j.o.Profile.Kernel.Firmware {
+		root, err := j.deb(ctx, pkg)
+		if err != nil {
+			return fmt.Errorf("profile %s: firmware package: %w (firmware packages are in Debian's %s component)", j.o.Profile.Name, err, debpkg.FirmwareComponent)
+		}
+		roots = append(roots, root)
+	}
+	for _, w := range wanted {
+		found := false
+		for i, root := range roots {
+			src, ok := firmwareFile(root, w.Path)
+			if !ok {
+				continue
+			}
+			data, err := os.ReadFile(src)
+			if err != nil {
+				return fmt.Errorf("firmware %s: %w", w.Path, err)
+			}
+			if err := t.File(path.Join("/lib/firmware", w.Path), data, 0o644); err != nil {
+				return err
+			}
+			sum := sha256.Sum256(data)
+			j.fw = append(j.fw, manifest.Firmware{Path: w.Path, Package: j.o.Profile.Kernel.Firmware[i], Modules: w.Modules, SHA256: hex.EncodeToString(sum[:])})
+			found = true
+			break
+		}
+		if !found {
+			j.fwMissing = append(j.fwMissing, w.Path)
+		}
+	}
+	return nil
+}
+
+// firmwareFile finds a firmware file in an unpacked package: under lib/firmware or
+// usr/lib/firmware, following the package's own symlinks (absolute ones taken inside the package).
+func firmwareFile(root, rel string) (string, bool) {
+	for _, dir := range []string{"lib/firmware", "usr/lib/firmware"} {
+		p := filepath.Join(root, dir, rel)
+		for range 8 {
+			st, err := os.Lstat(p)
+			if err != nil {
+				break
+			}
+			if st.Mode().IsRegular() {
+				return p, true
+			}
+			if st.Mode()&fs.ModeSymlink == 0 {
+				break
+			}
+			target, err := os.Readlink(p)
+			if err != nil {
+				break
+			}
+			if filepath.IsAbs(target) {
+				p = filepath.Join(root, target)
+			} else {
+				p = filepath.Join(filepath.Dir(p), target)
+			}
+			if !strings.HasPrefix(p, root+string(filepath.Separator)) {
+				break
+			}
+		}
+	}
+	return "", false
+}
+
 // setModules lists the members of the profile's module sets that the kernel has as module files,
 // each once, in set order. Members it lacks or has built in are skipped.
 func setModules(p *profiles.Profile, k *kernel.Kernel) []string {
@@ -591,6 +668,9 @@ func (j *job) rootfs(ctx context.Context, k *kernel.Kernel, mods []kernel.Module
 		if !k.Builtin(n) && !slices.Contains(load, kernel.Normalize(n)) {
 			load = append(load, kernel.Normalize(n))
 		}
+	}
+	if err := j.firmware(ctx, t, k, mods); err != nil {
+		return nil, nil, err
 	}
 	if err := t.File(filepath.Join("/lib/modules", k.Release, "modules.dep"), kernel.ModulesDep(mods), 0o644); err != nil {
 		return nil, nil, err

@@ -45,6 +45,9 @@ func (f *Fetcher) aptDir() string  { return filepath.Join(f.Cache, "apt", f.Arch
 func (f *Fetcher) debDir() string  { return filepath.Join(f.Cache, "debs", f.Arch) }
 func (f *Fetcher) listDir() string { return filepath.Join(f.aptDir(), "lists") }
 
+// sourcesDir holds the apt sources of the private state (writeSources).
+func (f *Fetcher) sourcesDir() string { return filepath.Join(f.aptDir(), "sources") }
+
 func (f *Fetcher) aptOptions() []string {
 	return []string{
 		"-q",
@@ -52,6 +55,9 @@ func (f *Fetcher) aptOptions() []string {
 		"-oAPT::Architectures=" + f.Arch,
 		"-oDir::State::Lists=" + f.listDir(),
 		"-oDir::Cache=" + filepath.Join(f.aptDir(), "cache"),
+		// The host's sources with Debian's firmware component (update writes them).
+		"-oDir::Etc::SourceList=" + filepath.Join(f.sourcesDir(), "sources.list"),
+		"-oDir::Etc::SourceParts=" + filepath.Join(f.sourcesDir(), "sources.list.d"),
 		// apt would drop to the _apt user, which cannot write into root's cache.
 		"-oAPT::Sandbox::User=root",
 	}
@@ -90,8 +96,15 @@ func (f *Fetcher) update(ctx context.Context) error {
 	if age == 0 {
 		age = 24 * time.Hour
 	}
+	sum, err := writeSources("/etc/apt", f.sourcesDir())
+	if err != nil {
+		return fmt.Errorf("apt sources for %s: %w", f.Arch, err)
+	}
+	// The stamp holds the sources' digest: lists fetched from other sources are refreshed.
 	if st, err := os.Stat(stamp); err == nil && time.Since(st.ModTime()) < age {
-		return nil
+		if b, _ := os.ReadFile(stamp); string(b) == sum {
+			return nil
+		}
 	}
 	for _, d := range []string{filepath.Join(f.listDir(), "partial"), filepath.Join(f.aptDir(), "cache", "archives", "partial")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -107,7 +120,7 @@ func (f *Fetcher) update(ctx context.Context) error {
 		}
 		return fmt.Errorf("apt-get update for %s: %w: %s", f.Arch, err, lastLine(out))
 	}
-	return os.WriteFile(stamp, nil, 0o644)
+	return os.WriteFile(stamp, []byte(sum), 0o644)
 }
 
 // Fetch downloads the candidate version of name (unless a matching .deb is cached) and returns it.

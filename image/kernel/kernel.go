@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"slices"
 	"strings"
 )
 
@@ -250,4 +251,37 @@ func (k *Kernel) ModulesAlias(mods []Module) ([]byte, error) {
 		}
 	}
 	return out.Bytes(), nil
+}
+
+// Firmware lists the firmware files mods may load (each module's firmware= entries, paths under
+// /lib/firmware), each with the modules that name it, sorted by file.
+func (k *Kernel) Firmware(mods []Module) ([]FirmwareFile, error) {
+	byName := map[string][]string{}
+	for _, m := range mods {
+		info, err := modinfo(filepath.Join(k.ModulesDir, m.Path))
+		if err != nil {
+			return nil, fmt.Errorf("kernel modules: %w", err)
+		}
+		for _, f := range info["firmware"] {
+			// A relative path without .. : it is looked for under /lib/firmware.
+			if f == "" || strings.HasPrefix(f, "/") || strings.Contains(f, "..") || strings.ContainsAny(f, " \t\n*?[") {
+				continue
+			}
+			if !slices.Contains(byName[f], m.Name) {
+				byName[f] = append(byName[f], m.Name)
+			}
+		}
+	}
+	out := make([]FirmwareFile, 0, len(byName))
+	for f, ms := range byName {
+		out = append(out, FirmwareFile{Path: f, Modules: ms})
+	}
+	slices.SortFunc(out, func(a, b FirmwareFile) int { return strings.Compare(a.Path, b.Path) })
+	return out, nil
+}
+
+// FirmwareFile is a firmware file and the modules that may load it.
+type FirmwareFile struct {
+	Path    string   // under /lib/firmware, e.g. rtl_nic/rtl8168h-2.fw
+	Modules []string // e.g. r8169
 }

@@ -47,9 +47,22 @@ type Manifest struct {
 	Modules         []string `json:"modules"`
 	SourceDateEpoch int64    `json:"source_date_epoch"`
 	// RootFS is the read-only root filesystem (a squashfs) inside the initramfs, by its path there.
-	RootFS  *Output  `json:"root_fs,omitempty"`
-	Inputs  []Input  `json:"inputs"`
-	Outputs []Output `json:"outputs"`
+	RootFS *Output `json:"root_fs,omitempty"`
+	// Firmware are the firmware files shipped in /lib/firmware (from the profile's
+	// [kernel] firmware packages); FirmwareMissing the files shipped modules name that none of
+	// those packages has (a device needing one works without it or not at all).
+	Firmware        []Firmware `json:"firmware,omitempty"`
+	FirmwareMissing []string   `json:"firmware_missing,omitempty"`
+	Inputs          []Input    `json:"inputs"`
+	Outputs         []Output   `json:"outputs"`
+}
+
+// Firmware is one shipped firmware file.
+type Firmware struct {
+	Path    string   `json:"path"`    // under /lib/firmware
+	Package string   `json:"package"` // the Debian package it came from
+	Modules []string `json:"modules"` // the modules naming it
+	SHA256  string   `json:"sha256"`
 }
 
 // Read reads the manifest of the image in dir.

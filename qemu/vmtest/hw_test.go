@@ -105,6 +105,21 @@ func TestMetalInVM(t *testing.T) {
 		t.Run(archName, func(t *testing.T) {
 			RequireVM(t, archName)
 			img := Image(t, "metal", archName)
+			m, err := manifest.Read(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Firmware: what the NIC drivers name, from Debian's firmware packages.
+			var realtek int
+			for _, f := range m.Firmware {
+				if f.Package == "firmware-realtek" && strings.HasPrefix(f.Path, "rtl_nic/") {
+					realtek++
+				}
+			}
+			if realtek == 0 || len(m.FirmwareMissing) > 0 {
+				t.Errorf("firmware: %d rtl_nic files from firmware-realtek, missing %v; want some and none", realtek, m.FirmwareMissing)
+			}
+			t.Logf("%s metal: %d firmware files shipped", archName, len(m.Firmware))
 			vm := BootWith(t, qemu.Config{Image: img, Boot: qemu.BootDirect, DiskModel: qemu.DiskNVMe,
 				NIC: qemu.NICE1000e, ExtraNICs: []string{qemu.NICVirtio, qemu.NICE1000e}})
 			if err := vm.SetLink("net2", false); err != nil {
