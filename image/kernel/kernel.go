@@ -14,8 +14,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"slices"
+	"sort"
 	"strings"
 )
 
