@@ -116,7 +116,7 @@ func (s *Server) execStream(ctx context.Context, id string, cmd []string, in io.
 // firstSizeWait bounds how long an exec with a terminal waits for the client's terminal size
 // before starting its command. Clients (kubectl, crictl) send it as soon as the streams are up;
 // without it the command would start on a 0x0 terminal and could look before the size arrives.
-const firstSizeWait = 2 * time.Second
+const firstSizeWait = time.Second
 
 // firstSize waits up to firstSizeWait for the client's first terminal size and returns it (nil:
 // none came) with the channel of the sizes after it.
