@@ -29,10 +29,7 @@ func TestBoot(t *testing.T) {
 			t.Run(archName+"/"+boot, func(t *testing.T) {
 				RequireVM(t, archName)
 				if boot == qemu.BootUEFI {
-					a := RequireVM(t, archName)
-					if _, err := qemu.FindFirmware(a); err != nil {
-						testgate.Skip(t, err.Error())
-					}
+					RequireUEFI(t, archName)
 				}
 				img := Image(t, "dev", archName)
 				vm := Boot(t, img, boot)

@@ -166,10 +166,7 @@ func TestQCOW2InVM(t *testing.T) {
 	qemuImg := testgate.RequireCommand(t, "qemu-img")
 	for _, archName := range []string{"amd64", "arm64"} {
 		t.Run(archName, func(t *testing.T) {
-			a := RequireVM(t, archName)
-			if _, err := qemu.FindFirmware(a); err != nil {
-				testgate.Skip(t, err.Error())
-			}
+			RequireUEFI(t, archName)
 			img := Image(t, "dev", archName)
 			disk := filepath.Join(t.TempDir(), manifest.FileQCOW2)
 			if err := qcow2.Write(disk, filepath.Join(img, manifest.FileDisk)); err != nil {
@@ -202,10 +199,7 @@ func TestPXEInVM(t *testing.T) {
 	testgate.Short(t, "VM boots")
 	for _, archName := range []string{"amd64", "arm64"} {
 		t.Run(archName, func(t *testing.T) {
-			a := RequireVM(t, archName)
-			if _, err := qemu.FindFirmware(a); err != nil {
-				testgate.Skip(t, err.Error())
-			}
+			RequireUEFI(t, archName)
 			img := Image(t, "dev", archName)
 			vm := BootWith(t, qemu.Config{Image: img, Boot: qemu.BootPXE})
 			took := vm.WaitReady(bootTimeout)

@@ -40,10 +40,7 @@ func TestISOInVM(t *testing.T) {
 	testgate.Short(t, "VM boots")
 	for _, archName := range []string{"amd64", "arm64"} {
 		t.Run(archName, func(t *testing.T) {
-			a := RequireVM(t, archName)
-			if _, err := qemu.FindFirmware(a); err != nil {
-				testgate.Skip(t, err.Error())
-			}
+			RequireUEFI(t, archName)
 			live := buildISO(t, "metal", archName, "")
 			iso := filepath.Join(live, manifest.FileISO)
 			st, _ := os.Stat(iso)

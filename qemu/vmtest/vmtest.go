@@ -90,6 +90,16 @@ var (
 	images   = map[string]string{}
 )
 
+// RequireUEFI is RequireVM for a boot through UEFI firmware: it also skips (fails in CI) when
+// the arch's firmware is not installed.
+func RequireUEFI(t testing.TB, archName string) {
+	t.Helper()
+	a := RequireVM(t, archName)
+	if _, err := qemu.FindFirmware(a); err != nil {
+		testgate.Skip(t, err.Error())
+	}
+}
+
 // Image builds a built-in profile for an arch once per test binary and returns its directory.
 func Image(t testing.TB, profile, archName string) string {
 	t.Helper()
