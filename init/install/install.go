@@ -125,15 +125,22 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	return res, nil
 }
 
+// Medium is the install medium's device when one is attached now (no waiting), or "".
+func Medium(sys, dev string) string {
+	for _, v := range (nodesource.Reader{Sys: sys, Dev: dev}).Volumes() {
+		if v.FSType == nodesource.FSISO9660 && v.Label == manifest.ISOLabel {
+			return v.Dev
+		}
+	}
+	return ""
+}
+
 // findMedium waits for the ISO 9660 volume labelled manifest.ISOLabel.
 func findMedium(ctx context.Context, o Options) (nodesource.Volume, error) {
-	r := nodesource.Reader{Sys: o.Sys, Dev: o.Dev}
 	deadline := time.Now().Add(o.Wait)
 	for {
-		for _, v := range r.Volumes() {
-			if v.FSType == nodesource.FSISO9660 && v.Label == manifest.ISOLabel {
-				return v, nil
-			}
+		if d := Medium(o.Sys, o.Dev); d != "" {
+			return nodesource.Volume{Dev: d, FSType: nodesource.FSISO9660, Label: manifest.ISOLabel}, nil
 		}
 		if time.Now().After(deadline) {
 			return nodesource.Volume{}, fmt.Errorf("install: no install medium (an ISO 9660 volume labelled %s) after %s", manifest.ISOLabel, o.Wait)

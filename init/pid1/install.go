@@ -2,13 +2,22 @@ package pid1
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"ingot.dev/ingot/image/manifest"
 	"ingot.dev/ingot/init/boot"
 	"ingot.dev/ingot/init/install"
+	"ingot.dev/ingot/init/nodesource"
+	"ingot.dev/ingot/init/slots"
+	"ingot.dev/ingot/init/statedisk"
 )
 
 // installMediumWait bounds the wait for the install medium and the target disk: a USB stick's
@@ -61,8 +70,65 @@ func (n *Node) installSteps() []boot.Step {
 	return []boot.Step{installStep{n: n, target: target}}
 }
 
-// bootInstalled asks the firmware to boot the installed disk next (not implemented yet: the
-// medium, if still attached and first in the boot order, boots again; remove it).
+// bootInstalled asks the firmware to boot the installed disk next and first from now on (a
+// Boot#### option for its ESP's loader, BootNext and the head of BootOrder): the medium would
+// otherwise boot again. Without UEFI variables (a direct boot) it says what to do instead.
 func (n *Node) bootInstalled(disk string) {
-	n.log.Info("remove the install medium if the firmware boots it before " + disk)
+	if !slots.UEFI(slots.EFIVars) {
+		n.log.Warn("not booted by UEFI: remove the install medium, or the firmware may boot it again", "disk", disk)
+		return
+	}
+	loader := `EFI/BOOT/BOOTX64.EFI`
+	if runtime.GOARCH == "arm64" {
+		loader = `EFI/BOOT/BOOTAA64.EFI`
+	}
+	num, err := slots.BootDisk(slots.EFIVars, disk, loader)
+	if err != nil {
+		n.log.Warn("the firmware's boot order is unchanged: remove the install medium, or it may boot again", "disk", disk, "err", err)
+		return
+	}
+	n.log.Info("firmware boots the installed disk next and first", "disk", disk, "option", fmt.Sprintf("Boot%04X", num))
+}
+
+// installFromNodeConfig is the installer mode asked for by the node config's [install] disk
+// rather than the kernel command line: it runs after the node config is read, and only on a live
+// boot from the medium (/var is a tmpfs: no state partition anywhere), so an installed node whose
+// kept config still names the disk never installs again. It writes the image, then formats the
+// new disk's state partition and keeps the node config there, as the boot does after an install
+// asked for on the command line.
+func (n *Node) installFromNodeConfig(ctx context.Context) {
+	c := n.node.Config
+	if c == nil || c.Install.Disk == "" || installTarget(procCmdline()) != "" {
+		return
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs("/var", &st); err != nil || st.Type != unix.TMPFS_MAGIC {
+		return
+	}
+	if install.Medium("/sys", "/dev") == "" {
+		n.log.Info("the node config names an install disk, but no install medium is attached; not installing", "disk", c.Install.Disk)
+		return
+	}
+	if err := (installStep{n: n, target: c.Install.Disk}).Do(ctx); err != nil {
+		return // installErr says why
+	}
+	const mnt = "/run/ingot/installed-var"
+	if err := os.MkdirAll(mnt, 0o700); err != nil {
+		n.installed, n.installErr = "", fmt.Errorf("after the install: %w", err)
+		return
+	}
+	res, err := statedisk.Prepare(ctx, statedisk.Label, mnt, unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOATIME, 5*time.Second)
+	if err != nil {
+		n.installed, n.installErr = "", fmt.Errorf("after the install: the new state partition: %w", err)
+		return
+	}
+	defer unix.Unmount(mnt, 0)
+	n.log.Info("state partition of the installed disk ready", "device", res.Device, "formatted", res.Formatted, "grown", res.Grown)
+	kept, err := nodesource.LoadKept(nodesource.KeptDir)
+	if err == nil {
+		err = nodesource.Keep(filepath.Join(mnt, strings.TrimPrefix(nodesource.KeptDir, "/var")), kept)
+	}
+	if err != nil {
+		n.installed, n.installErr = "", fmt.Errorf("after the install: keep the node config on the installed disk: %w", err)
+	}
 }

@@ -358,6 +358,9 @@ func (n *Node) boot(ctx context.Context) error {
 	if err := n.basePlan(prof, modules, n.node).Run(ctx, obs); err != nil {
 		return err
 	}
+	if n.installed == "" && n.installErr == nil {
+		n.installFromNodeConfig(ctx)
+	}
 	if n.installErr != nil {
 		// Powering off would take the reason off a screen; nothing else starts.
 		n.log.Error("install failed; the node stays up, running nothing, so this can be read: fix it and reboot", "err", n.installErr)

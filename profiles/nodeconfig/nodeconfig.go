@@ -40,6 +40,14 @@ type Config struct {
 	Kubernetes Kubernetes `toml:"kubernetes"`
 	// API is the node API's TLS identity.
 	API API `toml:"api"`
+	// Install is for a node booted from ingot.iso: the disk it installs the image onto.
+	Install Install `toml:"install"`
+}
+
+// Install is the [install] table. It acts only on a node booted from an install medium with no
+// state partition of its own (a live boot); ingot.install= on the kernel command line wins.
+type Install struct {
+	Disk string `toml:"disk"` // a whole disk's device, e.g. /dev/nvme0n1
 }
 
 // Node is the [node] table: what the kubelet registers the node with.

@@ -31,6 +31,12 @@ func (c *Config) validate() *Error {
 			return &Error{Key: fmt.Sprintf("ntp[%d]", i), Msg: fmt.Sprintf("invalid server %q (want a host name or IP address, optionally with :port)", s)}
 		}
 	}
+	if d := c.Install.Disk; d != "" {
+		name, ok := strings.CutPrefix(d, "/dev/")
+		if !ok || name == "" || strings.ContainsAny(name, "/ \t") || name == "." || name == ".." {
+			return &Error{Key: "install.disk", Msg: fmt.Sprintf("invalid disk %q (want a whole disk's device, as /dev/sda or /dev/nvme0n1)", d)}
+		}
+	}
 	for _, check := range []func() *Error{c.Node.validate, c.Kubernetes.validate, c.API.validate} {
 		if e := check(); e != nil {
 			return e

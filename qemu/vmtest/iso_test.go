@@ -32,9 +32,11 @@ func buildISO(t *testing.T, profile, archName, installDisk string) string {
 }
 
 // TestISOInVM: the metal image's ISO boots under UEFI from a virtual CD and from a virtual USB
-// stick to a live `node ready`; the ISO built to install onto /dev/vda, booted from the CD with
-// an empty virtio disk and a node config, writes the image there, checks it by sha256 and
-// reboots; the next boot from that disk alone reaches `node ready` with the node config applied;
+// stick to a live `node ready`; booted from the CD with an empty virtio disk and a node config,
+// the ISO built to install onto /dev/vda (amd64), or the live ISO given [install] disk in the
+// node config (arm64), writes the image there, checks it by sha256 and
+// reboots into it though the medium is still in; the next boot from that disk alone reaches
+// `node ready` with the node config applied;
 // and booting the medium again with that disk attached refuses to overwrite the installed node.
 func TestISOInVM(t *testing.T) {
 	testgate.Short(t, "VM boots")
@@ -59,14 +61,20 @@ func TestISOInVM(t *testing.T) {
 				vm.Wait()
 			}
 
-			inst := buildISO(t, "metal", archName, "/dev/vda")
+			// The install target named two ways: on amd64 by the ISO's install entry (ingot.install=
+			// on the kernel command line), on arm64 by the node config's [install] disk, booting
+			// the live entry.
+			inst, config := live, "hostname = \"installed-node\"\n[install]\ndisk = \"/dev/vda\"\n"
+			if archName == "amd64" {
+				inst, config = buildISO(t, "metal", archName, "/dev/vda"), "hostname = \"installed-node\"\n"
+			}
 			run := t.TempDir()
 			target := filepath.Join(run, "target.raw")
 			if err := qemu.EmptyDisk(target, 4<<30, true); err != nil {
 				t.Fatal(err)
 			}
 			nodeToml := filepath.Join(run, "node.toml")
-			os.WriteFile(nodeToml, []byte("hostname = \"installed-node\"\n"), 0o644)
+			os.WriteFile(nodeToml, []byte(config), 0o644)
 			vm := BootWith(t, qemu.Config{Image: inst, Boot: qemu.BootUEFI, CDROM: filepath.Join(inst, manifest.FileISO),
 				Disk: target, FwCfg: map[string]string{"opt/ingot/node.toml": nodeToml}})
 			vm.WaitFor("installed: image written and read back with a matching sha256", bootTimeout)
@@ -74,6 +82,14 @@ func TestISOInVM(t *testing.T) {
 			line := vm.Console.Output()
 			if i := strings.Index(line, "installed: image written"); i >= 0 {
 				t.Logf("%s: %s", archName, strings.SplitN(line[i:], "\n", 2)[0])
+			}
+			// The node reboots in place, the medium still in and first in the boot order the VM
+			// started with: the firmware boots the installed disk (BootNext, BootOrder).
+			vm.WaitFor("firmware boots the installed disk next and first", bootTimeout)
+			vm.WaitFor("state partition mounted on=/var device=/dev/vda2", bootTimeout)
+			vm.WaitReady(bootTimeout)
+			if n := strings.Count(vm.Console.Output(), "ingot: installing target="); n != 1 {
+				t.Fatalf("the installer ran %d times; after the install the disk should boot:\n%s", n, tail(vm.Console.Output(), 3000))
 			}
 			vm.Kill()
 			vm.Wait()
@@ -92,11 +108,21 @@ func TestISOInVM(t *testing.T) {
 			vm.Kill()
 			vm.Wait()
 
-			// The medium left in and booted first again: the installed node is not wiped.
+			// The medium booted first again (a machine whose firmware forgot the disk): the
+			// installed node is not wiped. The install entry's installer refuses the disk; the live
+			// entry runs on the disk's state partition, whose kept config names the disk, and does
+			// not install either.
 			vm = BootWith(t, qemu.Config{Image: inst, Boot: qemu.BootUEFI, CDROM: filepath.Join(inst, manifest.FileISO), Disk: target})
-			vm.WaitFor("install failed; the node stays up", bootTimeout)
-			if !strings.Contains(vm.Console.Output(), "already holds an ingot install") {
-				t.Fatalf("the installer did not say why it refused:\n%s", tail(vm.Console.Output(), 3000))
+			if archName == "amd64" {
+				vm.WaitFor("install failed; the node stays up", bootTimeout)
+				if !strings.Contains(vm.Console.Output(), "already holds an ingot install") {
+					t.Fatalf("the installer did not say why it refused:\n%s", tail(vm.Console.Output(), 3000))
+				}
+			} else {
+				vm.WaitReady(bootTimeout)
+				if strings.Contains(vm.Console.Output(), "ingot: installing") {
+					t.Fatalf("a live boot with an installed disk installed again:\n%s", tail(vm.Console.Output(), 3000))
+				}
 			}
 		})
 	}
