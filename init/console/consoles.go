@@ -58,12 +58,16 @@ func (c *Consoles) Attach(activeFile, devDir string) ([]string, error) {
 		if strings.ContainsRune(name, '/') || name == "." || name == ".." {
 			continue
 		}
-		f, err := os.OpenFile(filepath.Join(devDir, name), os.O_WRONLY|unix.O_NOCTTY, 0)
+		// Non-blocking, written with write(2) itself (os.File would wait for the device): a
+		// screen whose output is stopped (Scroll Lock, ^S) drops lines rather than stalling
+		// PID 1's log on every console.
+		p := filepath.Join(devDir, name)
+		fd, err := unix.Open(p, unix.O_WRONLY|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		if err != nil {
-			errs = append(errs, err.Error())
+			errs = append(errs, fmt.Sprintf("open %s: %v", p, err))
 			continue
 		}
-		c.ws = append(c.ws, f)
+		c.ws = append(c.ws, rawFD(fd))
 		c.names = append(c.names, name)
 	}
 	if len(names) > 0 {
@@ -74,3 +78,9 @@ func (c *Consoles) Attach(activeFile, devDir string) ([]string, error) {
 	}
 	return c.names, nil
 }
+
+// rawFD writes with write(2) directly, so a non-blocking descriptor fails with EAGAIN instead of
+// parking the caller until the device takes more.
+type rawFD int
+
+func (fd rawFD) Write(p []byte) (int, error) { return unix.Write(int(fd), p) }
