@@ -76,7 +76,8 @@ type Config struct {
 	// NIC is the network card's model: NICVirtio (the default when empty) or NICE1000e.
 	NIC string
 	// CDROM is an ISO attached as a CD (SCSI, on virtio-scsi), and USBStick a raw image attached
-	// as a USB mass-storage device (on an xHCI controller); either is tried first by UEFI firmware.
+	// as a USB mass-storage device (on an xHCI controller); either is tried before the disk by
+	// UEFI firmware, unless the boot variables say otherwise.
 	CDROM, USBStick string
 	// ExtraNICs are more network cards, of these models, after the first: card i (from 1) is on
 	// a restricted user network of its own, 10.0.(2+i).0/24, its netdev named "net<i>" (for
@@ -173,6 +174,18 @@ func (c Config) Args(m *manifest.Manifest) ([]string, error) {
 	default:
 		return nil, fmt.Errorf("qemu: unknown boot path %q (want direct, uefi or pxe)", c.Boot)
 	}
+	// A CD or USB stick goes on the PCI bus ahead of the disk, so the firmware's own boot order
+	// (by device) tries it first, as a machine set to boot removable media does. No bootindex:
+	// with one, OVMF rewrites the boot order from QEMU's and deletes the boot options it does not
+	// know, such as the one an installer adds for the disk it wrote.
+	if c.CDROM != "" {
+		args = append(args, "-drive", "if=none,id=cd0,media=cdrom,readonly=on,format=raw,file="+c.CDROM,
+			"-device", "virtio-scsi-pci,id=scsi0", "-device", "scsi-cd,drive=cd0,bus=scsi0.0")
+	}
+	if c.USBStick != "" {
+		args = append(args, "-drive", "if=none,id=stick0,format=raw,readonly=on,file="+c.USBStick,
+			"-device", "qemu-xhci,id=xhci0", "-device", "usb-storage,drive=stick0,bus=xhci0.0,removable=on")
+	}
 	if c.Disk != "" {
 		format := "raw"
 		if strings.HasSuffix(c.Disk, ".qcow2") {
@@ -194,14 +207,6 @@ func (c Config) Args(m *manifest.Manifest) ([]string, error) {
 		id := fmt.Sprintf("drive%d", i+1)
 		args = append(args, "-drive", "if=none,id="+id+",format=raw,readonly=on,file="+d,
 			"-device", "virtio-blk-pci,drive="+id)
-	}
-	if c.CDROM != "" {
-		args = append(args, "-drive", "if=none,id=cd0,media=cdrom,readonly=on,format=raw,file="+c.CDROM,
-			"-device", "virtio-scsi-pci,id=scsi0", "-device", "scsi-cd,drive=cd0,bus=scsi0.0,bootindex=0")
-	}
-	if c.USBStick != "" {
-		args = append(args, "-drive", "if=none,id=stick0,format=raw,readonly=on,file="+c.USBStick,
-			"-device", "qemu-xhci,id=xhci0", "-device", "usb-storage,drive=stick0,bus=xhci0.0,removable=on,bootindex=0")
 	}
 	for i := range c.HotplugPorts {
 		args = append(args, "-device", fmt.Sprintf("pcie-root-port,id=hp%d,chassis=%d,slot=%d", i, i+1, i+1))
