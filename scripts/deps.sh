@@ -2,11 +2,12 @@
 # Installs what building, booting and testing ingot needs on a Debian/Ubuntu host, and nothing
 # the host already has. Idempotent and quick when nothing is missing. Never touches /boot or the
 # host's network configuration: kernels and target-arch libraries are downloaded into the cache by
-# `ingot build` / `ingot fetch`, not installed.
+# `ingot build` / `ingot fetch`, not installed. (fdisk: its sfdisk checks the ISO's hybrid GPT in
+# the tests.)
 set -eu
 
 pkgs="qemu-system-x86 qemu-system-arm qemu-utils ovmf qemu-efi-aarch64 gcc gcc-aarch64-linux-gnu
-libc6-dev libc6-dev-arm64-cross libseccomp-dev dpkg e2fsprogs squashfs-tools ca-certificates"
+libc6-dev libc6-dev-arm64-cross libseccomp-dev dpkg e2fsprogs squashfs-tools ca-certificates fdisk"
 
 missing=""
 for p in $pkgs; do
