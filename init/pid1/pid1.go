@@ -97,6 +97,21 @@ func Main(banner string) {
 	n.run(context.Background())
 }
 
+// watchPowerButton powers the node off when the power button is pressed.
+func (n *Node) watchPowerButton(ctx context.Context) {
+	pressed := make(chan struct{}, 1)
+	if cnt, err := power.Watch(ctx, n.log, pressed); err != nil {
+		n.log.Warn("power button not watched", "err", err)
+	} else {
+		n.log.Info("watching for the power button", "devices", cnt)
+	}
+	n.goSafe(func() {
+		for range pressed {
+			n.shutdown <- request{PowerOff, "power button"}
+		}
+	})
+}
+
 // console is where PID 1 writes what the console shows.
 func (n *Node) console() io.Writer {
 	if n.out == nil {
@@ -362,8 +377,10 @@ func (n *Node) boot(ctx context.Context) error {
 		n.installFromNodeConfig(ctx)
 	}
 	if n.installErr != nil {
-		// Powering off would take the reason off a screen; nothing else starts.
+		// Powering off would take the reason off a screen; nothing else starts but the power
+		// button.
 		n.log.Error("install failed; the node stays up, running nothing, so this can be read: fix it and reboot", "err", n.installErr)
+		n.watchPowerButton(ctx)
 		return nil
 	}
 	if n.installed != "" {
@@ -378,17 +395,7 @@ func (n *Node) boot(ctx context.Context) error {
 		return err
 	}
 
-	pressed := make(chan struct{}, 1)
-	if cnt, err := power.Watch(ctx, n.log, pressed); err != nil {
-		n.log.Warn("power button not watched", "err", err)
-	} else {
-		n.log.Info("watching for the power button", "devices", cnt)
-	}
-	n.goSafe(func() {
-		for range pressed {
-			n.shutdown <- request{PowerOff, "power button"}
-		}
-	})
+	n.watchPowerButton(ctx)
 
 	if err := raiseOpenFiles(); err != nil {
 		n.log.Warn("services keep the default descriptor limit", "err", err)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"ingot.dev/ingot/image/build"
 	"ingot.dev/ingot/image/manifest"
@@ -117,6 +118,16 @@ func TestISOInVM(t *testing.T) {
 				vm.WaitFor("install failed; the node stays up", bootTimeout)
 				if !strings.Contains(vm.Console.Output(), "already holds an ingot install") {
 					t.Fatalf("the installer did not say why it refused:\n%s", tail(vm.Console.Output(), 3000))
+				}
+				// Up, running nothing, but the power button still works.
+				vm.WaitFor("watching for the power button", shellTimeout)
+				if err := vm.Powerdown(); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case <-vm.Done():
+				case <-time.After(shellTimeout):
+					t.Fatalf("the power button did not power off a node whose install failed:\n%s", tail(vm.Console.Output(), 3000))
 				}
 			} else {
 				vm.WaitReady(bootTimeout)

@@ -188,9 +188,17 @@ func testUpgradeInVM(t *testing.T, archName string) {
 		t.Fatalf("upgrade to 2: %s", out)
 	}
 	vm.WaitFor("upgrade installed; rebooting into it slot=b version=2", shellTimeout)
+	rebooted := vm.cur.offset
 	vm.WaitReady(bootTimeout)
 	t.Logf("%s: swap downtime, upgrade call to %q on slot b: %s", archName, ReadyLine, time.Since(start).Round(time.Millisecond))
-	vm.WaitFor("upgrade committed slot=b version=2", bootTimeout)
+	// The commit and `node ready` race: the health gate commits as soon as the runtime answers,
+	// and PID 1 prints ready once it has seen the same. Look from the reboot on.
+	wctx, cancel := context.WithTimeout(ctx, bootTimeout)
+	_, err := vm.Console.WaitFor(wctx, rebooted, "upgrade committed slot=b version=2")
+	cancel()
+	if err != nil {
+		t.Fatalf("no commit of slot b: %v\n%s", err, tail(vm.Console.Output(), 3000))
+	}
 	st := statusUntil(time.Minute, "slot b (ingot-b.conf)", "version 2,", "upgrade   committed: slot a → b, version 2")
 	if strings.Contains(st, "on trial") {
 		t.Fatalf("committed slot still on trial:\n%s", st)
