@@ -23,7 +23,6 @@ import (
 	"runtime"
 	"strings"
 	"time"
-	"unicode/utf16"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -32,6 +31,7 @@ import (
 	"ingot.dev/ingot/image/manifest"
 	"ingot.dev/ingot/image/qcow2"
 	"ingot.dev/ingot/init/nodesource"
+	"ingot.dev/ingot/init/statedisk"
 )
 
 // Options say where to install and where to look.
@@ -212,49 +212,21 @@ const ForceArg = "ingot.install.force"
 // formattedState reports whether the disk's GPT names a partition INGOT-STATE that holds an ext4
 // superblock, and which partition it is.
 func formattedState(dev string) (int, bool) {
+	p, err := statedisk.FindPartition(dev, statedisk.Label)
+	if err != nil {
+		return 0, false
+	}
 	f, err := os.Open(dev)
 	if err != nil {
 		return 0, false
 	}
 	defer f.Close()
-	h := make([]byte, 512)
-	if _, err := f.ReadAt(h, 512); err != nil || string(h[:8]) != "EFI PART" {
+	magic := make([]byte, 2) // ext2/3/4 s_magic, 56 bytes into the superblock at 1024
+	if _, err := f.ReadAt(magic, p.Start()+1024+56); err != nil || binary.LittleEndian.Uint16(magic) != 0xef53 {
 		return 0, false
 	}
-	le := binary.LittleEndian
-	lba, count, size := int64(le.Uint64(h[72:])), int64(le.Uint32(h[80:])), int64(le.Uint32(h[84:]))
-	if count <= 0 || count > 1024 || size < 128 || size > 4096 {
-		return 0, false
-	}
-	entries := make([]byte, count*size)
-	if _, err := f.ReadAt(entries, lba*512); err != nil {
-		return 0, false
-	}
-	want := utf16.Encode([]rune(stateName))
-	for i := range count {
-		e := entries[i*size : (i+1)*size]
-		match := true
-		for j, c := range want {
-			if le.Uint16(e[56+2*j:]) != c {
-				match = false
-				break
-			}
-		}
-		if !match || le.Uint16(e[56+2*len(want):]) != 0 {
-			continue
-		}
-		sb := make([]byte, 2)
-		start := int64(le.Uint64(e[32:])) * 512
-		if _, err := f.ReadAt(sb, start+1024+0x38); err == nil && le.Uint16(sb) == 0xef53 {
-			return int(i) + 1, true
-		}
-	}
-	return 0, false
+	return p.Number, true
 }
-
-// stateName is the state partition's GPT name (image/disk.StateName; not imported, to keep the
-// builder's dependencies out of the node).
-const stateName = "INGOT-STATE"
 
 // isPartitionOf reports whether block device part is a partition of disk.
 func isPartitionOf(sys, part, disk string) bool {

@@ -7,9 +7,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"unicode/utf16"
+
+	"ingot.dev/ingot/init/statedisk"
 )
 
 // globalGUID is the UEFI global variables' vendor GUID (Boot####, BootOrder, BootNext).
@@ -24,9 +25,9 @@ const espName = "INGOT-ESP"
 // before rebooting, since the medium it booted from would otherwise boot first again. An option
 // already there for the same partition and loader is reused. It returns the option's number.
 func BootDisk(efivars, disk, loader string) (uint16, error) {
-	part, err := espOf(disk)
+	part, err := statedisk.FindPartition(disk, espName) // its error names the disk
 	if err != nil {
-		return 0, fmt.Errorf("boot %s: %w", disk, err)
+		return 0, fmt.Errorf("boot: %w", err)
 	}
 	opt := loadOption("ingot", part, loader)
 	num, err := optionNumber(efivars, opt)
@@ -55,61 +56,16 @@ func BootDisk(efivars, disk, loader string) (uint16, error) {
 	return num, nil
 }
 
-// gptPartition is what a hard drive media device path names of a GPT partition.
-type gptPartition struct {
-	Number      uint32
-	Start, Size uint64   // in 512-byte sectors
-	GUID        [16]byte // the unique partition GUID, as the GPT entry stores it
-}
-
-// espOf reads disk's GPT and finds the partition named INGOT-ESP.
-func espOf(disk string) (gptPartition, error) {
-	f, err := os.Open(disk)
-	if err != nil {
-		return gptPartition{}, err
-	}
-	defer f.Close()
-	h := make([]byte, 512)
-	if _, err := f.ReadAt(h, 512); err != nil || string(h[:8]) != "EFI PART" {
-		return gptPartition{}, errors.New("no GPT")
-	}
-	le := binary.LittleEndian
-	lba, count, size := int64(le.Uint64(h[72:])), int64(le.Uint32(h[80:])), int64(le.Uint32(h[84:]))
-	if count <= 0 || count > 1024 || size < 128 || size > 4096 {
-		return gptPartition{}, fmt.Errorf("GPT with %d entries of %d bytes", count, size)
-	}
-	entries := make([]byte, count*size)
-	if _, err := f.ReadAt(entries, lba*512); err != nil {
-		return gptPartition{}, fmt.Errorf("GPT entries: %w", err)
-	}
-	want := utf16.Encode([]rune(espName + "\x00"))
-	for i := range count {
-		e := entries[i*size : (i+1)*size]
-		name := make([]uint16, len(want))
-		for j := range name {
-			name[j] = le.Uint16(e[56+2*j:])
-		}
-		if !slices.Equal(name, want) {
-			continue
-		}
-		p := gptPartition{Number: uint32(i + 1), Start: le.Uint64(e[32:])}
-		p.Size = le.Uint64(e[40:]) - p.Start + 1
-		copy(p.GUID[:], e[16:32])
-		return p, nil
-	}
-	return gptPartition{}, fmt.Errorf("no partition named %s", espName)
-}
-
 // loadOption encodes an EFI_LOAD_OPTION: active, described, with a device path of the GPT
 // partition (hard drive media path) and the loader's file path on it.
-func loadOption(desc string, p gptPartition, loader string) []byte {
+func loadOption(desc string, p statedisk.Partition, loader string) []byte {
 	var path bytes.Buffer
 	hd := make([]byte, 42)
 	hd[0], hd[1] = 4, 1 // media device path, hard drive
 	binary.LittleEndian.PutUint16(hd[2:], 42)
-	binary.LittleEndian.PutUint32(hd[4:], p.Number)
-	binary.LittleEndian.PutUint64(hd[8:], p.Start)
-	binary.LittleEndian.PutUint64(hd[16:], p.Size)
+	binary.LittleEndian.PutUint32(hd[4:], uint32(p.Number))
+	binary.LittleEndian.PutUint64(hd[8:], p.FirstLBA)
+	binary.LittleEndian.PutUint64(hd[16:], p.Sectors)
 	copy(hd[24:40], p.GUID[:])
 	hd[40], hd[41] = 2, 2 // GPT, GUID signature
 	path.Write(hd)

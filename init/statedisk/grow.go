@@ -108,6 +108,82 @@ func entryName(e []byte) string {
 	return string(utf16.Decode(u))
 }
 
+// gptTable is a disk's primary GPT, its header's and entries' CRCs checked.
+type gptTable struct {
+	hdr     gptHeader
+	sector  int64 // the logical sector size: 512 or 4096
+	entries []byte
+}
+
+// readPrimaryGPT reads the primary GPT. The header sits in LBA 1; its offset tells the sector size.
+func readPrimaryGPT(fd *os.File) (gptTable, error) {
+	var t gptTable
+	for _, ss := range []int64{512, 4096} {
+		b := make([]byte, ss)
+		if _, err := fd.ReadAt(b, ss); err != nil {
+			continue
+		}
+		if h, err := parseHeader(b); err == nil {
+			t.hdr, t.sector = h, ss
+			break
+		} else if string(b[:8]) == gptSignature {
+			return t, fmt.Errorf("primary GPT: %w", err)
+		}
+	}
+	if t.sector == 0 {
+		return t, errors.New("no GPT (no primary header in LBA 1)")
+	}
+	if t.hdr.myLBA != 1 {
+		return t, fmt.Errorf("primary GPT header says it is at LBA %d", t.hdr.myLBA)
+	}
+	t.entries = make([]byte, int64(t.hdr.numEntries)*int64(t.hdr.entrySize))
+	if _, err := fd.ReadAt(t.entries, int64(t.hdr.entriesLBA)*t.sector); err != nil {
+		return t, fmt.Errorf("read GPT entries: %w", err)
+	}
+	if got := crc32.ChecksumIEEE(t.entries); got != t.hdr.entriesCRC32 {
+		return t, fmt.Errorf("GPT entries CRC is %#x, header says %#x", got, t.hdr.entriesCRC32)
+	}
+	return t, nil
+}
+
+// Partition is a GPT partition found by name (FindPartition).
+type Partition struct {
+	Number   int    // 1-based entry number, as the kernel numbers partitions
+	FirstLBA uint64 // in the disk's logical sectors
+	Sectors  uint64
+	Sector   int64    // the logical sector size in bytes
+	GUID     [16]byte // the unique partition GUID, as the entry stores it
+}
+
+// Start is the partition's byte offset on the disk.
+func (p Partition) Start() int64 { return int64(p.FirstLBA) * p.Sector }
+
+// FindPartition finds the partition named name in the primary GPT of disk (an image file or a
+// whole-disk block device).
+func FindPartition(disk, name string) (Partition, error) {
+	fd, err := os.Open(disk)
+	if err != nil {
+		return Partition{}, err
+	}
+	defer fd.Close()
+	t, err := readPrimaryGPT(fd)
+	if err != nil {
+		return Partition{}, fmt.Errorf("%s: %w", disk, err)
+	}
+	size := int(t.hdr.entrySize)
+	for i := range int(t.hdr.numEntries) {
+		e := t.entries[i*size : (i+1)*size]
+		if allZero(e[:16]) || entryName(e) != name {
+			continue
+		}
+		p := Partition{Number: i + 1, FirstLBA: binary.LittleEndian.Uint64(e[32:]), Sector: t.sector}
+		p.Sectors = binary.LittleEndian.Uint64(e[40:]) - p.FirstLBA + 1
+		copy(p.GUID[:], e[16:32])
+		return p, nil
+	}
+	return Partition{}, fmt.Errorf("%s: %w named %s in the GPT", disk, ErrNotFound, name)
+}
+
 // Grow extends the GPT partition named label on the disk (an image file or a whole-disk block
 // device) to the end of the disk and moves the backup GPT to the disk's last sector. It leaves
 // the disk untouched, with Grown false, when the partition is not the last one, when its first
@@ -135,34 +211,11 @@ func grow(fd *os.File, label string) (Growth, error) {
 	if err != nil {
 		return Growth{}, fmt.Errorf("size: %w", err)
 	}
-	// The header sits in LBA 1; its offset tells the logical sector size.
-	var hdr gptHeader
-	var sector int64
-	for _, ss := range []int64{512, 4096} {
-		b := make([]byte, ss)
-		if _, err := fd.ReadAt(b, ss); err != nil {
-			continue
-		}
-		if h, err := parseHeader(b); err == nil {
-			hdr, sector = h, ss
-			break
-		} else if string(b[:8]) == gptSignature {
-			return Growth{}, fmt.Errorf("primary GPT: %w", err)
-		}
+	t, err := readPrimaryGPT(fd)
+	if err != nil {
+		return Growth{}, err
 	}
-	if sector == 0 {
-		return Growth{}, errors.New("no primary GPT header")
-	}
-	if hdr.myLBA != 1 {
-		return Growth{}, fmt.Errorf("primary GPT header says it is at LBA %d", hdr.myLBA)
-	}
-	entries := make([]byte, int64(hdr.numEntries)*int64(hdr.entrySize))
-	if _, err := fd.ReadAt(entries, int64(hdr.entriesLBA)*sector); err != nil {
-		return Growth{}, fmt.Errorf("read GPT entries: %w", err)
-	}
-	if got := crc32.ChecksumIEEE(entries); got != hdr.entriesCRC32 {
-		return Growth{}, fmt.Errorf("GPT entries CRC is %#x, header says %#x", got, hdr.entriesCRC32)
-	}
+	hdr, sector, entries := t.hdr, t.sector, t.entries
 
 	found, lastEnd := -1, uint64(0)
 	var start, end uint64
