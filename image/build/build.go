@@ -26,6 +26,7 @@ import (
 	"ingot.dev/ingot/image/bundle"
 	"ingot.dev/ingot/image/debpkg"
 	"ingot.dev/ingot/image/disk"
+	"ingot.dev/ingot/image/e2fsprogs"
 	"ingot.dev/ingot/image/initramfs"
 	"ingot.dev/ingot/image/iso"
 	"ingot.dev/ingot/image/kernel"
@@ -33,6 +34,7 @@ import (
 	"ingot.dev/ingot/image/qcow2"
 	"ingot.dev/ingot/image/squashfs"
 	"ingot.dev/ingot/image/uki"
+	"ingot.dev/ingot/init/statedisk"
 	"ingot.dev/ingot/profiles"
 )
 
@@ -698,6 +700,9 @@ func (j *job) rootfs(ctx context.Context, k *kernel.Kernel, mods []kernel.Module
 		}
 	}
 
+	if err := j.e2fsprogs(ctx, t); err != nil {
+		return nil, nil, err
+	}
 	for _, b := range j.o.Profile.Bundles {
 		switch b {
 		case profiles.BundleBusybox:
@@ -753,6 +758,26 @@ func osRelease(profile, arch, version string, inputs []manifest.Input) ([]byte, 
 	}), id
 }
 
+// e2fsprogs adds what PID 1 formats, checks and grows the state partition with (mke2fs,
+// e2fsck, resize2fs from Debian, their libraries and loader) and their configuration. Every
+// image has a state partition, so every image carries them.
+func (j *job) e2fsprogs(ctx context.Context, t *initramfs.Tree) error {
+	files, err := e2fsprogs.Collect(ctx, j.deb)
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		if err := t.CopyFile(f.Path, f.Src, f.Mode); err != nil {
+			return fmt.Errorf("e2fsprogs: %w", err)
+		}
+	}
+	etc := statedisk.NodeTools.Etc
+	if err := t.File(path.Join(etc, statedisk.MkfsConfName), []byte(statedisk.MkfsConf), 0o644); err != nil {
+		return err
+	}
+	return t.File(path.Join(etc, statedisk.FsckConfName), []byte(statedisk.FsckConf), 0o644)
+}
+
 func (j *job) busybox(ctx context.Context, t *initramfs.Tree) error {
 	root, err := j.deb(ctx, "busybox-static")
 	if err != nil {
@@ -773,6 +798,9 @@ func (j *job) busybox(ctx context.Context, t *initramfs.Tree) error {
 		// modprobe is the node binary's own (the kernel's autoloader runs it; it reads the
 		// image's modules.dep and modules.alias).
 		if a == "busybox" || a == "modprobe" {
+			continue
+		}
+		if t.Has("/bin/" + a) { // e2fsprogs' mke2fs, not busybox's
 			continue
 		}
 		if err := t.Symlink("/bin/"+a, "busybox"); err != nil {

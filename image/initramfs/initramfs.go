@@ -75,6 +75,16 @@ func (t *Tree) add(p string, e entry) error {
 	return nil
 }
 
+// Has reports whether the tree holds p.
+func (t *Tree) Has(p string) bool {
+	c, err := clean(p)
+	if err != nil {
+		return false
+	}
+	_, ok := t.entries[c]
+	return ok
+}
+
 // Dir adds a directory (and its parents).
 func (t *Tree) Dir(p string, mode os.FileMode) error {
 	return t.add(p, entry{kind: kindDir, mode: uint64(mode.Perm())})

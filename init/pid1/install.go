@@ -117,7 +117,7 @@ func (n *Node) installFromNodeConfig(ctx context.Context) {
 		n.installed, n.installErr = "", fmt.Errorf("after the install: %w", err)
 		return
 	}
-	res, err := statedisk.Prepare(ctx, statedisk.Label, mnt, unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOATIME, 5*time.Second)
+	res, err := statedisk.Prepare(ctx, statedisk.NodeTools, statedisk.Label, mnt, unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOATIME, 5*time.Second, nil)
 	if err != nil {
 		n.installed, n.installErr = "", fmt.Errorf("after the install: the new state partition: %w", err)
 		return

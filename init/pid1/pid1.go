@@ -6,6 +6,7 @@ package pid1
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -306,19 +307,76 @@ func (m stateMount) String() string {
 }
 
 func (m stateMount) Do(ctx context.Context) error {
-	res, err := statedisk.Prepare(ctx, m.Label, m.Target, m.Flags, time.Second)
+	res, err := statedisk.Prepare(ctx, statedisk.NodeTools, m.Label, m.Target, m.Flags, time.Second, func(r statedisk.Result) {
+		m.n.log.Info("formatting the state partition", "device", r.Device, "found", r.Found.String(), "grown", r.Grown)
+	})
+	if c := res.Checked; c.Why != "" {
+		m.n.log.Info("state partition checked before mounting: "+c.Why, "device", res.Device, "e2fsck", "-p",
+			"exit", c.Exit, "took", c.Took.Round(time.Millisecond), "said", c.Output)
+	}
 	if res.GrowErr != nil {
-		m.n.log.Warn("state partition not grown to the end of its disk; formatted at its own size", "device", res.Device, "err", res.GrowErr)
+		m.n.log.Warn("state partition not grown to the end of its disk", "device", res.Device, "err", res.GrowErr)
+	}
+	if res.ResizeErr != nil {
+		m.n.log.Warn("state filesystem not grown to fill its partition", "device", res.Device, "err", res.ResizeErr)
 	}
 	if err == nil {
-		m.n.log.Info("state partition mounted", "on", m.Target, "device", res.Device, "formatted", res.Formatted, "grown", res.Grown)
+		attrs := []any{"on", m.Target, "device", res.Device, "found", res.Found.String()}
+		if res.Formatted {
+			attrs = append(attrs, "formatted", true, "format_took", res.FormatTook.Round(time.Millisecond))
+		}
+		if res.Grown {
+			attrs = append(attrs, "grown_to_mib", res.Size>>20)
+		}
+		if res.Resized {
+			attrs = append(attrs, "filesystem_grown", true)
+		}
+		m.n.log.Info("state partition mounted", attrs...)
+		m.n.goSafe(func() { m.n.trimState(ctx, m.Target) })
 		return nil
 	}
-	m.n.log.Warn("no usable state partition; "+m.Target+" is a tmpfs and will not survive a reboot", "err", err)
+	if errors.Is(err, statedisk.ErrNotRepaired) {
+		m.n.log.Error("state partition left untouched and not mounted: it needs an operator's e2fsck (README: a damaged state partition); "+
+			m.Target+" is a tmpfs and will not survive a reboot", "device", res.Device, "err", err)
+	} else {
+		m.n.log.Warn("no usable state partition; "+m.Target+" is a tmpfs and will not survive a reboot", "err", err)
+	}
 	if err := unix.Mount("tmpfs", m.Target, "tmpfs", m.Flags, "mode=0755"); err != nil {
 		return fmt.Errorf("mount tmpfs on %s: %w", m.Target, err)
 	}
 	return nil
+}
+
+// When the node trims the state partition (statedisk.MountOptions says why not online discard):
+// an hour after boot, once the first pulls are done, then weekly, as Debian's fstrim.timer does.
+const (
+	firstTrim = time.Hour
+	trimEvery = 7 * 24 * time.Hour
+)
+
+// trimState trims the filesystem mounted at dir now and then, and stops for good on a disk
+// without discard support.
+func (n *Node) trimState(ctx context.Context, dir string) {
+	wait := firstTrim
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = trimEvery
+		start := time.Now()
+		trimmed, err := statedisk.Trim(dir)
+		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOTSUP) {
+			n.log.Info("the state partition's disk does not support discard; not trimming it", "on", dir)
+			return
+		}
+		if err != nil {
+			n.log.Warn("trim the state partition", "err", err)
+			continue
+		}
+		n.log.Info("state partition trimmed", "on", dir, "mib", trimmed>>20, "took", time.Since(start).Round(time.Millisecond))
+	}
 }
 
 func (n *Node) boot(ctx context.Context) error {

@@ -18,9 +18,11 @@ import (
 
 // The image ships a small state partition so that disk.raw stays small; on a real disk (or a
 // grown working copy) the rest of the disk would be wasted. Grow moves the partition's end and
-// the backup GPT to the end of the disk. It is careful in the way Prepare is: it only touches a
-// partition that is the last one on the disk and whose first MiB is all zeros, so a disk that
-// already holds a formatted state is never rewritten.
+// the backup GPT to the end of the disk, on the first boot before the partition is formatted,
+// and on a later boot when the disk has been enlarged (the filesystem follows online, Resize).
+// It is careful in the way Prepare is: it only touches a partition that is the last one on the
+// disk and holds what Probe calls blank, an unfinished format or ext4, never unknown data. The
+// partition only grows: its start and everything in it stay where they are.
 
 // Growth says where the partition lies after Grow, in bytes from the start of the disk.
 type Growth struct {
@@ -186,8 +188,8 @@ func FindPartition(disk, name string) (Partition, error) {
 
 // Grow extends the GPT partition named label on the disk (an image file or a whole-disk block
 // device) to the end of the disk and moves the backup GPT to the disk's last sector. It leaves
-// the disk untouched, with Grown false, when the partition is not the last one, when its first
-// MiB holds anything, or when it already reaches (to within a MiB) the end of the disk.
+// the disk untouched, with Grown false, when the partition is not the last one, when it holds
+// unknown data (Probe's Other), or when it already reaches (to within a MiB) the end of the disk.
 func Grow(diskPath, label string) (Growth, error) {
 	fd, err := os.OpenFile(diskPath, os.O_RDWR, 0)
 	if err != nil {
@@ -240,12 +242,18 @@ func grow(fd *os.File, label string) (Growth, error) {
 	if end != lastEnd {
 		return g, nil // another partition follows: growing would overlap it
 	}
-	head := make([]byte, min(blankProbe, g.Size))
+	if g.Size < minSize {
+		return g, nil
+	}
+	head, tail := make([]byte, blankProbe), make([]byte, recordSize)
 	if _, err := fd.ReadAt(head, g.Start); err != nil {
 		return g, fmt.Errorf("read partition %d: %w", g.Index, err)
 	}
-	if !allZero(head) {
-		return g, nil // formatted (or anything else): never moved
+	if _, err := fd.ReadAt(tail, g.OldEnd-recordSize); err != nil {
+		return g, fmt.Errorf("read partition %d: %w", g.Index, err)
+	}
+	if classify(head, tail) == Other {
+		return g, nil // data the node does not know: never moved
 	}
 
 	entrySectors := (uint64(len(entries)) + uint64(sector) - 1) / uint64(sector)
@@ -265,7 +273,7 @@ func grow(fd *os.File, label string) (Growth, error) {
 	crc := crc32.ChecksumIEEE(entries)
 
 	// The old backup header and entries now lie inside the grown partition: clear them, so that
-	// no tool finds a stale table there, and the partition starts as blank as Probe expects.
+	// no tool finds a stale table there (a blank partition stays blank).
 	oldAlt := hdr.altLBA
 	oldAltEntries := oldAlt - entrySectors
 	if oldAlt > end && oldAlt < lastLBA {

@@ -10,14 +10,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/diskfs/go-diskfs/backend/file"
-	"github.com/diskfs/go-diskfs/filesystem/ext4"
 	"golang.org/x/sys/unix"
 )
 
@@ -95,68 +94,75 @@ func isDisk(dir string) bool {
 type Kind int
 
 const (
-	Blank Kind = iota // all zeros at the start: safe to format
-	Ext4              // an ext4 superblock
-	Other             // anything else: never formatted
+	Blank      Kind = iota // all zeros at the start: safe to format
+	Unfinished             // a first format that did not finish (the format record is there)
+	Ext4                   // an ext4 superblock, and no format record
+	Other                  // anything else: never formatted
 )
 
 func (k Kind) String() string {
-	return [...]string{"blank", "ext4", "unknown data"}[k]
+	return [...]string{"blank", "an unfinished format", "ext4", "unknown data"}[k]
 }
 
-// Probe reads the start of the device and says what it holds.
+// Probe reads the start and the end of the device and says what it holds.
 func Probe(dev string) (Kind, error) {
 	fd, err := os.Open(dev)
 	if err != nil {
 		return Other, fmt.Errorf("probe %s: %w", dev, err)
 	}
 	defer fd.Close()
-	buf := make([]byte, 1<<20)
-	n, err := fd.ReadAt(buf, 0)
-	if n < 2048 {
-		return Other, fmt.Errorf("probe %s: read %d bytes: %v", dev, n, err)
+	size, err := fd.Seek(0, io.SeekEnd)
+	if err != nil {
+		return Other, fmt.Errorf("probe %s: size: %w", dev, err)
 	}
-	buf = buf[:n]
-	// ext2/3/4 superblock at 1024, s_magic at offset 56 within it.
-	if binary.LittleEndian.Uint16(buf[1024+56:]) == 0xEF53 {
-		return Ext4, nil
+	if size < minSize {
+		return Other, fmt.Errorf("probe %s: %d bytes is too small for a state partition (at least %d)", dev, size, minSize)
 	}
-	if len(bytes.Trim(buf, "\x00")) == 0 {
-		return Blank, nil
+	head := make([]byte, blankProbe)
+	if _, err := fd.ReadAt(head, 0); err != nil {
+		return Other, fmt.Errorf("probe %s: %w", dev, err)
 	}
-	return Other, nil
+	tail := make([]byte, recordSize)
+	if _, err := fd.ReadAt(tail, size-recordSize); err != nil {
+		return Other, fmt.Errorf("probe %s: %w", dev, err)
+	}
+	return classify(head, tail), nil
 }
 
-// Format writes an empty ext4 filesystem labelled label over the whole device.
-func Format(dev, label string) error {
-	fd, err := os.OpenFile(dev, os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("format %s: %w", dev, err)
+// classify says what a partition holds from its first MiB and its last 4 KiB.
+func classify(head, tail []byte) Kind {
+	switch {
+	case bytes.HasPrefix(tail, []byte(formatRecord)):
+		// Checked first: mke2fs writes the primary superblock last, but the record is cleared
+		// only once the whole filesystem is on the disk.
+		return Unfinished
+	case binary.LittleEndian.Uint16(head[1024+0x38:]) == 0xEF53: // ext2/3/4 s_magic
+		return Ext4
+	case allZero(head):
+		return Blank
 	}
-	defer fd.Close()
-	size, err := fd.Seek(0, 2)
-	if err != nil {
-		return fmt.Errorf("format %s: size: %w", dev, err)
-	}
-	if _, err := ext4.Create(file.New(fd, false), size, 0, 512, &ext4.Params{VolumeName: label}); err != nil {
-		return fmt.Errorf("format %s as ext4: %w", dev, err)
-	}
-	if err := fd.Sync(); err != nil {
-		return fmt.Errorf("format %s: sync: %w", dev, err)
-	}
-	return nil
+	return Other
 }
 
 // Result says what Prepare did.
 type Result struct {
-	Device    string
-	Formatted bool
-	// Grown is set when the blank partition was first grown to the end of its disk; Size is then
-	// its new size in bytes.
+	Device string
+	// Found is what the partition held: Blank or Unfinished ones were formatted.
+	Found      Kind
+	Formatted  bool
+	FormatTook time.Duration
+	// Grown is set when the partition was grown to the end of its disk; Size is then its new
+	// size in bytes.
 	Grown bool
 	Size  int64
-	// GrowErr says why a blank partition could not be grown; it was formatted as it was.
+	// GrowErr says why the partition could not be grown; the node goes on at the size it has.
 	GrowErr error
+	// Checked is what e2fsck -p did before the mount (Checked.Why is "" when it did not run).
+	Checked Check
+	// Resized is set when the filesystem was grown online to fill its grown partition.
+	Resized bool
+	// ResizeErr says why it could not be; /var keeps its old size.
+	ResizeErr error
 }
 
 // growDevice grows partition dev to the end of its disk and tells the kernel its new size.
@@ -170,44 +176,63 @@ func growDevice(dev, label string) (bool, int64, error) {
 		return false, 0, err
 	}
 	if err := resizePartition(disk, g); err != nil {
-		// The table on disk is grown but the kernel still sees the old size: the filesystem is
-		// made at that size and stays so (nothing resizes ext4 later). Space lost, state safe.
+		// The table on disk is grown but the kernel still sees the old size until the next
+		// boot, which finds the table grown and the filesystem smaller, and resizes it then.
 		return false, 0, err
 	}
 	return true, g.Size, nil
 }
 
-// Prepare finds the labelled partition, grows it to the end of its disk and formats it if blank,
-// and mounts it at target with flags
-// (MS_* mount flags; the node mounts /var nosuid,nodev).
-func Prepare(ctx context.Context, label, target string, flags uintptr, wait time.Duration) (Result, error) {
+// Prepare finds the labelled partition and mounts it at target with flags (MS_* mount flags; the
+// node mounts /var nosuid,nodev,noatime) and MountOptions:
+//   - a blank partition, or one whose first format was cut short, is grown to the end of its disk
+//     and formatted;
+//   - an ext4 one is checked with e2fsck -p first when it was not cleanly unmounted; one e2fsck
+//     cannot repair is left alone (ErrNotRepaired). When its disk has grown, the partition
+//     grows to the end of the disk, and the filesystem with it once mounted;
+//   - anything else is never touched.
+//
+// onFormat, when not nil, is called just before a format starts (PID 1 says so on the console).
+func Prepare(ctx context.Context, t Tools, label, target string, flags uintptr, wait time.Duration, onFormat func(Result)) (Result, error) {
 	dev, err := Find(ctx, "/sys/class/block", "/dev", label, wait)
 	if err != nil {
 		return Result{}, err
 	}
 	res := Result{Device: dev}
-	kind, err := Probe(dev)
+	res.Found, err = Probe(dev)
 	if err != nil {
 		return res, err
 	}
-	switch kind {
-	case Blank:
-		// Grow before formatting: a blank partition is the only kind Grow moves, and the
-		// filesystem is then made at the full size. A failure to grow costs space, not the
-		// state: the partition is formatted at the size it has.
+	switch res.Found {
+	case Blank, Unfinished:
+		// Grow before formatting, so the filesystem is made at the full size. A failure to
+		// grow costs space, not the state: the partition is formatted at the size it has.
 		res.Grown, res.Size, res.GrowErr = growDevice(dev, label)
-		if err := Format(dev, label); err != nil {
+		if onFormat != nil {
+			onFormat(res)
+		}
+		start := time.Now()
+		if err := t.Format(ctx, dev, label); err != nil {
 			return res, err
 		}
-		res.Formatted = true
+		res.Formatted, res.FormatTook = true, time.Since(start)
+	case Ext4:
+		if res.Checked, err = t.CheckBeforeMount(ctx, dev); err != nil {
+			return res, err
+		}
+		res.Grown, res.Size, res.GrowErr = growDevice(dev, label)
 	case Other:
-		return res, fmt.Errorf("state partition %s holds %s; refusing to format it", dev, kind)
+		return res, fmt.Errorf("state partition %s holds %s; refusing to format it", dev, res.Found)
 	}
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return res, fmt.Errorf("mount %s: %w", target, err)
 	}
-	if err := unix.Mount(dev, target, "ext4", flags, ""); err != nil {
-		return res, fmt.Errorf("mount %s on %s (ext4): %w", dev, target, err)
+	if err := unix.Mount(dev, target, "ext4", flags, MountOptions); err != nil {
+		return res, fmt.Errorf("mount %s on %s (ext4, %s): %w", dev, target, MountOptions, err)
+	}
+	if !res.Formatted {
+		// Also after a boot that grew the partition but was cut before the filesystem followed.
+		res.Resized, res.ResizeErr = t.Resize(ctx, dev)
 	}
 	return res, nil
 }

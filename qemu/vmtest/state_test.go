@@ -1,0 +1,342 @@
+package vmtest
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"ingot.dev/ingot/image/manifest"
+	"ingot.dev/ingot/init/statedisk"
+	"ingot.dev/ingot/internal/testgate"
+	"ingot.dev/ingot/qemu"
+)
+
+// The state partition's filesystem as a node makes, checks and grows it (init/statedisk): made
+// by mke2fs on the image's own 256 MiB partition and on one grown to 6.3 GiB, grown to 20 GiB
+// after the disk is enlarged, and formatted again after a power cut during the first format.
+
+const (
+	// lazyinitTimeout is how long ext4lazyinit may take to zero a new /var's inode tables under
+	// TCG (6.3 GiB: 100 MiB of inode tables).
+	lazyinitTimeout = 8 * time.Minute
+	grownDisk       = 6451 << 20 // 6.3 GiB
+	enlargedDisk    = 20 << 30
+)
+
+// fsckState runs the host's e2fsck -fn on the disk's state partition (offset into the image
+// file) and fails on any finding. It returns e2fsck's summary line.
+func fsckState(t *testing.T, disk string) string {
+	t.Helper()
+	fsck := testgate.RequireCommand(t, "e2fsck")
+	p, err := statedisk.FindPartition(disk, statedisk.Label)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(fsck, "-fn", fmt.Sprintf("%s?offset=%d", disk, p.Start())).CombinedOutput()
+	if err != nil {
+		t.Fatalf("e2fsck -fn of the state partition of %s: %v\n%s", disk, err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return lines[len(lines)-1]
+}
+
+// gptBytes returns the disk's primary GPT (protective MBR, header, entries: the first 34
+// sectors) and its backup (the last 33 sectors).
+func gptBytes(t *testing.T, disk string) []byte {
+	t.Helper()
+	f, err := os.Open(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, (34+33)*512)
+	if _, err := f.ReadAt(b[:34*512], 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.ReadAt(b[34*512:], st.Size()-33*512); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// varKiB is the size of the filesystem on /var as df reports it, in KiB.
+func varKiB(t *testing.T, vm *VM) int64 {
+	t.Helper()
+	out := vm.MustShell("df -k /var | tail -n 1", shellTimeout)
+	f := strings.Fields(out)
+	if len(f) < 2 {
+		t.Fatalf("df -k /var: %q", out)
+	}
+	n, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		t.Fatalf("df -k /var: %q: %v", out, err)
+	}
+	return n
+}
+
+var mountedLine = regexp.MustCompile(`ingot: state partition mounted[^\n]*`)
+
+// stateLine returns the console's "state partition mounted" line of this boot.
+func stateLine(t *testing.T, vm *VM) string {
+	t.Helper()
+	l := mountedLine.FindAllString(vm.Console.Output(), -1)
+	if len(l) == 0 {
+		t.Fatalf("no %q on the console", "state partition mounted")
+	}
+	return strings.TrimSpace(l[len(l)-1])
+}
+
+// assertNoExt4Errors fails when the kernel reported an ext4 error.
+func assertNoExt4Errors(t *testing.T, vm *VM) {
+	t.Helper()
+	out := vm.Console.Output()
+	if i := strings.Index(out, "EXT4-fs error"); i >= 0 {
+		t.Fatalf("the kernel reported an ext4 error:\n%s", tail(out[:min(len(out), i+500)], 2000))
+	}
+}
+
+// assertItablesZeroed fails unless every block group of the disk's state filesystem has its
+// inode table zeroed (dumpe2fs' ITABLE_ZEROED): ext4lazyinit finished its work.
+func assertItablesZeroed(t *testing.T, disk string) {
+	t.Helper()
+	dumpe2fs := testgate.RequireCommand(t, "dumpe2fs")
+	p, err := statedisk.FindPartition(disk, statedisk.Label)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(dumpe2fs, fmt.Sprintf("%s?offset=%d", disk, p.Start())).Output()
+	if err != nil {
+		t.Fatalf("dumpe2fs of the state partition of %s: %v", disk, err)
+	}
+	groups, zeroed := 0, 0
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "Group ") && strings.Contains(l, "(Blocks ") {
+			groups++
+			if strings.Contains(l, "ITABLE_ZEROED") {
+				zeroed++
+			}
+		}
+	}
+	if groups == 0 || zeroed != groups {
+		t.Fatalf("%d of %d block groups have their inode table zeroed", zeroed, groups)
+	}
+}
+
+// waitLazyinit waits until ext4lazyinit has zeroed the inode tables of every new filesystem (the
+// kernel thread exits when it has none left) and returns how long that took from now.
+func waitLazyinit(t *testing.T, vm *VM) time.Duration {
+	t.Helper()
+	start := time.Now()
+	secs := int(lazyinitTimeout / time.Second)
+	// The kernel thread starts up to 5 s after the mount and exits when no filesystem has inode
+	// tables left to zero; the node was ready seconds ago, so it is there unless it is done.
+	out := vm.MustShell(fmt.Sprintf("i=0; while pidof ext4lazyinit >/dev/null && [ $i -lt %d ]; do sleep 1; i=$((i+1)); done; pidof ext4lazyinit || echo lazyinit-done", secs), lazyinitTimeout+time.Minute)
+	if strings.TrimSpace(out) != "lazyinit-done" {
+		t.Fatalf("ext4lazyinit still runs after %s (or the check failed): %q", lazyinitTimeout, out)
+	}
+	return time.Since(start)
+}
+
+// firstBoot boots a fresh working disk and checks the new /var: formatted, no ext4 error after
+// ext4lazyinit has finished, clean to e2fsck after a clean poweroff. It returns the VM's /var
+// size in KiB.
+func firstBoot(t *testing.T, archName string, cfg qemu.Config) int64 {
+	t.Helper()
+	vm := BootWith(t, cfg)
+	took := vm.WaitReady(bootTimeout)
+	line := stateLine(t, vm)
+	if !strings.Contains(line, "formatted=true") {
+		t.Fatalf("first boot did not format /var: %s", line)
+	}
+	t.Logf("%s: node ready %d ms after QEMU start; %s", archName, took.Milliseconds(), line)
+	vm.Prompt(shellTimeout)
+	lazy := waitLazyinit(t, vm)
+	t.Logf("%s: ext4lazyinit done %s after node ready", archName, lazy.Round(time.Second))
+	size := varKiB(t, vm)
+	assertNoExt4Errors(t, vm)
+	vm.PowerOff(archName, qemu.BootDirect)
+	vm.WaitExit(powerTimeout)
+	vm.AssertCleanConsole()
+	assertNoExt4Errors(t, vm)
+	t.Logf("%s: e2fsck -fn after a clean poweroff: %s", archName, fsckState(t, cfg.Disk))
+	assertItablesZeroed(t, cfg.Disk)
+	return size
+}
+
+// TestStateFilesystemInVM boots the dev image on the image's own state partition and on a disk
+// grown to 6.3 GiB before the first boot: each /var is made by mke2fs, ext4lazyinit finishes
+// without an ext4 error, and the host's e2fsck finds nothing after a clean poweroff. The first
+// disk is then enlarged to 20 GiB: /var grows online, a file written before keeps its checksum.
+// The 6.3 GiB one boots a second time: nothing is formatted, checked or grown again, and the
+// partition table stays byte for byte as it was.
+func TestStateFilesystemInVM(t *testing.T) {
+	testgate.Short(t, "VM boots")
+	for _, archName := range []string{"amd64", "arm64"} {
+		t.Run(archName, func(t *testing.T) {
+			RequireVM(t, archName)
+			img := Image(t, "dev", archName)
+
+			t.Run("image size then enlarged", func(t *testing.T) {
+				disk := filepath.Join(t.TempDir(), manifest.FileDisk)
+				if err := qemu.CopySparse(filepath.Join(img, manifest.FileDisk), disk); err != nil {
+					t.Fatal(err)
+				}
+				cfg := qemu.Config{Image: img, Boot: qemu.BootDirect, Disk: disk}
+				firstBoot(t, archName, cfg)
+
+				vm := BootWith(t, cfg)
+				vm.WaitReady(bootTimeout)
+				vm.Prompt(shellTimeout)
+				sum := vm.MustShell("dd if=/dev/urandom of=/var/kept bs=1M count=8 2>/dev/null && sync && sha256sum /var/kept | cut -d' ' -f1", shellTimeout)
+				before := varKiB(t, vm)
+				vm.PowerOff(archName, qemu.BootDirect)
+				vm.WaitExit(powerTimeout)
+
+				if err := os.Truncate(disk, enlargedDisk); err != nil {
+					t.Fatal(err)
+				}
+				vm = BootWith(t, cfg)
+				vm.WaitReady(bootTimeout)
+				line := stateLine(t, vm)
+				if !strings.Contains(line, "grown_to_mib=") || !strings.Contains(line, "filesystem_grown=true") || strings.Contains(line, "formatted=") {
+					t.Fatalf("after enlarging the disk: %s", line)
+				}
+				vm.Prompt(shellTimeout)
+				after := varKiB(t, vm)
+				if after < enlargedDisk/1024*9/10 {
+					t.Fatalf("/var is %d KiB on a %d KiB disk (was %d KiB)", after, enlargedDisk/1024, before)
+				}
+				if got := vm.MustShell("sha256sum /var/kept | cut -d' ' -f1", shellTimeout); got != sum {
+					t.Fatalf("/var/kept's sha256 is %s after growing, was %s", got, sum)
+				}
+				t.Logf("%s: /var grew from %d to %d KiB; %s", archName, before, after, line)
+				assertNoExt4Errors(t, vm)
+				vm.PowerOff(archName, qemu.BootDirect)
+				vm.WaitExit(powerTimeout)
+				vm.AssertCleanConsole()
+				assertNoExt4Errors(t, vm)
+				t.Logf("%s: e2fsck -fn after growing: %s", archName, fsckState(t, disk))
+			})
+
+			t.Run("grown to 6.3 GiB", func(t *testing.T) {
+				disk := filepath.Join(t.TempDir(), manifest.FileDisk)
+				if err := qemu.WorkingDisk(filepath.Join(img, manifest.FileDisk), disk, true, grownDisk); err != nil {
+					t.Fatal(err)
+				}
+				cfg := qemu.Config{Image: img, Boot: qemu.BootDirect, Disk: disk}
+				first := firstBoot(t, archName, cfg)
+				if first < grownDisk/1024*9/10 {
+					t.Fatalf("/var is %d KiB on a %d KiB disk", first, grownDisk/1024)
+				}
+				table := gptBytes(t, disk)
+
+				vm := BootWith(t, cfg)
+				vm.WaitReady(bootTimeout)
+				if line := stateLine(t, vm); !strings.Contains(line, "found=ext4") || strings.Contains(line, "formatted=") || strings.Contains(line, "grown") {
+					t.Fatalf("second boot: %s", line)
+				}
+				if strings.Contains(vm.Console.Output(), "checked before mounting") {
+					t.Fatal("the second boot checked a cleanly unmounted /var")
+				}
+				vm.Prompt(shellTimeout)
+				if second := varKiB(t, vm); second != first {
+					t.Fatalf("/var is %d KiB on the second boot, %d KiB on the first", second, first)
+				}
+				vm.PowerOff(archName, qemu.BootDirect)
+				vm.WaitExit(powerTimeout)
+				vm.AssertCleanConsole()
+				if again := gptBytes(t, disk); !bytes.Equal(again, table) {
+					t.Fatal("the second boot rewrote the partition table")
+				}
+			})
+		})
+	}
+}
+
+var formatTook = regexp.MustCompile(`format_took=([0-9.]+m?s)`)
+
+// TestStatePowerCutInVM cuts the power (kills QEMU) during the first-boot format of a 6.3 GiB
+// /var: as the format starts, halfway through and near its end, timed from a format that was
+// not cut. Every next boot formats again (the cut one reads as blank or an unfinished format,
+// never as unknown data) or finds the format finished, reaches node ready, and the host's e2fsck
+// finds nothing; at least one cut must land inside mke2fs.
+func TestStatePowerCutInVM(t *testing.T) {
+	testgate.Short(t, "VM boots")
+	for _, archName := range upgradeArches() {
+		t.Run(archName, func(t *testing.T) {
+			RequireVM(t, archName)
+			img := Image(t, "dev", archName)
+			fresh := func(t *testing.T) qemu.Config {
+				disk := filepath.Join(t.TempDir(), manifest.FileDisk)
+				if err := qemu.WorkingDisk(filepath.Join(img, manifest.FileDisk), disk, true, grownDisk); err != nil {
+					t.Fatal(err)
+				}
+				return qemu.Config{Image: img, Boot: qemu.BootDirect, Disk: disk}
+			}
+
+			// An uncut format, to time the cuts.
+			vm := BootWith(t, fresh(t))
+			vm.WaitFor("formatting the state partition", bootTimeout)
+			start := time.Now()
+			vm.WaitFor("state partition mounted", bootTimeout)
+			took := time.Since(start)
+			vm.WaitFor("\n", bootTimeout) // the rest of the line
+			m := formatTook.FindStringSubmatch(stateLine(t, vm))
+			if m == nil {
+				t.Fatalf("no format_took on %q", stateLine(t, vm))
+			}
+			t.Logf("%s: a 6.3 GiB format took %s (console), %s (seen from the host)", archName, m[1], took.Round(time.Millisecond))
+			vm.Kill()
+			vm.Wait()
+
+			unfinished := 0 // next boots that found a cut format's record
+			for _, frac := range []float64{0, 0.5, 0.9} {
+				t.Run(fmt.Sprintf("cut at %.0f%%", frac*100), func(t *testing.T) {
+					cfg := fresh(t)
+					vm := BootWith(t, cfg)
+					vm.WaitFor("formatting the state partition", bootTimeout)
+					time.Sleep(time.Duration(frac * float64(took)))
+					vm.Kill()
+					vm.Wait()
+
+					vm = BootWith(t, cfg)
+					vm.WaitReady(bootTimeout)
+					line := stateLine(t, vm)
+					switch {
+					case strings.Contains(line, "formatted=true"):
+						if strings.Contains(line, `found="an unfinished format"`) {
+							unfinished++
+						}
+					case strings.Contains(line, "found=ext4"):
+						// The format record was gone: mke2fs had finished and the disk was
+						// flushed before the cut, though the console had not said so yet.
+					default:
+						t.Fatalf("after a cut during the format: %s", line)
+					}
+					t.Logf("%s: cut %s after the format started; next boot: %s", archName,
+						time.Duration(frac*float64(took)).Round(time.Millisecond), line)
+					assertNoExt4Errors(t, vm)
+					vm.Prompt(shellTimeout)
+					vm.PowerOff(archName, qemu.BootDirect)
+					vm.WaitExit(powerTimeout)
+					vm.AssertCleanConsole()
+					t.Logf("%s: e2fsck -fn: %s", archName, fsckState(t, cfg.Disk))
+				})
+			}
+			if unfinished == 0 {
+				t.Error("no cut landed inside mke2fs (no next boot found the format record)")
+			}
+		})
+	}
+}
