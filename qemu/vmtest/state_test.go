@@ -1,20 +1,34 @@
 package vmtest
 
 import (
+	"archive/tar"
 	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	ggtarball "github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
 	"ingot.dev/ingot/image/manifest"
 	"ingot.dev/ingot/init/statedisk"
 	"ingot.dev/ingot/internal/testgate"
+	"ingot.dev/ingot/internal/testimages"
 	"ingot.dev/ingot/qemu"
 )
 
@@ -339,4 +353,179 @@ func TestStatePowerCutInVM(t *testing.T) {
 			}
 		})
 	}
+}
+
+// bigRef is a test image made here: the busybox test image plus a layer holding bigFile, 32 MiB
+// that do not compress, so that a pull takes long enough under TCG to be cut in the middle.
+const (
+	bigRef  = "registry.k8s.io/e2e-test-images/ingot-big:1"
+	bigFile = "big.bin"
+	bigSize = 32 << 20
+)
+
+// bigImage builds bigRef for arch from the busybox test image and returns it with the sha256 of
+// bigFile's contents.
+func bigImage(t *testing.T, imgs []testimages.Image, archName string) (testimages.Image, string) {
+	t.Helper()
+	i := slices.IndexFunc(imgs, func(im testimages.Image) bool { return im.Ref == "registry.k8s.io/e2e-test-images/busybox:1.29-2" })
+	if i < 0 {
+		t.Fatal("no busybox test image")
+	}
+	im, err := imgs[i].Index.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var base v1.Image
+	var plat v1.Platform
+	for _, d := range im.Manifests {
+		if d.Platform != nil && d.Platform.Architecture == archName {
+			if base, err = imgs[i].Index.Image(d.Digest); err != nil {
+				t.Fatal(err)
+			}
+			plat = *d.Platform
+		}
+	}
+	if base == nil {
+		t.Fatalf("no %s busybox test image", archName)
+	}
+	data := make([]byte, bigSize)
+	rand.NewChaCha8([32]byte{'i', 'n', 'g', 'o', 't'}).Read(data)
+	var tarball bytes.Buffer
+	tw := tar.NewWriter(&tarball)
+	tw.WriteHeader(&tar.Header{Name: bigFile, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0)})
+	tw.Write(data)
+	tw.Close()
+	layer, err := ggtarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(tarball.Bytes())), nil },
+		ggtarball.WithMediaType(types.OCILayer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(base, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
+		mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &plat}})
+	sum := sha256.Sum256(data)
+	return testimages.Image{Ref: bigRef, Index: idx}, hex.EncodeToString(sum[:])
+}
+
+var fsyncedLine = regexp.MustCompile(`fsynced-([0-9]+)`)
+
+// TestStatePowerCutUnderLoadInVM cuts the power twice while the node is busy on /var: a container
+// writes files into an emptyDir (a host directory under /var/lib/kubelet, as the kubelet makes
+// one), syncing each before it prints its number, while the runtime pulls a 32 MiB image. Every
+// next boot runs e2fsck -p (the console says so) and mounts /var; every file printed as synced
+// before the cut is there with its contents; the images listed are whole (a container from the
+// big image, when it is listed, reads its file with the right sha256) and a pull of the
+// interrupted image succeeds. After a clean poweroff the host's e2fsck finds nothing.
+func TestStatePowerCutUnderLoadInVM(t *testing.T) {
+	testgate.Short(t, "VM boots")
+	for _, archName := range upgradeArches() {
+		t.Run(archName, func(t *testing.T) { testStatePowerCutUnderLoad(t, archName) })
+	}
+}
+
+func testStatePowerCutUnderLoad(t *testing.T, archName string) {
+	RequireVM(t, archName)
+	imgs, err := testimages.Build(context.Background(), testimages.Options{Arches: []string{archName}})
+	if err != nil {
+		testgate.Skip(t, "cannot build the test images: "+err.Error())
+	}
+	big, bigSum := bigImage(t, imgs, archName)
+	profile := filepath.Join(t.TempDir(), "state-dev.toml")
+	if err := os.WriteFile(profile, devWithMirrors(t), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img := Image(t, profile, archName)
+	disk := filepath.Join(t.TempDir(), manifest.FileDisk)
+	if err := qemu.CopySparse(filepath.Join(img, manifest.FileDisk), disk); err != nil {
+		t.Fatal(err)
+	}
+	cfg := qemu.Config{Image: img, Boot: qemu.BootDirect, Memory: 2048, Disk: disk,
+		GuestFwd: []string{registryFwd(t, append(slices.Clone(imgs), big), guestRegistry)}}
+	const long = 4 * time.Minute
+	const busybox = "registry.k8s.io/e2e-test-images/busybox:1.29-2"
+
+	// checkBig runs a container from the big image in a pod of its own and compares its file.
+	checkBig := func(vm *VM, name string) {
+		t.Helper()
+		vm.MustShell(fmt.Sprintf(`echo '{"metadata":{"name":"%s","namespace":"default","uid":"%s-uid"},"log_directory":"/var/log/pods/%s","linux":{}}' >/tmp/%s-pod.json`, name, name, name, name), shellTimeout)
+		vm.MustShell(fmt.Sprintf(`echo '{"metadata":{"name":"big"},"image":{"image":%q},"command":["sleep","3600"],"log_path":"big.log","linux":{}}' >/tmp/%s-big.json`, bigRef, name), shellTimeout)
+		out := vm.MustShell(fmt.Sprintf("P=$(crictl runp /tmp/%[1]s-pod.json) && C=$(crictl create $P /tmp/%[1]s-big.json /tmp/%[1]s-pod.json) && crictl start $C >/dev/null && crictl exec $C sha256sum /%[2]s | cut -d' ' -f1; crictl rmp -f $P >/dev/null", name, bigFile), long)
+		if !strings.Contains(out, bigSum) {
+			t.Fatalf("/%s in a container from %s: sha256 %q, want %s", bigFile, bigRef, out, bigSum)
+		}
+	}
+
+	vm := BootWith(t, cfg)
+	vm.WaitReady(bootTimeout)
+	vm.Prompt(shellTimeout)
+	vm.MustShell("crictl pull "+busybox+" >/dev/null", long)
+	start := time.Now()
+	vm.MustShell("crictl pull "+bigRef+" >/dev/null", long)
+	pullTook := time.Since(start)
+	checkBig(vm, "whole")
+	vm.MustShell("crictl rmi "+bigRef+" >/dev/null", long)
+	t.Logf("%s: a whole pull of %s took %s", archName, bigRef, pullTook.Round(time.Millisecond))
+
+	synced := map[int]int{} // cut → the last file number printed as synced before it
+	for _, c := range []struct {
+		n    int
+		frac float64
+	}{{1, 0.3}, {2, 0.8}} {
+		dir := fmt.Sprintf("/var/lib/kubelet/pods/cut%d-uid/volumes/kubernetes.io~empty-dir/data", c.n)
+		vm.MustShell(fmt.Sprintf(`mkdir -p %s && echo '{"metadata":{"name":"cut%d","namespace":"default","uid":"cut%d-uid"},"log_directory":"/var/log/pods/cut%d","linux":{}}' >/tmp/cut-pod.json`, dir, c.n, c.n, c.n), shellTimeout)
+		vm.MustShell(fmt.Sprintf(`echo '{"metadata":{"name":"writer"},"image":{"image":%q},"command":["sh","-c","i=0; while :; do echo content-$i >/data/f$i && sync /data/f$i /data && echo fsynced-$i; i=$((i+1)); sleep 0.05; done"],"mounts":[{"container_path":"/data","host_path":%q}],"log_path":"writer.log","linux":{}}' >/tmp/cut-writer.json`, busybox, dir), shellTimeout)
+		vm.MustShell("P=$(crictl runp /tmp/cut-pod.json) && W=$(crictl create $P /tmp/cut-writer.json /tmp/cut-pod.json) && crictl start $W >/dev/null", long)
+		// The writer's output reaches the console through crictl logs -f, so the test sees each
+		// number only after the file was synced.
+		vm.MustShell("{ crictl logs -f $W & crictl pull "+bigRef+" >/tmp/pull.log 2>&1 & }", shellTimeout)
+		vm.WaitFor("fsynced-5", long)
+		time.Sleep(time.Duration(c.frac * float64(pullTook)))
+		vm.Kill()
+		vm.Wait()
+		last := -1
+		for _, m := range fsyncedLine.FindAllStringSubmatch(vm.Console.Output(), -1) {
+			n, _ := strconv.Atoi(m[1])
+			last = max(last, n)
+		}
+		synced[c.n] = last
+
+		vm = BootWith(t, cfg)
+		vm.WaitReady(bootTimeout)
+		out := vm.Console.Output()
+		i := strings.Index(out, "state partition checked before mounting")
+		if i < 0 {
+			t.Fatalf("cut %d: the next boot did not check /var:\n%s", c.n, tail(out, 3000))
+		}
+		t.Logf("%s: cut %d, %s into the pull, %d files synced: %s", archName, c.n,
+			time.Duration(c.frac*float64(pullTook)).Round(time.Millisecond), last+1, strings.SplitN(out[i:], "\n", 2)[0])
+		assertNoExt4Errors(t, vm)
+		vm.Prompt(shellTimeout)
+		for n, last := range synced {
+			dir := fmt.Sprintf("/var/lib/kubelet/pods/cut%d-uid/volumes/kubernetes.io~empty-dir/data", n)
+			got := vm.MustShell(fmt.Sprintf(`i=0; while [ $i -le %d ]; do [ "$(cat %s/f$i 2>/dev/null)" = content-$i ] || echo missing-$i; i=$((i+1)); done; echo checked`, last, dir), long)
+			if got != "checked" {
+				t.Fatalf("cut %d: files synced before the cut are lost or wrong:\n%s", n, got)
+			}
+		}
+		images := vm.MustShell("crictl images", long)
+		if !strings.Contains(images, "e2e-test-images/busybox") {
+			t.Fatalf("cut %d: busybox, pulled whole before, is not listed:\n%s", c.n, images)
+		}
+		t.Logf("%s: cut %d: %s listed after the cut: %v", archName, c.n, bigRef, strings.Contains(images, "ingot-big"))
+		if strings.Contains(images, "ingot-big") {
+			// Listed: it must be whole.
+			checkBig(vm, fmt.Sprintf("listed%d", c.n))
+			vm.MustShell("crictl rmi "+bigRef+" >/dev/null", long)
+		}
+		vm.MustShell("crictl pull "+bigRef+" >/dev/null", long)
+		checkBig(vm, fmt.Sprintf("pulled%d", c.n))
+		vm.MustShell("crictl rmi "+bigRef+" >/dev/null", long)
+	}
+	vm.PowerOff(archName, qemu.BootDirect)
+	vm.WaitExit(powerTimeout)
+	vm.AssertCleanConsole()
+	t.Logf("%s: e2fsck -fn after the cuts: %s", archName, fsckState(t, disk))
 }
