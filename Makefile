@@ -88,6 +88,10 @@ bench-compare: ## compare two bench runs: make bench-compare OLD=out/bench/A.jso
 e2e-upgrade: deps bin/ingot-node-$(ARCH) ## image swap on an ARCH node booted by UEFI: ingot ctl upgrade to a healthy image (committed, /var kept), to one whose runtime fails (rolled back by itself), rollback by hand; power cut at 7 points of swaps; a cluster worker's swap gated on node Ready, and one whose kubelet never reports rolled back (make test runs it on amd64)
 	INGOT_BIN=$(CURDIR)/bin INGOT_CLUSTER_TEST=1 INGOT_E2E_ARCH=$(ARCH) go test -count=1 -v -timeout 90m -run '^(TestUpgradeInVM|TestUpgradePowerCutInVM|TestUpgradeClusterNodeInVM)$$' ./qemu/vmtest
 
+.PHONY: e2e-state
+e2e-state: deps bin/ingot-node-$(ARCH) ## the state partition on an ARCH node: first boots (256 MiB, 6.3 GiB) clean to e2fsck after ext4lazyinit, /var grown to 20 GiB with a file kept, power cuts during the first format and under load (make test runs the first part on both arches, the cuts on amd64)
+	INGOT_BIN=$(CURDIR)/bin INGOT_E2E_ARCH=$(ARCH) go test -count=1 -v -timeout 60m -run '^(TestStateFilesystemInVM|TestStatePowerCutInVM|TestStatePowerCutUnderLoadInVM)$$/^$(ARCH)$$' ./qemu/vmtest
+
 .PHONY: cluster cluster-down e2e-cluster
 WORKERS ?= 1
 cluster: deps bin/ingot bin/ingot-node-$(ARCH) ## a Kubernetes control plane on 127.0.0.1 and WORKERS (default 1) worker VMs of ARCH that join it (ingot cluster up --workers; builds etcd, kube-apiserver/-controller-manager and the kubelet into the cache the first time, ~30 min on 2 cores)

@@ -1,6 +1,7 @@
 package statedisk
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -401,4 +402,41 @@ func TestResize(t *testing.T) {
 		t.Fatalf("filesystem is %d bytes after growing to 20 GiB", got)
 	}
 	fsckClean(t, img)
+}
+
+// Trim hands a mounted filesystem's free blocks back to its disk: a loop device over a file
+// punches holes, so the file's allocated size shrinks.
+func TestTrim(t *testing.T) {
+	tools := nodeTools(t)
+	img := sparse(t, 256<<20)
+	if err := tools.Format(context.Background(), img, Label); err != nil {
+		t.Fatal(err)
+	}
+	mnt := mountLoop(t, img)
+	data := bytes.Repeat([]byte("state"), 8<<20/5)
+	if err := os.WriteFile(filepath.Join(mnt, "gone"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	unix.Sync()
+	if err := os.Remove(filepath.Join(mnt, "gone")); err != nil {
+		t.Fatal(err)
+	}
+	unix.Sync()
+	allocated := func() int64 {
+		var st unix.Stat_t
+		if err := unix.Stat(img, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Blocks * 512
+	}
+	before := allocated()
+	trimmed, err := Trim(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := allocated()
+	t.Logf("trimmed %d bytes; the image file holds %d bytes, %d before", trimmed, after, before)
+	if trimmed == 0 || before-after < 4<<20 {
+		t.Fatalf("Trim reported %d bytes; the image file went from %d to %d allocated bytes", trimmed, before, after)
+	}
 }
