@@ -89,8 +89,8 @@ e2e-upgrade: deps bin/ingot-node-$(ARCH) ## image swap on an ARCH node booted by
 	INGOT_BIN=$(CURDIR)/bin INGOT_CLUSTER_TEST=1 INGOT_E2E_ARCH=$(ARCH) go test -count=1 -v -timeout 90m -run '^(TestUpgradeInVM|TestUpgradePowerCutInVM|TestUpgradeClusterNodeInVM)$$' ./qemu/vmtest
 
 .PHONY: e2e-state
-e2e-state: deps bin/ingot-node-$(ARCH) ## the state partition on an ARCH node: first boots (256 MiB, 6.3 GiB) clean to e2fsck after ext4lazyinit, /var grown to 20 GiB with a file kept, power cuts during the first format and under load (make test runs the first part on both arches, the cuts on amd64)
-	INGOT_BIN=$(CURDIR)/bin INGOT_E2E_ARCH=$(ARCH) go test -count=1 -v -timeout 60m -run '^(TestStateFilesystemInVM|TestStatePowerCutInVM|TestStatePowerCutUnderLoadInVM)$$/^$(ARCH)$$' ./qemu/vmtest
+e2e-state: deps bin/ingot-node-$(ARCH) ## the state partition on an ARCH node: first boots (256 MiB, 6.3 GiB) clean to e2fsck after ext4lazyinit, /var grown to 20 GiB with a file kept, power cuts during the first format and under load, a damaged /var left untouched (make test runs the first part on both arches, the cuts on amd64)
+	INGOT_BIN=$(CURDIR)/bin INGOT_E2E_ARCH=$(ARCH) go test -count=1 -v -timeout 60m -run '^(TestStateFilesystemInVM|TestStatePowerCutInVM|TestStatePowerCutUnderLoadInVM|TestStateDamagedInVM)$$/^$(ARCH)$$' ./qemu/vmtest
 
 .PHONY: cluster cluster-down e2e-cluster
 WORKERS ?= 1

@@ -310,7 +310,7 @@ func (m stateMount) Do(ctx context.Context) error {
 	res, err := statedisk.Prepare(ctx, statedisk.NodeTools, m.Label, m.Target, m.Flags, time.Second, func(r statedisk.Result) {
 		m.n.log.Info("formatting the state partition", "device", r.Device, "found", r.Found.String(), "grown", r.Grown)
 	})
-	if c := res.Checked; c.Why != "" {
+	if c := res.Checked; c.Why != "" && !errors.Is(err, statedisk.ErrNotRepaired) { // else the error line says it all
 		m.n.log.Info("state partition checked before mounting: "+c.Why, "device", res.Device, "e2fsck", "-p",
 			"exit", c.Exit, "took", c.Took.Round(time.Millisecond), "said", c.Output)
 	}

@@ -530,3 +530,79 @@ func testStatePowerCutUnderLoad(t *testing.T, archName string) {
 	vm.AssertCleanConsole()
 	t.Logf("%s: e2fsck -fn after the cuts: %s", archName, fsckState(t, disk))
 }
+
+// partitionDigest hashes the disk's state partition, less its superblock (e2fsck counts its own
+// writes there even when it repairs nothing).
+func partitionDigest(t *testing.T, disk string) string {
+	t.Helper()
+	p, err := statedisk.FindPartition(disk, statedisk.Label)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	io.Copy(h, io.NewSectionReader(f, p.Start(), 1024))
+	io.Copy(h, io.NewSectionReader(f, p.Start()+2048, int64(p.Sectors)*p.Sector-2048))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// TestStateDamagedInVM damages a node's /var while it is off (the root directory's inode cleared,
+// the superblock marked with errors) and boots it: e2fsck -p may not repair that, so the node
+// must leave the partition untouched and unmounted, say so on the console in one line, and
+// still reach node ready with /var on a tmpfs.
+func TestStateDamagedInVM(t *testing.T) {
+	testgate.Short(t, "VM boots")
+	for _, archName := range upgradeArches() {
+		t.Run(archName, func(t *testing.T) {
+			RequireVM(t, archName)
+			img := Image(t, "dev", archName)
+			disk := filepath.Join(t.TempDir(), manifest.FileDisk)
+			if err := qemu.CopySparse(filepath.Join(img, manifest.FileDisk), disk); err != nil {
+				t.Fatal(err)
+			}
+			cfg := qemu.Config{Image: img, Boot: qemu.BootDirect, Disk: disk}
+			vm := BootWith(t, cfg)
+			vm.WaitReady(bootTimeout)
+			vm.Prompt(shellTimeout)
+			vm.PowerOff(archName, qemu.BootDirect)
+			vm.WaitExit(powerTimeout)
+
+			debugfs := testgate.RequireCommand(t, "debugfs")
+			p, err := statedisk.FindPartition(disk, statedisk.Label)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fs := fmt.Sprintf("%s?offset=%d", disk, p.Start())
+			for _, req := range []string{"clri <2>", "ssv state 2"} {
+				if out, err := exec.Command(debugfs, "-w", "-R", req, fs).CombinedOutput(); err != nil {
+					t.Fatalf("debugfs -w -R %q: %v: %s", req, err, out)
+				}
+			}
+			before := partitionDigest(t, disk)
+
+			vm = BootWith(t, cfg)
+			vm.WaitReady(bootTimeout)
+			out := vm.Console.Output()
+			const refused = "ERROR: state partition left untouched and not mounted"
+			i := strings.Index(out, refused)
+			if i < 0 {
+				t.Fatalf("no %q on the console", refused)
+			}
+			t.Logf("%s: %s", archName, strings.SplitN(out[i:], "\n", 2)[0])
+			vm.Prompt(shellTimeout)
+			if got := vm.MustShell("grep ' /var ' /proc/mounts | cut -d' ' -f1,3", shellTimeout); got != "tmpfs tmpfs" {
+				t.Fatalf("/var is mounted from %q, want a tmpfs", got)
+			}
+			vm.PowerOff(archName, qemu.BootDirect)
+			vm.WaitExit(powerTimeout)
+			vm.AssertCleanConsole()
+			if partitionDigest(t, disk) != before {
+				t.Fatal("the node changed the damaged partition")
+			}
+		})
+	}
+}
