@@ -221,13 +221,23 @@ func readSuperblock(dev string) (superblock, error) {
 	if _, err := fd.ReadAt(b, 1024); err != nil {
 		return superblock{}, fmt.Errorf("read the superblock of %s: %w", dev, err)
 	}
-	le := binary.LittleEndian
-	if le.Uint16(b[0x38:]) != 0xEF53 {
+	sb, ok := parseSuperblock(b)
+	if !ok {
 		return superblock{}, fmt.Errorf("%s has no ext4 superblock", dev)
+	}
+	return sb, nil
+}
+
+// parseSuperblock reads the fields Prepare uses from the 1024 bytes of an ext2/3/4 superblock;
+// false when b has no superblock's magic.
+func parseSuperblock(b []byte) (superblock, bool) {
+	le := binary.LittleEndian
+	if len(b) < 1024 || le.Uint16(b[0x38:]) != 0xEF53 {
+		return superblock{}, false
 	}
 	sb := superblock{
 		blocks:    uint64(le.Uint32(b[0x04:])),
-		blockSize: 1024 << le.Uint32(b[0x18:]),
+		blockSize: 1024 << min(le.Uint32(b[0x18:]), 6), // at most 64 KiB blocks
 		state:     le.Uint16(b[0x3A:]),
 		incompat:  le.Uint32(b[0x60:]),
 		label:     string(bytes.TrimRight(b[0x78:0x88], "\x00")),
@@ -235,7 +245,7 @@ func readSuperblock(dev string) (superblock, error) {
 	if sb.incompat&incompat64bit != 0 {
 		sb.blocks |= uint64(le.Uint32(b[0x150:])) << 32
 	}
-	return sb, nil
+	return sb, true
 }
 
 // needsCheck says why the filesystem must be checked before it is mounted, or "".

@@ -252,7 +252,7 @@ func grow(fd *os.File, label string) (Growth, error) {
 	if _, err := fd.ReadAt(tail, g.OldEnd-recordSize); err != nil {
 		return g, fmt.Errorf("read partition %d: %w", g.Index, err)
 	}
-	if classify(head, tail) == Other {
+	if classify(head, tail, g.Size) == Other {
 		return g, nil // data the node does not know: never moved
 	}
 

@@ -7,7 +7,6 @@ package statedisk
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -126,17 +125,22 @@ func Probe(dev string) (Kind, error) {
 	if _, err := fd.ReadAt(tail, size-recordSize); err != nil {
 		return Other, fmt.Errorf("probe %s: %w", dev, err)
 	}
-	return classify(head, tail), nil
+	return classify(head, tail, size), nil
 }
 
-// classify says what a partition holds from its first MiB and its last 4 KiB.
-func classify(head, tail []byte) Kind {
+// classify says what a partition of size bytes holds from its first MiB and its last 4 KiB.
+func classify(head, tail []byte, size int64) Kind {
+	sb, isExt4 := parseSuperblock(head[1024:2048])
 	switch {
+	case isExt4 && sb.blocks > uint64((size-recordSize)/sb.blockSize):
+		// The filesystem covers the last block (it grew with its disk): what is there is file
+		// data, which a workload can make look like a record. Format never makes one this big.
+		return Ext4
 	case bytes.HasPrefix(tail, []byte(formatRecord)):
-		// Checked first: mke2fs writes the primary superblock last, but the record is cleared
-		// only once the whole filesystem is on the disk.
+		// Checked before the superblock: mke2fs writes the primary superblock last, but the
+		// record is cleared only once the whole filesystem is on the disk.
 		return Unfinished
-	case binary.LittleEndian.Uint16(head[1024+0x38:]) == 0xEF53: // ext2/3/4 s_magic
+	case isExt4:
 		return Ext4
 	case allZero(head):
 		return Blank

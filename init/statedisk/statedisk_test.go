@@ -440,3 +440,26 @@ func TestTrim(t *testing.T) {
 		t.Fatalf("Trim reported %d bytes; the image file went from %d to %d allocated bytes", trimmed, before, after)
 	}
 }
+
+// A filesystem that covers its partition's last block (it grew with its disk) holds file data
+// there, and a workload can make that data anything, the format record's text included. That must
+// never read as an unfinished format, which the node would format over: a record counts only
+// outside the filesystem the superblock describes.
+func TestProbeRecordInsideFilesystem(t *testing.T) {
+	tools := nodeTools(t)
+	img := sparse(t, 256<<20)
+	if err := tools.Format(context.Background(), img, Label); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 512<<20); err != nil {
+		t.Fatal(err)
+	}
+	if grew, err := tools.Resize(context.Background(), img); err != nil || !grew {
+		t.Fatalf("resize = %v, %v", grew, err)
+	}
+	// A file block that happens to be the partition's last one, written by a pod.
+	writeAt(t, img, 512<<20-recordSize, []byte(formatRecord+"written by a pod\n"))
+	if k, err := Probe(img); err != nil || k != Ext4 {
+		t.Fatalf("probe of a grown filesystem whose last block holds the record's text = %v, %v; want %v", k, err, Ext4)
+	}
+}
