@@ -1,7 +1,6 @@
 package statedisk
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -201,7 +200,6 @@ type superblock struct {
 	blockSize int64
 	state     uint16 // s_state: 1 cleanly unmounted, 2 errors detected
 	incompat  uint32
-	label     string
 }
 
 const (
@@ -240,7 +238,6 @@ func parseSuperblock(b []byte) (superblock, bool) {
 		blockSize: 1024 << min(le.Uint32(b[0x18:]), 6), // at most 64 KiB blocks
 		state:     le.Uint16(b[0x3A:]),
 		incompat:  le.Uint32(b[0x60:]),
-		label:     string(bytes.TrimRight(b[0x78:0x88], "\x00")),
 	}
 	if sb.incompat&incompat64bit != 0 {
 		sb.blocks |= uint64(le.Uint32(b[0x150:])) << 32

@@ -242,6 +242,20 @@ func grow(fd *os.File, label string) (Growth, error) {
 	if end != lastEnd {
 		return g, nil // another partition follows: growing would overlap it
 	}
+	// What there is to gain first: a node calls Grow on every boot, and on all but the first
+	// (or one after its disk was enlarged) the partition already reaches the end.
+	entrySectors := (uint64(len(entries)) + uint64(sector) - 1) / uint64(sector)
+	lastLBA := uint64(diskSize/sector) - 1
+	lastUsable := lastLBA - entrySectors - 1
+	if lastUsable <= end {
+		return g, nil
+	}
+	perMiB := uint64(growAlign / sector)
+	newEnd := start + (lastUsable-start+1)/perMiB*perMiB - 1
+	if newEnd < end+perMiB {
+		return g, nil // less than a MiB to gain: leave the table as it is
+	}
+
 	if g.Size < minSize {
 		return g, nil
 	}
@@ -254,18 +268,6 @@ func grow(fd *os.File, label string) (Growth, error) {
 	}
 	if classify(head, tail, g.Size) == Other {
 		return g, nil // data the node does not know: never moved
-	}
-
-	entrySectors := (uint64(len(entries)) + uint64(sector) - 1) / uint64(sector)
-	lastLBA := uint64(diskSize/sector) - 1
-	lastUsable := lastLBA - entrySectors - 1
-	if lastUsable <= end {
-		return g, nil
-	}
-	perMiB := uint64(growAlign / sector)
-	newEnd := start + (lastUsable-start+1)/perMiB*perMiB - 1
-	if newEnd < end+perMiB {
-		return g, nil // less than a MiB to gain: leave the table as it is
 	}
 
 	e := entries[found*int(hdr.entrySize):]

@@ -44,16 +44,23 @@ const (
 	enlargedDisk    = 20 << 30
 )
 
+// stateFS names the disk's state filesystem for e2fsprogs on the host: the image file with the
+// partition's offset (e2fsprogs' unix I/O takes "?offset=").
+func stateFS(t *testing.T, disk string) string {
+	t.Helper()
+	p, err := statedisk.FindPartition(disk, statedisk.Label)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%s?offset=%d", disk, p.Start())
+}
+
 // fsckState runs the host's e2fsck -fn on the disk's state partition (offset into the image
 // file) and fails on any finding. It returns e2fsck's summary line.
 func fsckState(t *testing.T, disk string) string {
 	t.Helper()
 	fsck := testgate.RequireCommand(t, "e2fsck")
-	p, err := statedisk.FindPartition(disk, statedisk.Label)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(fsck, "-fn", fmt.Sprintf("%s?offset=%d", disk, p.Start())).CombinedOutput()
+	out, err := exec.Command(fsck, "-fn", stateFS(t, disk)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("e2fsck -fn of the state partition of %s: %v\n%s", disk, err, out)
 	}
@@ -125,11 +132,7 @@ func assertNoExt4Errors(t *testing.T, vm *VM) {
 func assertItablesZeroed(t *testing.T, disk string) {
 	t.Helper()
 	dumpe2fs := testgate.RequireCommand(t, "dumpe2fs")
-	p, err := statedisk.FindPartition(disk, statedisk.Label)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(dumpe2fs, fmt.Sprintf("%s?offset=%d", disk, p.Start())).Output()
+	out, err := exec.Command(dumpe2fs, stateFS(t, disk)).Output()
 	if err != nil {
 		t.Fatalf("dumpe2fs of the state partition of %s: %v", disk, err)
 	}
@@ -572,11 +575,7 @@ func TestStateDamagedInVM(t *testing.T) {
 			vm.WaitExit(powerTimeout)
 
 			debugfs := testgate.RequireCommand(t, "debugfs")
-			p, err := statedisk.FindPartition(disk, statedisk.Label)
-			if err != nil {
-				t.Fatal(err)
-			}
-			fs := fmt.Sprintf("%s?offset=%d", disk, p.Start())
+			fs := stateFS(t, disk)
 			for _, req := range []string{"clri <2>", "ssv state 2"} {
 				if out, err := exec.Command(debugfs, "-w", "-R", req, fs).CombinedOutput(); err != nil {
 					t.Fatalf("debugfs -w -R %q: %v: %s", req, err, out)
